@@ -3,5 +3,16 @@
 //! The binary in `main.rs` is a thin shell over this library so that tests can drive every
 //! part — the envelope codec, the subjects, the main loop — without a process in between.
 
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod counters;
+pub mod daemon;
 pub mod envelope;
+pub mod heartbeat;
+pub mod logging;
+pub mod redact;
+pub mod signals;
 pub mod topics;
+pub mod worker;

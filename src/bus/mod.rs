@@ -1,0 +1,251 @@
+//! The NATS side of the worker: one connection named `ttp`, one thread per subscription, the
+//! control listener and the heartbeat, wired up together and torn down together.
+
+// The sync `nats` client marks `Connection` deprecated in favour of async-nats; an async
+// runtime is exactly what this daemon must not have, so the sync client stays (nats.md).
+#![allow(deprecated)]
+
+mod connect;
+mod intake;
+mod publish;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, bounded};
+
+pub use connect::BusSettings;
+pub use publish::Publisher;
+
+use crate::control;
+use crate::counters::Counters;
+use crate::heartbeat;
+use crate::redact::redact_url;
+use crate::topics::{CONTROL, TOPICS};
+use crate::worker::{Bus, ShutdownCause, Wake};
+
+/// How long shutdown waits for the client to flush and close; its own flush has no bound
+/// while disconnected (nats.md pitfall 5).
+const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach NATS at {urls}: {source}")]
+    Connect { urls: String, source: io::Error },
+    #[error("no answer from NATS at {urls} within {timeout:?}")]
+    ConnectTimedOut { urls: String, timeout: Duration },
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe { subject: String, source: io::Error },
+    #[error("cannot start a thread: {0}")]
+    Spawn(io::Error),
+}
+
+/// The real bus: NATS through the sync client.
+pub struct NatsBus {
+    settings: BusSettings,
+    wake: Sender<Wake>,
+    shutdown: Sender<ShutdownCause>,
+    counters: Arc<Counters>,
+    /// Set while we close the connection ourselves; read by the client's disconnect callback.
+    closing: Arc<AtomicBool>,
+    session: Option<Session>,
+}
+
+impl NatsBus {
+    pub fn new(
+        settings: BusSettings,
+        wake: Sender<Wake>,
+        shutdown: Sender<ShutdownCause>,
+        counters: Arc<Counters>,
+    ) -> NatsBus {
+        NatsBus {
+            settings,
+            wake,
+            shutdown,
+            counters,
+            closing: Arc::new(AtomicBool::new(false)),
+            session: None,
+        }
+    }
+
+    /// For publishing from the main loop; `None` while in poll-only mode.
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.session.as_ref().map(|s| &s.publisher)
+    }
+}
+
+impl Bus for NatsBus {
+    fn wanted(&self) -> bool {
+        self.settings.enabled
+    }
+
+    fn is_connected(&self) -> bool {
+        self.session.is_some()
+    }
+
+    fn connect(&mut self) -> Result<(), BusError> {
+        self.closing.store(false, Ordering::SeqCst);
+        let connection = connect::open(&self.settings, &self.counters, &self.closing)?;
+        let session = Session::start(
+            connection,
+            &self.settings,
+            &self.wake,
+            &self.shutdown,
+            &self.counters,
+        )?;
+        log::info!(
+            "connected to NATS at {} as {:?}; subscribed to {} subjects and {}",
+            redact_url(&self.settings.urls.join(",")),
+            crate::topics::WORKER_NAME,
+            TOPICS.len(),
+            CONTROL
+        );
+        self.session = Some(session);
+        Ok(())
+    }
+
+    fn stop_intake(&mut self) {
+        if let Some(session) = &mut self.session {
+            session.stop_intake();
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.closing.store(true, Ordering::SeqCst);
+            session.close();
+        }
+    }
+}
+
+/// Everything that lives exactly as long as one successful connection.
+struct Session {
+    connection: nats::Connection,
+    publisher: Publisher,
+    /// Dropping a sender is the stop signal: every thread selects on its receiver.
+    stop_intake: Option<Sender<()>>,
+    stop_heartbeat: Option<Sender<()>>,
+    intake_threads: Vec<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    fn start(
+        connection: nats::Connection,
+        settings: &BusSettings,
+        wake: &Sender<Wake>,
+        shutdown: &Sender<ShutdownCause>,
+        counters: &Arc<Counters>,
+    ) -> Result<Session, BusError> {
+        let (stop_intake, intake_stopped) = bounded::<()>(0);
+        let (stop_heartbeat, heartbeat_stopped) = bounded::<()>(0);
+        let publisher = Publisher::new(connection.clone(), counters.clone());
+        let mut session = Session {
+            connection,
+            publisher,
+            stop_intake: Some(stop_intake),
+            stop_heartbeat: Some(stop_heartbeat),
+            intake_threads: Vec::new(),
+            heartbeat: None,
+        };
+        // On any failure below, dropping `session` would leave threads running; tear down
+        // explicitly instead.
+        let wired = (|| {
+            for pattern in TOPICS {
+                let subscription = session.subscribe(pattern)?;
+                let thread = intake::spawn_forwarder(
+                    pattern,
+                    subscription,
+                    wake.clone(),
+                    intake_stopped.clone(),
+                    counters.clone(),
+                )
+                .map_err(BusError::Spawn)?;
+                session.intake_threads.push(thread);
+            }
+            let subscription = session.subscribe(CONTROL)?;
+            let thread =
+                control::spawn_listener(subscription, shutdown.clone(), intake_stopped.clone())
+                    .map_err(BusError::Spawn)?;
+            session.intake_threads.push(thread);
+            let thread = heartbeat::spawn(
+                session.publisher.clone(),
+                settings.heartbeat_interval,
+                counters.clone(),
+                heartbeat_stopped,
+            )
+            .map_err(BusError::Spawn)?;
+            session.heartbeat = Some(thread);
+            Ok(())
+        })();
+        match wired {
+            Ok(()) => Ok(session),
+            Err(err) => {
+                session.stop_intake();
+                session.close();
+                Err(err)
+            }
+        }
+    }
+
+    fn subscribe(&self, subject: &str) -> Result<nats::Subscription, BusError> {
+        let subscription =
+            self.connection
+                .subscribe(subject)
+                .map_err(|source| BusError::Subscribe {
+                    subject: subject.to_owned(),
+                    source,
+                })?;
+        subscription.set_message_limits(intake::CLIENT_QUEUE_LIMIT);
+        Ok(subscription)
+    }
+
+    /// Ends the forwarders and the control listener; each unsubscribes before it exits.
+    fn stop_intake(&mut self) {
+        drop(self.stop_intake.take());
+        for thread in self.intake_threads.drain(..) {
+            if thread.join().is_err() {
+                log::error!("a subscription thread panicked");
+            }
+        }
+    }
+
+    fn close(mut self) {
+        self.stop_intake();
+        drop(self.stop_heartbeat.take());
+        if let Some(thread) = self.heartbeat.take()
+            && thread.join().is_err()
+        {
+            log::error!("the heartbeat thread panicked");
+        }
+        drop(self.publisher);
+        close_with_deadline(self.connection, CLOSE_DEADLINE);
+    }
+}
+
+/// `Connection::close` flushes first, and that flush waits for a PONG with no bound while the
+/// server is away; give it a deadline on a side thread instead of hanging the exit.
+fn close_with_deadline(connection: nats::Connection, deadline: Duration) {
+    let (done, closed) = bounded::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("nats-close".into())
+        .spawn(move || {
+            connection.close();
+            let _ = done.send(());
+        });
+    match spawned {
+        Ok(thread) => match closed.recv_timeout(deadline) {
+            Ok(()) => {
+                let _ = thread.join();
+                log::debug!("NATS connection closed");
+            }
+            Err(_) => log::warn!(
+                "NATS connection did not close within {deadline:?} (server unreachable?); exiting without waiting"
+            ),
+        },
+        Err(err) => log::warn!("cannot start a thread to close the NATS connection: {err}"),
+    }
+}

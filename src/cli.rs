@@ -1,0 +1,75 @@
+//! The command line, defined once: `main.rs` parses it, and the man page is generated from it.
+
+use clap::{Args, Parser};
+
+use crate::config::RunFlags;
+
+const ABOUT: &str = "Tags DECNET honeypot telemetry with MITRE ATT&CK techniques";
+
+const LONG_ABOUT: &str = "\
+Tags DECNET honeypot telemetry with MITRE ATT&CK techniques.
+
+With no subcommand, runs the worker: subscribes to DECNET's event subjects on NATS,
+publishes a heartbeat on system.ttp.health, and stops cleanly on SIGINT, SIGTERM or a
+{\"action\":\"stop\"} message on system.ttp.control. SIGHUP asks for a reload.
+If NATS is unreachable it keeps running and retries on every poll tick.
+
+Flags win over environment variables, which win over the defaults.";
+
+#[derive(Debug, Parser)]
+#[command(name = "ttp-worker", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Options of the daemon itself.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// NATS server URL(s), comma-separated; nats:// or tls://
+    /// [env: DECNET_BUS_URL] [default: nats://127.0.0.1:4222]
+    #[arg(long, value_name = "URL")]
+    pub bus_url: Option<String>,
+
+    /// Seconds between idle ticks; while NATS is unreachable, a connection is retried on
+    /// every tick [env: DECNET_TTP_POLL_INTERVAL] [default: 60]
+    #[arg(short = 'i', long, value_name = "SECS")]
+    pub poll_interval: Option<String>,
+
+    /// Seconds between heartbeats on system.ttp.health; keep it at 30 or less for DECNET's
+    /// dashboard [env: DECNET_TTP_HEARTBEAT_SECS] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<String>,
+
+    /// Do not connect to NATS at all (poll-only) [env: DECNET_BUS_ENABLED=false]
+    #[arg(long)]
+    pub no_bus: bool,
+
+    /// Consume through JetStream so no event is lost across restarts
+    /// [env: DECNET_BUS_DURABLE]
+    #[arg(long)]
+    pub durable: bool,
+}
+
+impl RunArgs {
+    pub fn to_flags(&self) -> RunFlags {
+        RunFlags {
+            bus_url: self.bus_url.clone(),
+            poll_interval: self.poll_interval.clone(),
+            heartbeat_interval: self.heartbeat_interval.clone(),
+            no_bus: self.no_bus,
+            durable: self.durable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

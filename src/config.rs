@@ -1,0 +1,385 @@
+//! Settings for the daemon: flags win over environment, environment over defaults (bus.md §7.4).
+//!
+//! Everything is validated here, before a thread starts, so a typo in a unit file or an
+//! `/etc/default` file stops the worker at once with one line naming the setting, instead of a
+//! daemon that spins (DECNET accepts a 0 s poll interval) or never connects.
+
+use std::time::Duration;
+
+use crate::redact::redact_url;
+
+pub const ENV_BUS_ENABLED: &str = "DECNET_BUS_ENABLED";
+pub const ENV_BUS_TYPE: &str = "DECNET_BUS_TYPE";
+pub const ENV_BUS_URL: &str = "DECNET_BUS_URL";
+pub const ENV_BUS_DURABLE: &str = "DECNET_BUS_DURABLE";
+pub const ENV_POLL_INTERVAL: &str = "DECNET_TTP_POLL_INTERVAL";
+pub const ENV_HEARTBEAT_SECS: &str = "DECNET_TTP_HEARTBEAT_SECS";
+
+pub const DEFAULT_BUS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longest interval accepted; far beyond any sensible value, and it keeps `Duration`
+/// arithmetic away from overflow.
+const MAX_INTERVAL_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// DECNET's dashboard marks a worker stale after 90 s without a beat.
+const DASHBOARD_STALE_SECS: f64 = 90.0;
+
+/// The daemon's flags as typed, before validation. Kept as text so that a bad flag and a bad
+/// environment value are reported the same way.
+#[derive(Debug, Clone, Default)]
+pub struct RunFlags {
+    pub bus_url: Option<String>,
+    pub poll_interval: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub no_bus: bool,
+    pub durable: bool,
+}
+
+/// The validated settings the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// NATS servers to try; never logged with credentials.
+    pub bus_urls: Vec<String>,
+    /// `false` means poll-only mode with no connection attempts.
+    pub bus_enabled: bool,
+    pub durable: bool,
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+/// A setting that cannot be used. Its `Display` is the one line printed before exiting 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {setting}: {problem}")]
+    Invalid {
+        setting: String,
+        value: String,
+        problem: String,
+    },
+    #[error(
+        "{ENV_BUS_TYPE}=unix selects DECNET's UNIX-socket bus, which this worker does not speak; unset it or set it to nats"
+    )]
+    UnixBus,
+    #[error("unknown {ENV_BUS_TYPE} {0:?}: the only bus this worker speaks is nats")]
+    UnknownBusType(String),
+}
+
+impl Config {
+    /// Resolves every setting from `flags`, then the environment as seen through `env`, then
+    /// the defaults. `env` is a parameter so tests need not touch the process environment.
+    pub fn resolve(
+        flags: &RunFlags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        check_bus_type(env(ENV_BUS_TYPE))?;
+
+        let bus_enabled = if flags.no_bus {
+            false
+        } else {
+            match env(ENV_BUS_ENABLED) {
+                Some(text) => parse_bool(ENV_BUS_ENABLED, &text)?,
+                None => true,
+            }
+        };
+        let durable = flags.durable
+            || match env(ENV_BUS_DURABLE) {
+                Some(text) => parse_bool(ENV_BUS_DURABLE, &text)?,
+                None => false,
+            };
+
+        let bus_urls = match pick(&flags.bus_url, "--bus-url", &env, ENV_BUS_URL) {
+            Some((setting, text)) => parse_bus_urls(&setting, &text)?,
+            None => vec![DEFAULT_BUS_URL.to_owned()],
+        };
+        let poll_interval = match pick(
+            &flags.poll_interval,
+            "--poll-interval",
+            &env,
+            ENV_POLL_INTERVAL,
+        ) {
+            Some((setting, text)) => parse_interval(&setting, &text)?,
+            None => DEFAULT_POLL_INTERVAL,
+        };
+        let heartbeat_interval = match pick(
+            &flags.heartbeat_interval,
+            "--heartbeat-interval",
+            &env,
+            ENV_HEARTBEAT_SECS,
+        ) {
+            Some((setting, text)) => parse_interval(&setting, &text)?,
+            None => DEFAULT_HEARTBEAT_INTERVAL,
+        };
+        if heartbeat_interval.as_secs_f64() * 3.0 > DASHBOARD_STALE_SECS {
+            log::warn!(
+                "heartbeat interval {:?} is over 30 s: DECNET's dashboard will show this worker as stale between beats",
+                heartbeat_interval
+            );
+        }
+
+        Ok(Config {
+            bus_urls,
+            bus_enabled,
+            durable,
+            poll_interval,
+            heartbeat_interval,
+        })
+    }
+}
+
+/// The flag if given, else the environment variable; with the name to blame in an error.
+fn pick(
+    flag: &Option<String>,
+    flag_name: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    env_name: &str,
+) -> Option<(String, String)> {
+    match flag {
+        Some(text) => Some((flag_name.to_owned(), text.clone())),
+        None => env(env_name).map(|text| (env_name.to_owned(), text)),
+    }
+}
+
+fn invalid(setting: &str, value: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_owned(),
+        value: value.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+fn check_bus_type(value: Option<String>) -> Result<(), ConfigError> {
+    match value {
+        None => Ok(()),
+        Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "" | "nats" => Ok(()),
+            "unix" => Err(ConfigError::UnixBus),
+            _ => Err(ConfigError::UnknownBusType(text)),
+        },
+    }
+}
+
+/// Strict booleans: an operator who wrote `DECNET_BUS_DURABLE=ture` wants to hear about it.
+fn parse_bool(setting: &str, text: &str) -> Result<bool, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(
+            setting,
+            text,
+            "expected true or false (also 1/0, yes/no, on/off)",
+        )),
+    }
+}
+
+fn parse_interval(setting: &str, text: &str) -> Result<Duration, ConfigError> {
+    let secs: f64 = text.trim().parse().map_err(|_| {
+        invalid(
+            setting,
+            text,
+            "expected a number of seconds, e.g. 30 or 0.5",
+        )
+    })?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(invalid(setting, text, "must be greater than 0 seconds"));
+    }
+    if secs > MAX_INTERVAL_SECS {
+        return Err(invalid(
+            setting,
+            text,
+            "must be at most one week (604800 s)",
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Accepts what the NATS client accepts: a comma-separated list of `nats://` or `tls://`
+/// URLs, or bare `host[:port]` (taken as `nats://`).
+fn parse_bus_urls(setting: &str, text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut urls = Vec::new();
+    for entry in text.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err(invalid(
+                setting,
+                &redact_url(text),
+                "empty server address in the list",
+            ));
+        }
+        let with_scheme = if entry.contains("://") {
+            entry.to_owned()
+        } else {
+            format!("nats://{entry}")
+        };
+        let shown = redact_url(entry);
+        let url =
+            url::Url::parse(&with_scheme).map_err(|e| invalid(setting, &shown, e.to_string()))?;
+        if !matches!(url.scheme(), "nats" | "tls") {
+            return Err(invalid(
+                setting,
+                &shown,
+                format!(
+                    "unsupported scheme {:?}: use nats:// or tls://",
+                    url.scheme()
+                ),
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(setting, &shown, "no host name"));
+        }
+        urls.push(with_scheme);
+    }
+    Ok(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(flags: RunFlags, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(&flags, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = resolve(RunFlags::default(), &[]).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                bus_urls: vec!["nats://127.0.0.1:4222".into()],
+                bus_enabled: true,
+                durable: false,
+                poll_interval: Duration::from_secs(60),
+                heartbeat_interval: Duration::from_secs(30),
+            }
+        );
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let flags = RunFlags {
+            bus_url: Some("nats://flag:1".into()),
+            poll_interval: Some("5".into()),
+            heartbeat_interval: Some("0.5".into()),
+            ..RunFlags::default()
+        };
+        let env = [
+            (ENV_BUS_URL, "nats://env:2"),
+            (ENV_POLL_INTERVAL, "7"),
+            (ENV_HEARTBEAT_SECS, "9"),
+        ];
+        let config = resolve(flags, &env).unwrap();
+        assert_eq!(config.bus_urls, ["nats://flag:1"]);
+        assert_eq!(config.poll_interval, Duration::from_secs(5));
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+
+        let config = resolve(RunFlags::default(), &env).unwrap();
+        assert_eq!(config.bus_urls, ["nats://env:2"]);
+        assert_eq!(config.poll_interval, Duration::from_secs(7));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn url_lists_and_bare_hosts() {
+        let config = resolve(
+            RunFlags::default(),
+            &[(ENV_BUS_URL, "nats://a:4222, tls://b:4443,c")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.bus_urls,
+            ["nats://a:4222", "tls://b:4443", "nats://c"]
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_named_without_their_secrets() {
+        for bad in [
+            "http://host",
+            "nats://",
+            "nats://host:99999",
+            "a,,b",
+            "nats://user:hunter2@host:99999",
+        ] {
+            let err = resolve(RunFlags::default(), &[(ENV_BUS_URL, bad)]).unwrap_err();
+            let line = err.to_string();
+            assert!(line.contains(ENV_BUS_URL), "{line}");
+            assert!(!line.contains("hunter2"), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn intervals_must_be_positive_numbers() {
+        for bad in ["0", "-1", "abc", "", "nan", "inf", "1e12"] {
+            let err = resolve(RunFlags::default(), &[(ENV_POLL_INTERVAL, bad)]).unwrap_err();
+            assert!(err.to_string().contains(ENV_POLL_INTERVAL), "{err}");
+            let flags = RunFlags {
+                heartbeat_interval: Some(bad.into()),
+                ..RunFlags::default()
+            };
+            let err = resolve(flags, &[]).unwrap_err();
+            assert!(err.to_string().contains("--heartbeat-interval"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bus_type_must_be_nats() {
+        assert!(resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "nats")]).is_ok());
+        assert!(resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "NATS")]).is_ok());
+        assert_eq!(
+            resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "unix")]),
+            Err(ConfigError::UnixBus)
+        );
+        assert_eq!(
+            resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "fake")]),
+            Err(ConfigError::UnknownBusType("fake".into()))
+        );
+    }
+
+    #[test]
+    fn bus_can_be_disabled_by_environment_or_flag() {
+        for off in ["false", "FALSE", "0", "no", "off"] {
+            let config = resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, off)]).unwrap();
+            assert!(!config.bus_enabled, "{off}");
+        }
+        let config = resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, "true")]).unwrap();
+        assert!(config.bus_enabled);
+        let flags = RunFlags {
+            no_bus: true,
+            ..RunFlags::default()
+        };
+        assert!(
+            !resolve(flags, &[(ENV_BUS_ENABLED, "true")])
+                .unwrap()
+                .bus_enabled
+        );
+        assert!(resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, "maybe")]).is_err());
+    }
+
+    #[test]
+    fn durable_from_flag_or_environment() {
+        assert!(
+            resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "true")])
+                .unwrap()
+                .durable
+        );
+        assert!(
+            !resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "0")])
+                .unwrap()
+                .durable
+        );
+        let flags = RunFlags {
+            durable: true,
+            ..RunFlags::default()
+        };
+        assert!(resolve(flags, &[]).unwrap().durable);
+        let err = resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "ture")]).unwrap_err();
+        assert!(err.to_string().contains(ENV_BUS_DURABLE));
+    }
+}

@@ -1,0 +1,70 @@
+//! `ttp-worker` with no subcommand: wires the channels, the signals, the bus and the handler
+//! together and runs the main loop until a shutdown cause arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, tick};
+
+use crate::bus::{BusSettings, NatsBus};
+use crate::config::Config;
+use crate::counters::{Counters, Mode};
+use crate::signals::{self, SignalError};
+use crate::worker::{Inbox, MainLoop, ShutdownCause, SubjectTally, WAKE_CAPACITY};
+
+/// Upper bound on one connection attempt; beyond it the bus counts as unavailable and the
+/// next tick tries again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Signals(#[from] SignalError),
+}
+
+/// Runs the daemon; returns the cause it stopped for. Every cause is a clean exit.
+pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
+    let mode = if config.durable {
+        Mode::Durable
+    } else {
+        Mode::Core
+    };
+    if config.durable {
+        log::warn!("durable mode is accepted but not implemented yet; consuming in core mode");
+    }
+    let counters = Arc::new(Counters::new(mode));
+    let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
+    // Room for every producer's stop at once; a full channel means a stop is already queued.
+    let (shutdown_tx, shutdown_rx) = bounded(8);
+    let signal_listener = signals::install(shutdown_tx.clone(), wake_tx.clone())?;
+
+    let settings = BusSettings {
+        urls: config.bus_urls.clone(),
+        enabled: config.bus_enabled,
+        heartbeat_interval: config.heartbeat_interval,
+        connect_timeout: CONNECT_TIMEOUT.min(config.poll_interval),
+    };
+    let bus = NatsBus::new(settings, wake_tx, shutdown_tx, counters.clone());
+    let inbox = Inbox {
+        wake: wake_rx,
+        tick: tick(config.poll_interval),
+        shutdown: shutdown_rx,
+    };
+    log::info!(
+        "ttp-worker {} starting: poll interval {:?}, heartbeat every {:?}, {} mode",
+        env!("CARGO_PKG_VERSION"),
+        config.poll_interval,
+        config.heartbeat_interval,
+        mode.as_str()
+    );
+    let stopped = MainLoop::new(inbox, bus, SubjectTally::default(), counters.clone())
+        .with_poll_interval_hint(format!("{:?}", config.poll_interval))
+        .run();
+    signal_listener.close();
+    log::info!(
+        "stopped after {} messages ({} malformed)",
+        Counters::get(&counters.received),
+        Counters::get(&counters.malformed)
+    );
+    Ok(stopped.cause)
+}

@@ -1,0 +1,83 @@
+//! Process signals: SIGINT and SIGTERM stop the worker, SIGHUP asks for a reload.
+//!
+//! SIGINT goes through `ctrlc`. SIGTERM and SIGHUP go through `signal-hook`: `ctrlc`'s
+//! `termination` feature would take SIGHUP as well and make it a stop, and a reload must not
+//! stop the worker. A second SIGINT or SIGTERM while a shutdown is under way exits at once,
+//! for the operator whose clean shutdown is stuck.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Sender, bounded, select};
+use signal_hook::consts::{SIGHUP, SIGTERM};
+use signal_hook::iterator::{Handle, Signals};
+
+use crate::worker::{ShutdownCause, Wake};
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("cannot install the SIGINT handler: {0}")]
+    Ctrlc(#[from] ctrlc::Error),
+    #[error("cannot install the SIGTERM/SIGHUP handlers: {0}")]
+    Hook(#[from] io::Error),
+}
+
+/// The running signal thread; [`SignalListener::close`] ends and joins it.
+pub struct SignalListener {
+    handle: Handle,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Installs the handlers. May be called once per process (a `ctrlc` restriction).
+pub fn install(
+    shutdown: Sender<ShutdownCause>,
+    wake: Sender<Wake>,
+) -> Result<SignalListener, SignalError> {
+    let on_interrupt = shutdown.clone();
+    ctrlc::set_handler(move || request_stop(&on_interrupt, "SIGINT"))?;
+
+    let mut signals = Signals::new([SIGTERM, SIGHUP])?;
+    let handle = signals.handle();
+    let (stop, stopped) = bounded::<()>(0);
+    let thread = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                match signal {
+                    SIGTERM => request_stop(&shutdown, "SIGTERM"),
+                    SIGHUP => select! {
+                        send(wake, Wake::Reload) -> _ => {}
+                        recv(stopped) -> _ => break,
+                    },
+                    _ => {}
+                }
+            }
+        })?;
+    Ok(SignalListener {
+        handle,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+fn request_stop(shutdown: &Sender<ShutdownCause>, name: &'static str) {
+    if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+        log::warn!("second {name}: exiting now, without a clean shutdown");
+        std::process::exit(1);
+    }
+    let _ = shutdown.try_send(ShutdownCause::Signal(name));
+}
+
+impl SignalListener {
+    pub fn close(mut self) {
+        self.handle.close();
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! The main loop: the whole life of the daemon on one screen.
+//!
+//! The loop sees only channels. Subscription threads put messages on **wake**, a
+//! `crossbeam_channel::tick` drives **tick**, and signals or a control stop put a cause on
+//! **shutdown**. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop
+//! taking messages, close) and [`Handler`] (what to do with a burst of messages). That is what
+//! lets unit tests drive the loop by sending on its channels, with no network at all.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, never, select};
+
+use crate::bus::BusError;
+use crate::counters::Counters;
+use crate::envelope::Inbound;
+
+/// Capacity of the wake channel. Bounded so a flood backs up into the NATS client, where the
+/// per-subscription limits decide what is dropped, instead of into unbounded memory here.
+pub const WAKE_CAPACITY: usize = 1024;
+
+/// The most messages handled as one burst; keeps a flood from starving tick and shutdown.
+pub const MAX_BATCH: usize = 256;
+
+/// Something for the main loop to do.
+#[derive(Debug)]
+pub enum Wake {
+    /// A message from the bus, already decoded by its subscription thread.
+    Message(Inbound),
+    /// SIGHUP: re-read what can be re-read (the rules, once there are rules).
+    Reload,
+}
+
+/// Why the worker is stopping. Every cause leads to the same bounded shutdown and exit 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownCause {
+    Signal(&'static str),
+    Control {
+        requested_by: String,
+    },
+    /// Every sender of the shutdown channel is gone: nothing could ever stop us again.
+    Orphaned,
+}
+
+impl fmt::Display for ShutdownCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownCause::Signal(name) => write!(f, "{name} received"),
+            ShutdownCause::Control { requested_by } => {
+                write!(f, "stop requested on the control subject by {requested_by}")
+            }
+            ShutdownCause::Orphaned => f.write_str("shutdown channel closed"),
+        }
+    }
+}
+
+/// The main loop's three inboxes.
+pub struct Inbox {
+    pub wake: Receiver<Wake>,
+    pub tick: Receiver<Instant>,
+    pub shutdown: Receiver<ShutdownCause>,
+}
+
+/// The bus as the main loop needs it.
+pub trait Bus {
+    /// False when the bus is disabled by configuration: poll-only without connect attempts.
+    fn wanted(&self) -> bool;
+    fn is_connected(&self) -> bool;
+    /// One connection attempt; on success every subscription, the control listener and the
+    /// heartbeat are running, exactly as on a normal start.
+    fn connect(&mut self) -> Result<(), BusError>;
+    /// Stops putting messages on wake (subscription threads end, subscriptions are removed),
+    /// while keeping the connection for whatever the last batch still has to publish.
+    fn stop_intake(&mut self);
+    /// Stops the heartbeat, joins every thread and closes the connection.
+    fn close(&mut self);
+}
+
+/// What happens to messages. The tagging engine plugs in here.
+pub trait Handler {
+    /// One coalesced burst of messages, in arrival order.
+    fn handle_batch(&mut self, batch: &[Inbound]);
+    /// SIGHUP arrived.
+    fn reload(&mut self);
+}
+
+enum Event {
+    Wake(Wake),
+    Tick,
+    Shutdown(ShutdownCause),
+}
+
+/// What `run` hands back: why it stopped, and the handler (tests inspect it).
+pub struct Stopped<H> {
+    pub cause: ShutdownCause,
+    pub handler: H,
+}
+
+pub struct MainLoop<B, H> {
+    inbox: Inbox,
+    bus: B,
+    handler: H,
+    counters: Arc<Counters>,
+    failed_connects: u64,
+    poll_interval_hint: String,
+}
+
+impl<B: Bus, H: Handler> MainLoop<B, H> {
+    pub fn new(inbox: Inbox, bus: B, handler: H, counters: Arc<Counters>) -> MainLoop<B, H> {
+        MainLoop {
+            inbox,
+            bus,
+            handler,
+            counters,
+            failed_connects: 0,
+            poll_interval_hint: "tick".to_owned(),
+        }
+    }
+
+    /// Names the retry cadence in the poll-only log line.
+    pub fn with_poll_interval_hint(mut self, hint: impl Into<String>) -> Self {
+        self.poll_interval_hint = hint.into();
+        self
+    }
+
+    /// Runs until a shutdown cause arrives, then shuts down in order and returns.
+    pub fn run(mut self) -> Stopped<H> {
+        if self.bus.wanted() {
+            self.try_connect();
+        } else {
+            log::info!("bus disabled by configuration: poll-only, no connection attempts");
+        }
+        let cause = loop {
+            match self.next_event() {
+                Event::Shutdown(cause) => break cause,
+                Event::Tick => self.on_tick(),
+                Event::Wake(first) => self.on_wake(first),
+            }
+        };
+        log::info!("shutting down: {cause}");
+        self.shut_down();
+        Stopped {
+            cause,
+            handler: self.handler,
+        }
+    }
+
+    /// Shutdown first: a flood on wake must never delay a stop.
+    fn next_event(&mut self) -> Event {
+        if let Ok(cause) = self.inbox.shutdown.try_recv() {
+            return Event::Shutdown(cause);
+        }
+        select! {
+            recv(self.inbox.shutdown) -> cause => {
+                Event::Shutdown(cause.unwrap_or(ShutdownCause::Orphaned))
+            }
+            recv(self.inbox.wake) -> wake => match wake {
+                Ok(wake) => Event::Wake(wake),
+                Err(_) => {
+                    // Nobody can wake us any more; stop selecting on a closed channel so
+                    // the loop does not spin.
+                    self.inbox.wake = never();
+                    Event::Tick
+                }
+            },
+            recv(self.inbox.tick) -> _ => Event::Tick,
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.bus.wanted() && !self.bus.is_connected() {
+            self.try_connect();
+        }
+    }
+
+    /// Handles `first` and whatever else is already queued, up to [`MAX_BATCH`].
+    fn on_wake(&mut self, first: Wake) {
+        let mut batch = Vec::new();
+        let mut reload = false;
+        let mut next = Some(first);
+        while let Some(wake) = next.take() {
+            match wake {
+                Wake::Message(message) => batch.push(message),
+                Wake::Reload => reload = true,
+            }
+            if batch.len() < MAX_BATCH {
+                next = self.inbox.wake.try_recv().ok();
+            }
+        }
+        self.handle(&batch);
+        if reload {
+            log::info!("reload requested (SIGHUP)");
+            self.handler.reload();
+        }
+    }
+
+    fn handle(&mut self, batch: &[Inbound]) {
+        if batch.is_empty() {
+            return;
+        }
+        self.handler.handle_batch(batch);
+        Counters::add(&self.counters.processed, batch.len() as u64);
+    }
+
+    fn try_connect(&mut self) {
+        match self.bus.connect() {
+            Ok(()) if self.failed_connects > 0 => {
+                log::info!(
+                    "bus reachable after {} failed attempts; subscribed",
+                    self.failed_connects
+                );
+                self.failed_connects = 0;
+            }
+            Ok(()) => {}
+            Err(err) => {
+                self.failed_connects += 1;
+                if self.failed_connects == 1 {
+                    log::warn!(
+                        "bus unavailable ({err}); running poll-only and retrying every {}",
+                        self.poll_interval_hint
+                    );
+                } else {
+                    log::debug!("bus still unavailable ({err})");
+                }
+            }
+        }
+    }
+
+    /// Stop taking messages, finish what is already queued (bounded by the wake capacity),
+    /// then close the bus.
+    fn shut_down(&mut self) {
+        self.bus.stop_intake();
+        let mut rest = Vec::new();
+        let mut leftover = self.inbox.wake.try_iter().take(WAKE_CAPACITY);
+        for wake in leftover.by_ref() {
+            if let Wake::Message(message) = wake {
+                rest.push(message);
+            }
+        }
+        for chunk in rest.chunks(MAX_BATCH) {
+            self.handle(chunk);
+        }
+        self.bus.close();
+    }
+}
+
+/// The handler until tagging plugs in: counts messages per subject.
+#[derive(Debug, Default)]
+pub struct SubjectTally {
+    counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl SubjectTally {
+    pub fn count(&self, subject: &str) -> u64 {
+        self.counts.get(subject).copied().unwrap_or(0)
+    }
+}
+
+impl Handler for SubjectTally {
+    fn handle_batch(&mut self, batch: &[Inbound]) {
+        for message in batch {
+            let seen = self.counts.entry(message.subject.clone()).or_default();
+            *seen += 1;
+            log::debug!(
+                "received {} (type {:?}, id {}): {} so far on this subject",
+                message.subject,
+                message.envelope.kind,
+                message.envelope.id,
+                seen
+            );
+        }
+    }
+
+    fn reload(&mut self) {
+        log::info!("nothing to reload yet");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::Mode;
+    use crate::envelope::Envelope;
+    use crossbeam_channel::{Sender, bounded, unbounded};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::thread::{self, JoinHandle};
+    use std::time::Duration;
+
+    /// What the fake bus was asked to do, readable while the loop runs.
+    #[derive(Default)]
+    struct BusLog {
+        attempts: AtomicUsize,
+        intake_stopped: AtomicBool,
+        closed: AtomicBool,
+    }
+
+    struct FakeBus {
+        wanted: bool,
+        succeed_on_attempt: Option<usize>,
+        connected: bool,
+        log: Arc<BusLog>,
+    }
+
+    impl Bus for FakeBus {
+        fn wanted(&self) -> bool {
+            self.wanted
+        }
+        fn is_connected(&self) -> bool {
+            self.connected
+        }
+        fn connect(&mut self) -> Result<(), BusError> {
+            let attempt = self.log.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            if Some(attempt) == self.succeed_on_attempt {
+                self.connected = true;
+                Ok(())
+            } else {
+                Err(BusError::ConnectTimedOut {
+                    urls: "fake".into(),
+                    timeout: Duration::from_millis(1),
+                })
+            }
+        }
+        fn stop_intake(&mut self) {
+            self.log.intake_stopped.store(true, Ordering::SeqCst);
+        }
+        fn close(&mut self) {
+            assert!(
+                self.log.intake_stopped.load(Ordering::SeqCst),
+                "close before stop_intake"
+            );
+            self.log.closed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        batches: Arc<Mutex<Vec<Vec<String>>>>,
+        reloads: usize,
+    }
+
+    impl Handler for Recorder {
+        fn handle_batch(&mut self, batch: &[Inbound]) {
+            let subjects = batch.iter().map(|m| m.subject.clone()).collect();
+            self.batches.lock().unwrap().push(subjects);
+        }
+        fn reload(&mut self) {
+            self.reloads += 1;
+        }
+    }
+
+    struct Harness {
+        wake: Sender<Wake>,
+        tick: Sender<Instant>,
+        shutdown: Sender<ShutdownCause>,
+        bus_log: Arc<BusLog>,
+        batches: Arc<Mutex<Vec<Vec<String>>>>,
+        counters: Arc<Counters>,
+        main_loop: Option<MainLoop<FakeBus, Recorder>>,
+    }
+
+    impl Harness {
+        fn new(wanted: bool, succeed_on_attempt: Option<usize>) -> Harness {
+            let (wake, wake_rx) = bounded(WAKE_CAPACITY);
+            let (tick, tick_rx) = unbounded();
+            let (shutdown, shutdown_rx) = unbounded();
+            let bus_log = Arc::new(BusLog::default());
+            let bus = FakeBus {
+                wanted,
+                succeed_on_attempt,
+                connected: false,
+                log: bus_log.clone(),
+            };
+            let handler = Recorder::default();
+            let batches = handler.batches.clone();
+            let counters = Arc::new(Counters::new(Mode::Core));
+            let inbox = Inbox {
+                wake: wake_rx,
+                tick: tick_rx,
+                shutdown: shutdown_rx,
+            };
+            Harness {
+                wake,
+                tick,
+                shutdown,
+                bus_log,
+                batches,
+                counters: counters.clone(),
+                main_loop: Some(MainLoop::new(inbox, bus, handler, counters)),
+            }
+        }
+
+        fn start(&mut self) -> JoinHandle<Stopped<Recorder>> {
+            let main_loop = self.main_loop.take().unwrap();
+            thread::spawn(move || main_loop.run())
+        }
+
+        fn message(&self, subject: &str) {
+            self.wake
+                .send(Wake::Message(Inbound {
+                    subject: subject.into(),
+                    envelope: Envelope::new("t", Default::default()),
+                }))
+                .unwrap();
+        }
+
+        fn attempts(&self) -> usize {
+            self.bus_log.attempts.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Waits for a condition the loop brings about on its own thread.
+    fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn wake_messages_reach_the_handler_and_are_counted() {
+        let mut h = Harness::new(true, Some(1));
+        let running = h.start();
+        h.message("attacker.observed");
+        h.message("email.received");
+        eventually("two messages processed", || {
+            Counters::get(&h.counters.processed) == 2
+        });
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        let stopped = running.join().unwrap();
+        assert_eq!(stopped.cause, ShutdownCause::Signal("SIGTERM"));
+        let seen: Vec<String> = h.batches.lock().unwrap().concat();
+        assert_eq!(seen, ["attacker.observed", "email.received"]);
+    }
+
+    #[test]
+    fn a_queued_burst_is_handled_in_bounded_batches() {
+        let mut h = Harness::new(true, Some(1));
+        for _ in 0..(MAX_BATCH + 44) {
+            h.message("attacker.observed");
+        }
+        let running = h.start();
+        eventually("burst processed", || {
+            Counters::get(&h.counters.processed) == (MAX_BATCH + 44) as u64
+        });
+        h.shutdown.send(ShutdownCause::Signal("SIGINT")).unwrap();
+        running.join().unwrap();
+        let sizes: Vec<usize> = h.batches.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH, 44]);
+    }
+
+    #[test]
+    fn ticks_retry_the_connection_only_while_it_is_down() {
+        let mut h = Harness::new(true, Some(3));
+        let running = h.start();
+        eventually("the start-up attempt", || h.attempts() == 1);
+        h.tick.send(Instant::now()).unwrap();
+        eventually("a retry on the first tick", || h.attempts() == 2);
+        h.tick.send(Instant::now()).unwrap();
+        eventually("a retry that connects", || h.attempts() == 3);
+        for _ in 0..5 {
+            h.tick.send(Instant::now()).unwrap();
+        }
+        h.message("attacker.observed");
+        eventually("the loop got past the ticks", || {
+            Counters::get(&h.counters.processed) == 1
+        });
+        assert_eq!(h.attempts(), 3, "no attempts once connected");
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
+    }
+
+    #[test]
+    fn a_disabled_bus_is_never_dialled() {
+        let mut h = Harness::new(false, Some(1));
+        let running = h.start();
+        for _ in 0..3 {
+            h.tick.send(Instant::now()).unwrap();
+        }
+        h.message("attacker.observed");
+        eventually("message processed", || {
+            Counters::get(&h.counters.processed) == 1
+        });
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
+        assert_eq!(h.attempts(), 0);
+    }
+
+    #[test]
+    fn shutdown_returns_the_cause_and_closes_the_bus_in_order() {
+        let mut h = Harness::new(true, Some(1));
+        let running = h.start();
+        let cause = ShutdownCause::Control {
+            requested_by: "admin".into(),
+        };
+        h.shutdown.send(cause.clone()).unwrap();
+        let stopped = running.join().unwrap();
+        assert_eq!(stopped.cause, cause);
+        assert!(h.bus_log.closed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn shutdown_wins_over_a_flood_and_still_finishes_what_was_queued() {
+        let mut h = Harness::new(true, Some(1));
+        for _ in 0..WAKE_CAPACITY {
+            h.message("canary.x.triggered");
+        }
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        let stopped = h.start().join().unwrap();
+        assert_eq!(stopped.cause, ShutdownCause::Signal("SIGTERM"));
+        // Nothing was handled before the stop; the queue was drained after intake stopped.
+        assert_eq!(Counters::get(&h.counters.processed), WAKE_CAPACITY as u64);
+        assert!(
+            h.batches
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|b| b.len() <= MAX_BATCH)
+        );
+    }
+
+    #[test]
+    fn sighup_reaches_the_handler_after_its_batch() {
+        let mut h = Harness::new(true, Some(1));
+        h.message("attacker.observed");
+        h.wake.send(Wake::Reload).unwrap();
+        let running = h.start();
+        eventually("message processed", || {
+            Counters::get(&h.counters.processed) == 1
+        });
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        let stopped = running.join().unwrap();
+        assert_eq!(stopped.handler.reloads, 1);
+        assert_eq!(h.batches.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dropping_every_shutdown_sender_stops_the_loop() {
+        let mut h = Harness::new(true, Some(1));
+        let running = h.start();
+        drop(h.shutdown);
+        let stopped = running.join().unwrap();
+        assert_eq!(stopped.cause, ShutdownCause::Orphaned);
+    }
+
+    #[test]
+    fn tally_counts_per_subject() {
+        let mut tally = SubjectTally::default();
+        let message = |subject: &str| Inbound {
+            subject: subject.into(),
+            envelope: Envelope::new("", Default::default()),
+        };
+        tally.handle_batch(&[message("a.b"), message("a.b"), message("c")]);
+        assert_eq!(tally.count("a.b"), 2);
+        assert_eq!(tally.count("c"), 1);
+        assert_eq!(tally.count("zzz"), 0);
+    }
+}
