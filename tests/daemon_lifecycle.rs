@@ -1,0 +1,353 @@
+//! The `ttp-worker` binary as an operator runs it: against a real `nats-server`, stopped by
+//! signals and by DECNET's control message, surviving a missing server and garbage input.
+
+#![allow(deprecated)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::{
+    HealthWatch, NatsServer, PATIENCE, Worker, counter, envelope_body, free_port, sample_subjects,
+};
+
+/// The bound the issue sets on every shutdown.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(2);
+
+fn start_worker(server_url: &str, extra_env: &[(&str, &str)]) -> Worker {
+    let mut env = vec![
+        ("DECNET_BUS_URL", server_url),
+        ("DECNET_TTP_HEARTBEAT_SECS", "0.2"),
+        ("DECNET_TTP_POLL_INTERVAL", "0.3"),
+    ];
+    env.extend_from_slice(extra_env);
+    Worker::start(&[], &env)
+}
+
+fn assert_clean_exit_within_limit(worker: &mut Worker, what: &str) {
+    let started = Instant::now();
+    let status = worker
+        .wait_exit(SHUTDOWN_LIMIT)
+        .unwrap_or_else(|| panic!("{what}: still running after {SHUTDOWN_LIMIT:?}"));
+    assert!(
+        status.success(),
+        "{what}: exit status {status:?}; log:\n{}",
+        worker.log_text()
+    );
+    eprintln!("{what}: exited in {:?}", started.elapsed());
+}
+
+#[test]
+fn heartbeats_arrive_at_the_interval_with_growing_counters() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let _worker = start_worker(&server.url(), &[]);
+
+    let (first, first_at) = health.next_beat();
+    assert_eq!(first["worker"], "ttp");
+    assert!(first["ts"].as_f64().unwrap() > 1.7e9);
+    assert_eq!(first["mode"], "core");
+    let (_, second_at) = health.next_beat();
+    let gap = second_at - first_at;
+    // 0.2 s configured; the bounds only catch "not periodic" or "ignores the setting".
+    assert!(
+        gap > Duration::from_millis(50) && gap < Duration::from_secs(2),
+        "beats {gap:?} apart"
+    );
+
+    let publisher = server.client();
+    for _ in 0..5 {
+        publisher
+            .publish(
+                "attacker.observed",
+                envelope_body(
+                    "attacker.observed",
+                    "observed",
+                    json!({"attacker_ip": "203.0.113.45"}),
+                ),
+            )
+            .unwrap();
+    }
+    publisher.flush().unwrap();
+    let later = health.beat_where("five messages were counted", |beat| {
+        counter(beat, "received") >= 5 && counter(beat, "processed") >= 5
+    });
+    assert_eq!(counter(&later, "received"), 5);
+    assert!(later["uptime_sec"].as_f64().unwrap() > first["uptime_sec"].as_f64().unwrap());
+}
+
+#[test]
+fn a_control_stop_exits_zero_promptly() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let mut worker = start_worker(&server.url(), &[]);
+    health.next_beat();
+
+    let client = server.client();
+    // Things that are not a stop must leave the listener working.
+    for payload in [json!({"action": "start"}), json!({"action": 5}), json!({})] {
+        client
+            .publish(
+                "system.ttp.control",
+                envelope_body("system.ttp.control", "control", payload),
+            )
+            .unwrap();
+    }
+    client
+        .publish("system.ttp.control", b"[not an envelope")
+        .unwrap();
+    client.flush().unwrap();
+    health.next_beat();
+    health.next_beat();
+    assert!(
+        worker.is_running(),
+        "a non-stop control message stopped the worker"
+    );
+
+    client
+        .publish(
+            "system.ttp.control",
+            envelope_body(
+                "system.ttp.control",
+                "control",
+                json!({"action": "stop", "requested_by": "admin", "ts": 1777703100.2499}),
+            ),
+        )
+        .unwrap();
+    client.flush().unwrap();
+    assert_clean_exit_within_limit(&mut worker, "control stop");
+    assert!(worker.log_text().contains("by admin"));
+}
+
+/// Publishes on every subject as fast as it can until dropped.
+struct Flood {
+    running: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<u64>>,
+}
+
+impl Flood {
+    fn start(server: &NatsServer) -> Flood {
+        let client = server.client();
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = running.clone();
+        let thread = thread::spawn(move || {
+            let subjects = sample_subjects();
+            let mut sent = 0u64;
+            while flag.load(Ordering::Relaxed) {
+                for subject in &subjects {
+                    let body = envelope_body(subject, "flood", json!({"n": sent}));
+                    if client.publish(subject, body).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            sent
+        });
+        Flood {
+            running,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.running.store(false, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn signal_under_flood(signal: &str) {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let mut worker = start_worker(&server.url(), &[]);
+    health.next_beat();
+    let flood = Flood::start(&server);
+    health.beat_where("the flood is arriving", |beat| {
+        counter(beat, "received") > 1000
+    });
+    worker.signal(signal);
+    assert_clean_exit_within_limit(&mut worker, &format!("{signal} under flood"));
+    let sent = flood.stop();
+    assert!(sent > 1000, "the flood sent only {sent} messages");
+}
+
+#[test]
+fn sigterm_exits_zero_promptly_while_a_publisher_floods() {
+    signal_under_flood("TERM");
+}
+
+#[test]
+fn sigint_exits_zero_promptly_while_a_publisher_floods() {
+    signal_under_flood("INT");
+}
+
+#[test]
+fn without_a_server_it_waits_then_subscribes_and_survives_a_server_restart() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut worker = start_worker(&url, &[]);
+    worker.wait_for_log("running poll-only");
+    thread::sleep(Duration::from_millis(700)); // a few ticks of retrying
+    assert!(
+        worker.is_running(),
+        "exited without a bus:\n{}",
+        worker.log_text()
+    );
+
+    let mut server = NatsServer::start_on(port, false);
+    let health = HealthWatch::new(&server);
+    // Poll interval 0.3 s: subscribed and beating within a tick or two.
+    let (beat, _) = health.next_beat();
+    assert_eq!(counter(&beat, "reconnects"), 0);
+    assert_eq!(server.connections_named("ttp").len(), 1);
+
+    server.restart();
+    let health = HealthWatch::new(&server);
+    let beat = health.beat_where("the worker counted its reconnect", |beat| {
+        counter(beat, "reconnects") >= 1
+    });
+    assert_eq!(counter(&beat, "reconnects"), 1);
+
+    // The re-established subscriptions work.
+    let publisher = server.client();
+    publisher
+        .publish(
+            "email.received",
+            envelope_body("email.received", "received", json!({})),
+        )
+        .unwrap();
+    publisher.flush().unwrap();
+    health.beat_where("the message after the restart was processed", |beat| {
+        counter(beat, "processed") >= 1
+    });
+
+    worker.signal("TERM");
+    assert_clean_exit_within_limit(&mut worker, "SIGTERM after reconnect");
+}
+
+#[test]
+fn a_disabled_bus_is_never_dialled_and_signals_still_work() {
+    let server = NatsServer::start();
+    let mut worker = start_worker(&server.url(), &[("DECNET_BUS_ENABLED", "false")]);
+    worker.wait_for_log("bus disabled by configuration");
+    thread::sleep(Duration::from_millis(700));
+    assert!(worker.is_running());
+    assert!(server.connections_named("ttp").is_empty());
+    worker.signal("TERM");
+    assert_clean_exit_within_limit(&mut worker, "SIGTERM in poll-only mode");
+}
+
+#[test]
+fn malformed_bodies_on_every_subject_are_counted_and_survived() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let mut worker = start_worker(&server.url(), &[]);
+    health.next_beat();
+
+    let garbage: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let bad_bodies: [&[u8]; 4] = [
+        b"this is not json",
+        br#"{"type":"x","payload":[1,2,3]}"#,
+        br#"["an", "array"]"#,
+        &garbage,
+    ];
+    let publisher = server.client();
+    let subjects = sample_subjects();
+    for subject in &subjects {
+        for body in bad_bodies {
+            publisher.publish(subject, body).unwrap();
+        }
+    }
+    publisher.flush().unwrap();
+    let expected_malformed = (subjects.len() * bad_bodies.len()) as u64;
+    health.beat_where("every malformed body was counted", |beat| {
+        counter(beat, "malformed") == expected_malformed
+    });
+    assert!(worker.is_running());
+
+    publisher
+        .publish(
+            "attacker.session.ended",
+            envelope_body(
+                "attacker.session.ended",
+                "session.ended",
+                json!({"commands": []}),
+            ),
+        )
+        .unwrap();
+    publisher.flush().unwrap();
+    let beat = health.beat_where("the good message was processed", |beat| {
+        counter(beat, "processed") == 1
+    });
+    assert_eq!(counter(&beat, "malformed"), expected_malformed);
+    assert_eq!(counter(&beat, "received"), expected_malformed + 1);
+    assert!(
+        worker
+            .log_text()
+            .contains("dropped a malformed message on attacker.session.ended")
+    );
+
+    worker.signal("TERM");
+    assert_clean_exit_within_limit(&mut worker, "SIGTERM after malformed input");
+}
+
+#[test]
+fn sighup_is_a_reload_request_not_a_stop() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let mut worker = start_worker(&server.url(), &[]);
+    health.next_beat();
+    worker.signal("HUP");
+    worker.wait_for_log("reload requested");
+    health.next_beat();
+    assert!(worker.is_running());
+    worker.signal("TERM");
+    assert_clean_exit_within_limit(&mut worker, "SIGTERM after SIGHUP");
+}
+
+/// Arguments, environment, and the setting the error line must name.
+type BadSetting<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn bad_settings_exit_2_with_one_line() {
+    let cases: [BadSetting; 7] = [
+        (&["--poll-interval", "0"], &[], "--poll-interval"),
+        (
+            &[],
+            &[("DECNET_TTP_POLL_INTERVAL", "-5")],
+            "DECNET_TTP_POLL_INTERVAL",
+        ),
+        (
+            &[],
+            &[("DECNET_TTP_HEARTBEAT_SECS", "often")],
+            "DECNET_TTP_HEARTBEAT_SECS",
+        ),
+        (&["--bus-url", "http://127.0.0.1:4222"], &[], "--bus-url"),
+        (&[], &[("DECNET_BUS_TYPE", "unix")], "DECNET_BUS_TYPE"),
+        (&[], &[("DECNET_BUS_TYPE", "redis")], "DECNET_BUS_TYPE"),
+        (&["--no-such-flag"], &[], "--no-such-flag"),
+    ];
+    for (args, env, named) in cases {
+        let mut worker = Worker::start(args, env);
+        let status = worker.wait_exit(PATIENCE).expect("did not exit");
+        assert_eq!(status.code(), Some(2), "{args:?} {env:?}");
+        // Give the stderr reader a moment to collect the line.
+        thread::sleep(Duration::from_millis(50));
+        let log = worker.log_text();
+        assert_eq!(log.lines().count(), 1, "{args:?} {env:?}: {log}");
+        assert!(log.contains(named), "{log}");
+    }
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    for flag in ["--help", "--version"] {
+        let mut worker = Worker::start(&[flag], &[]);
+        let status = worker.wait_exit(PATIENCE).expect("did not exit");
+        assert!(status.success(), "{flag}");
+    }
+}
