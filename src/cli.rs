@@ -49,6 +49,21 @@ pub struct RunArgs {
     /// [env: DECNET_BUS_DURABLE]
     #[arg(long)]
     pub durable: bool,
+
+    /// JetStream stream for durable mode; created when absent, used as it is when present
+    /// [env: DECNET_TTP_STREAM] [default: DECNET_TTP_IN]
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+
+    /// Maximum age of events in a stream this worker creates, e.g. 7d or 36h
+    /// [env: DECNET_TTP_STREAM_MAX_AGE] [default: 7d]
+    #[arg(long, value_name = "DURATION")]
+    pub stream_max_age: Option<String>,
+
+    /// Maximum size of a stream this worker creates, e.g. 1G or 512M; the oldest events go
+    /// first [env: DECNET_TTP_STREAM_MAX_BYTES] [default: 1G]
+    #[arg(long, value_name = "BYTES")]
+    pub stream_max_bytes: Option<String>,
 }
 
 impl RunArgs {
@@ -59,6 +74,9 @@ impl RunArgs {
             heartbeat_interval: self.heartbeat_interval.clone(),
             no_bus: self.no_bus,
             durable: self.durable,
+            stream: self.stream.clone(),
+            stream_max_age: self.stream_max_age.clone(),
+            stream_max_bytes: self.stream_max_bytes.clone(),
         }
     }
 }

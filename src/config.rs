@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::redact::redact_url;
+use crate::units::{parse_bytes, parse_duration};
 
 pub const ENV_BUS_ENABLED: &str = "DECNET_BUS_ENABLED";
 pub const ENV_BUS_TYPE: &str = "DECNET_BUS_TYPE";
@@ -14,10 +15,18 @@ pub const ENV_BUS_URL: &str = "DECNET_BUS_URL";
 pub const ENV_BUS_DURABLE: &str = "DECNET_BUS_DURABLE";
 pub const ENV_POLL_INTERVAL: &str = "DECNET_TTP_POLL_INTERVAL";
 pub const ENV_HEARTBEAT_SECS: &str = "DECNET_TTP_HEARTBEAT_SECS";
+pub const ENV_STREAM: &str = "DECNET_TTP_STREAM";
+pub const ENV_STREAM_MAX_AGE: &str = "DECNET_TTP_STREAM_MAX_AGE";
+pub const ENV_STREAM_MAX_BYTES: &str = "DECNET_TTP_STREAM_MAX_BYTES";
 
 pub const DEFAULT_BUS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_STREAM: &str = "DECNET_TTP_IN";
+/// A week of events survives a worker that is down over a long weekend and then some.
+pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Small enough for an appliance's disk; a full stream drops its oldest events first.
+pub const DEFAULT_STREAM_MAX_BYTES: u64 = 1 << 30;
 
 /// Longest interval accepted; far beyond any sensible value, and it keeps `Duration`
 /// arithmetic away from overflow.
@@ -35,6 +44,9 @@ pub struct RunFlags {
     pub heartbeat_interval: Option<String>,
     pub no_bus: bool,
     pub durable: bool,
+    pub stream: Option<String>,
+    pub stream_max_age: Option<String>,
+    pub stream_max_bytes: Option<String>,
 }
 
 /// The validated settings the daemon runs with.
@@ -47,6 +59,16 @@ pub struct Config {
     pub durable: bool,
     pub poll_interval: Duration,
     pub heartbeat_interval: Duration,
+    /// The JetStream stream durable mode consumes from (created when absent).
+    pub stream: StreamConfig,
+}
+
+/// Durable mode's stream: used as it is when it exists, created with these limits when not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub name: String,
+    pub max_age: Duration,
+    pub max_bytes: u64,
 }
 
 /// A setting that cannot be used. Its `Display` is the one line printed before exiting 2.
@@ -118,12 +140,42 @@ impl Config {
             );
         }
 
+        let stream = StreamConfig {
+            name: match pick(&flags.stream, "--stream", &env, ENV_STREAM) {
+                Some((setting, text)) => parse_stream_name(&setting, &text)?,
+                None => DEFAULT_STREAM.to_owned(),
+            },
+            max_age: match pick(
+                &flags.stream_max_age,
+                "--stream-max-age",
+                &env,
+                ENV_STREAM_MAX_AGE,
+            ) {
+                Some((setting, text)) => {
+                    parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?
+                }
+                None => DEFAULT_STREAM_MAX_AGE,
+            },
+            max_bytes: match pick(
+                &flags.stream_max_bytes,
+                "--stream-max-bytes",
+                &env,
+                ENV_STREAM_MAX_BYTES,
+            ) {
+                Some((setting, text)) => {
+                    parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?
+                }
+                None => DEFAULT_STREAM_MAX_BYTES,
+            },
+        };
+
         Ok(Config {
             bus_urls,
             bus_enabled,
             durable,
             poll_interval,
             heartbeat_interval,
+            stream,
         })
     }
 }
@@ -194,6 +246,16 @@ fn parse_interval(setting: &str, text: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// JetStream names become subject tokens and file names on the server.
+fn parse_stream_name(setting: &str, text: &str) -> Result<String, ConfigError> {
+    crate::topics::validate_segment(text)
+        .map_err(|e| invalid(setting, text, e.problem.to_string()))?;
+    if text.contains(['/', '\\']) {
+        return Err(invalid(setting, text, "it contains a path separator"));
+    }
+    Ok(text.to_owned())
+}
+
 /// Accepts what the NATS client accepts: a comma-separated list of `nats://` or `tls://`
 /// URLs, or bare `host[:port]` (taken as `nats://`).
 fn parse_bus_urls(setting: &str, text: &str) -> Result<Vec<String>, ConfigError> {
@@ -256,6 +318,11 @@ mod tests {
                 durable: false,
                 poll_interval: Duration::from_secs(60),
                 heartbeat_interval: Duration::from_secs(30),
+                stream: StreamConfig {
+                    name: "DECNET_TTP_IN".into(),
+                    max_age: Duration::from_secs(604_800),
+                    max_bytes: 1 << 30,
+                },
             }
         );
     }
@@ -360,6 +427,30 @@ mod tests {
                 .bus_enabled
         );
         assert!(resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, "maybe")]).is_err());
+    }
+
+    #[test]
+    fn stream_settings() {
+        let env = [
+            (ENV_STREAM, "EVENTS"),
+            (ENV_STREAM_MAX_AGE, "2d"),
+            (ENV_STREAM_MAX_BYTES, "256M"),
+        ];
+        let stream = resolve(RunFlags::default(), &env).unwrap().stream;
+        assert_eq!(stream.name, "EVENTS");
+        assert_eq!(stream.max_age, Duration::from_secs(172_800));
+        assert_eq!(stream.max_bytes, 256 << 20);
+        for (name, bad) in [
+            (ENV_STREAM, "a.b"),
+            (ENV_STREAM, "a/b"),
+            (ENV_STREAM, ""),
+            (ENV_STREAM_MAX_AGE, "0"),
+            (ENV_STREAM_MAX_AGE, "forever"),
+            (ENV_STREAM_MAX_BYTES, "much"),
+        ] {
+            let err = resolve(RunFlags::default(), &[(name, bad)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod logging;
 pub mod redact;
 pub mod signals;
 pub mod topics;
+pub mod units;
 pub mod worker;

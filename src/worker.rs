@@ -24,12 +24,30 @@ pub const WAKE_CAPACITY: usize = 1024;
 pub const MAX_BATCH: usize = 256;
 
 /// Something for the main loop to do.
-#[derive(Debug)]
 pub enum Wake {
     /// A message from the bus, already decoded by its subscription thread.
-    Message(Inbound),
+    Message(Delivery),
     /// SIGHUP: re-read what can be re-read (the rules, once there are rules).
     Reload,
+}
+
+/// A message and, in durable mode, the means to confirm it.
+pub struct Delivery {
+    pub message: Inbound,
+    pub ack: Option<Box<dyn Ack>>,
+}
+
+impl Delivery {
+    /// A core-NATS message: nothing to confirm.
+    pub fn unacked(message: Inbound) -> Delivery {
+        Delivery { message, ack: None }
+    }
+}
+
+/// Tells the bus a message is fully handled so it is not delivered again. Called only after
+/// the handler succeeded for the whole batch the message was in.
+pub trait Ack: Send {
+    fn ack(self: Box<Self>);
 }
 
 /// Why the worker is stopping. Every cause leads to the same bounded shutdown and exit 0.
@@ -79,11 +97,18 @@ pub trait Bus {
 
 /// What happens to messages. The tagging engine plugs in here.
 pub trait Handler {
-    /// One coalesced burst of messages, in arrival order.
-    fn handle_batch(&mut self, batch: &[Inbound]);
+    /// One coalesced burst of messages, in arrival order. An error means nothing of the batch
+    /// may be considered done: it is kept, retried on every tick, and not acknowledged.
+    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed>;
     /// SIGHUP arrived.
     fn reload(&mut self);
 }
+
+/// The handler could not finish a batch for a reason that may pass (a full disk, a locked
+/// database); the text is logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BatchFailed(pub String);
 
 enum Event {
     Wake(Wake),
@@ -99,9 +124,13 @@ pub struct Stopped<H> {
 
 pub struct MainLoop<B, H> {
     inbox: Inbox,
+    /// Selected instead of wake while a failed batch is held: no new work until it is done.
+    closed_wake: Receiver<Wake>,
     bus: B,
     handler: H,
     counters: Arc<Counters>,
+    /// A batch the handler failed on, with its acks, waiting for the next tick to retry.
+    held: Option<Vec<Delivery>>,
     failed_connects: u64,
     poll_interval_hint: String,
 }
@@ -110,9 +139,11 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
     pub fn new(inbox: Inbox, bus: B, handler: H, counters: Arc<Counters>) -> MainLoop<B, H> {
         MainLoop {
             inbox,
+            closed_wake: never(),
             bus,
             handler,
             counters,
+            held: None,
             failed_connects: 0,
             poll_interval_hint: "tick".to_owned(),
         }
@@ -151,11 +182,16 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         if let Ok(cause) = self.inbox.shutdown.try_recv() {
             return Event::Shutdown(cause);
         }
+        let wake = if self.held.is_some() {
+            &self.closed_wake
+        } else {
+            &self.inbox.wake
+        };
         select! {
             recv(self.inbox.shutdown) -> cause => {
                 Event::Shutdown(cause.unwrap_or(ShutdownCause::Orphaned))
             }
-            recv(self.inbox.wake) -> wake => match wake {
+            recv(wake) -> wake => match wake {
                 Ok(wake) => Event::Wake(wake),
                 Err(_) => {
                     // Nobody can wake us any more; stop selecting on a closed channel so
@@ -172,6 +208,10 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         if self.bus.wanted() && !self.bus.is_connected() {
             self.try_connect();
         }
+        if let Some(batch) = self.held.take() {
+            log::info!("retrying a held batch of {} messages", batch.len());
+            self.handle(batch);
+        }
     }
 
     /// Handles `first` and whatever else is already queued, up to [`MAX_BATCH`].
@@ -181,26 +221,45 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         let mut next = Some(first);
         while let Some(wake) = next.take() {
             match wake {
-                Wake::Message(message) => batch.push(message),
+                Wake::Message(delivery) => batch.push(delivery),
                 Wake::Reload => reload = true,
             }
             if batch.len() < MAX_BATCH {
                 next = self.inbox.wake.try_recv().ok();
             }
         }
-        self.handle(&batch);
+        self.handle(batch);
         if reload {
             log::info!("reload requested (SIGHUP)");
             self.handler.reload();
         }
     }
 
-    fn handle(&mut self, batch: &[Inbound]) {
+    /// Runs the handler over a batch; acknowledges it when done, holds it when not.
+    fn handle(&mut self, batch: Vec<Delivery>) {
         if batch.is_empty() {
             return;
         }
-        self.handler.handle_batch(batch);
-        Counters::add(&self.counters.processed, batch.len() as u64);
+        let (messages, acks): (Vec<Inbound>, Vec<Option<Box<dyn Ack>>>) =
+            batch.into_iter().map(|d| (d.message, d.ack)).unzip();
+        match self.handler.handle_batch(&messages) {
+            Ok(()) => {
+                Counters::add(&self.counters.processed, messages.len() as u64);
+                acks.into_iter().flatten().for_each(|ack| ack.ack());
+            }
+            Err(failure) => {
+                log::warn!(
+                    "could not finish a batch of {} messages ({failure}); holding it and retrying on every tick",
+                    messages.len()
+                );
+                let held = messages
+                    .into_iter()
+                    .zip(acks)
+                    .map(|(message, ack)| Delivery { message, ack })
+                    .collect();
+                self.held = Some(held);
+            }
+        }
     }
 
     fn try_connect(&mut self) {
@@ -228,18 +287,34 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
     }
 
     /// Stop taking messages, finish what is already queued (bounded by the wake capacity),
-    /// then close the bus.
+    /// then close the bus. A batch that still fails is given up: unacknowledged, so in durable
+    /// mode the bus delivers it again after a restart.
     fn shut_down(&mut self) {
         self.bus.stop_intake();
-        let mut rest = Vec::new();
-        let mut leftover = self.inbox.wake.try_iter().take(WAKE_CAPACITY);
-        for wake in leftover.by_ref() {
-            if let Wake::Message(message) = wake {
-                rest.push(message);
+        if let Some(held) = self.held.take() {
+            self.handle(held);
+        }
+        if self.held.is_none() {
+            let queued: Vec<Delivery> = self
+                .inbox
+                .wake
+                .try_iter()
+                .take(WAKE_CAPACITY)
+                .filter_map(|wake| match wake {
+                    Wake::Message(delivery) => Some(delivery),
+                    Wake::Reload => None,
+                })
+                .collect();
+            let mut queued = queued.into_iter().peekable();
+            while queued.peek().is_some() && self.held.is_none() {
+                self.handle(queued.by_ref().take(MAX_BATCH).collect());
             }
         }
-        for chunk in rest.chunks(MAX_BATCH) {
-            self.handle(chunk);
+        if let Some(held) = self.held.take() {
+            log::warn!(
+                "stopping with {} messages not handled; in durable mode they will be delivered again",
+                held.len()
+            );
         }
         self.bus.close();
     }
@@ -258,7 +333,7 @@ impl SubjectTally {
 }
 
 impl Handler for SubjectTally {
-    fn handle_batch(&mut self, batch: &[Inbound]) {
+    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
         for message in batch {
             let seen = self.counts.entry(message.subject.clone()).or_default();
             *seen += 1;
@@ -270,6 +345,7 @@ impl Handler for SubjectTally {
                 seen
             );
         }
+        Ok(())
     }
 
     fn reload(&mut self) {
@@ -338,12 +414,20 @@ mod tests {
     struct Recorder {
         batches: Arc<Mutex<Vec<Vec<String>>>>,
         reloads: usize,
+        /// While set, every batch fails (a store that cannot be written).
+        failing: Arc<AtomicBool>,
+        attempts: Arc<AtomicUsize>,
     }
 
     impl Handler for Recorder {
-        fn handle_batch(&mut self, batch: &[Inbound]) {
+        fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(BatchFailed("disk full".into()));
+            }
             let subjects = batch.iter().map(|m| m.subject.clone()).collect();
             self.batches.lock().unwrap().push(subjects);
+            Ok(())
         }
         fn reload(&mut self) {
             self.reloads += 1;
@@ -356,6 +440,9 @@ mod tests {
         shutdown: Sender<ShutdownCause>,
         bus_log: Arc<BusLog>,
         batches: Arc<Mutex<Vec<Vec<String>>>>,
+        failing: Arc<AtomicBool>,
+        attempts: Arc<AtomicUsize>,
+        acks: Arc<AtomicUsize>,
         counters: Arc<Counters>,
         main_loop: Option<MainLoop<FakeBus, Recorder>>,
     }
@@ -374,6 +461,8 @@ mod tests {
             };
             let handler = Recorder::default();
             let batches = handler.batches.clone();
+            let failing = handler.failing.clone();
+            let attempts = handler.attempts.clone();
             let counters = Arc::new(Counters::new(Mode::Core));
             let inbox = Inbox {
                 wake: wake_rx,
@@ -386,6 +475,9 @@ mod tests {
                 shutdown,
                 bus_log,
                 batches,
+                failing,
+                attempts,
+                acks: Arc::new(AtomicUsize::new(0)),
                 counters: counters.clone(),
                 main_loop: Some(MainLoop::new(inbox, bus, handler, counters)),
             }
@@ -396,17 +488,48 @@ mod tests {
             thread::spawn(move || main_loop.run())
         }
 
+        fn inbound(subject: &str) -> Inbound {
+            Inbound {
+                subject: subject.into(),
+                envelope: Envelope::new("t", Default::default()),
+            }
+        }
+
         fn message(&self, subject: &str) {
             self.wake
-                .send(Wake::Message(Inbound {
-                    subject: subject.into(),
-                    envelope: Envelope::new("t", Default::default()),
+                .send(Wake::Message(Delivery::unacked(Harness::inbound(subject))))
+                .unwrap();
+        }
+
+        /// A message that counts its acknowledgement, as a JetStream message would.
+        fn durable_message(&self, subject: &str) {
+            let ack = CountingAck(self.acks.clone());
+            self.wake
+                .send(Wake::Message(Delivery {
+                    message: Harness::inbound(subject),
+                    ack: Some(Box::new(ack)),
                 }))
                 .unwrap();
         }
 
+        fn acked(&self) -> usize {
+            self.acks.load(Ordering::SeqCst)
+        }
+
+        fn handle_attempts(&self) -> usize {
+            self.attempts.load(Ordering::SeqCst)
+        }
+
         fn attempts(&self) -> usize {
             self.bus_log.attempts.load(Ordering::SeqCst)
+        }
+    }
+
+    struct CountingAck(Arc<AtomicUsize>);
+
+    impl Ack for CountingAck {
+        fn ack(self: Box<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -537,6 +660,58 @@ mod tests {
     }
 
     #[test]
+    fn durable_messages_are_acked_only_after_their_batch_succeeded() {
+        let mut h = Harness::new(true, Some(1));
+        h.failing.store(true, Ordering::SeqCst);
+        h.durable_message("attacker.session.ended");
+        h.durable_message("email.received");
+        let running = h.start();
+        eventually("the first attempt", || h.handle_attempts() == 1);
+        // The failed batch is held: new work waits, a tick retries it.
+        h.message("attacker.observed");
+        h.tick.send(Instant::now()).unwrap();
+        eventually("the retry on the tick", || h.handle_attempts() == 2);
+        assert_eq!(h.acked(), 0);
+        assert_eq!(Counters::get(&h.counters.processed), 0);
+        assert_eq!(h.wake.len(), 1, "new work was taken while a batch was held");
+
+        h.failing.store(false, Ordering::SeqCst);
+        h.tick.send(Instant::now()).unwrap();
+        eventually("the held batch and the waiting message", || {
+            Counters::get(&h.counters.processed) == 3
+        });
+        assert_eq!(h.acked(), 2);
+        let batches = h.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches,
+            [
+                vec!["attacker.session.ended", "email.received"],
+                vec!["attacker.observed"]
+            ]
+        );
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
+    }
+
+    #[test]
+    fn a_batch_that_still_fails_at_shutdown_is_left_unacked() {
+        let mut h = Harness::new(true, Some(1));
+        h.failing.store(true, Ordering::SeqCst);
+        h.durable_message("canary.x.triggered");
+        let running = h.start();
+        eventually("the batch was tried", || h.handle_attempts() == 1);
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
+        assert_eq!(
+            h.handle_attempts(),
+            2,
+            "shutdown gives a held batch one last try"
+        );
+        assert_eq!(h.acked(), 0);
+        assert!(h.bus_log.closed.load(Ordering::SeqCst));
+    }
+
+    #[test]
     fn dropping_every_shutdown_sender_stops_the_loop() {
         let mut h = Harness::new(true, Some(1));
         let running = h.start();
@@ -552,7 +727,9 @@ mod tests {
             subject: subject.into(),
             envelope: Envelope::new("", Default::default()),
         };
-        tally.handle_batch(&[message("a.b"), message("a.b"), message("c")]);
+        tally
+            .handle_batch(&[message("a.b"), message("a.b"), message("c")])
+            .unwrap();
         assert_eq!(tally.count("a.b"), 2);
         assert_eq!(tally.count("c"), 1);
         assert_eq!(tally.count("zzz"), 0);

@@ -17,16 +17,17 @@ use ttp_worker::bus::{BusSettings, NatsBus};
 use ttp_worker::counters::{Counters, Mode};
 use ttp_worker::envelope::Inbound;
 use ttp_worker::topics::{CONTROL, TOPICS};
-use ttp_worker::worker::{Handler, Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
+use ttp_worker::worker::{BatchFailed, Handler, Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
 
 /// Passes every message it is given on to the test.
 struct Relay(Sender<Inbound>);
 
 impl Handler for Relay {
-    fn handle_batch(&mut self, batch: &[Inbound]) {
+    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
         for message in batch {
             self.0.send(message.clone()).unwrap();
         }
+        Ok(())
     }
     fn reload(&mut self) {}
 }

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender, select, tick};
 
 use crate::counters::Counters;
 use crate::envelope::{Envelope, Inbound};
-use crate::worker::Wake;
+use crate::worker::{Delivery, Wake};
 
 /// How many messages the client may hold for one subscription while we are behind. The
 /// client's queues are otherwise unbounded (nats.md pitfall 6); past this it drops and counts.
@@ -39,7 +39,7 @@ pub fn spawn_forwarder(
                         let Some(inbound) = decode(&message, &counters) else { continue };
                         // A full wake channel must not keep us from stopping.
                         select! {
-                            send(wake, Wake::Message(inbound)) -> sent => {
+                            send(wake, Wake::Message(Delivery::unacked(inbound))) -> sent => {
                                 if sent.is_err() { break }
                             }
                             recv(stop) -> _ => break,
