@@ -42,6 +42,8 @@ pub struct Counters {
     pub publish_errors: AtomicU64,
     /// Times the client re-established a lost connection.
     pub reconnects: AtomicU64,
+    /// Durable-mode acknowledgements that could not be sent (the message comes back).
+    pub ack_errors: AtomicU64,
 }
 
 impl Counters {
@@ -55,6 +57,7 @@ impl Counters {
             client_dropped: AtomicU64::new(0),
             publish_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            ack_errors: AtomicU64::new(0),
         }
     }
 
@@ -90,6 +93,7 @@ impl Counters {
             ("client_dropped", &self.client_dropped),
             ("publish_errors", &self.publish_errors),
             ("reconnects", &self.reconnects),
+            ("ack_errors", &self.ack_errors),
         ] {
             members.insert(name.into(), json!(Counters::get(counter)));
         }

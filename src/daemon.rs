@@ -29,9 +29,6 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     } else {
         Mode::Core
     };
-    if config.durable {
-        log::warn!("durable mode is accepted but not implemented yet; consuming in core mode");
-    }
     let counters = Arc::new(Counters::new(mode));
     let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
     // Room for every producer's stop at once; a full channel means a stop is already queued.
@@ -43,6 +40,8 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         enabled: config.bus_enabled,
         heartbeat_interval: config.heartbeat_interval,
         connect_timeout: CONNECT_TIMEOUT.min(config.poll_interval),
+        durable: config.durable,
+        stream: config.stream.clone(),
     };
     let bus = NatsBus::new(settings, wake_tx, shutdown_tx, counters.clone());
     let inbox = Inbox {

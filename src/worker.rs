@@ -48,6 +48,8 @@ impl Delivery {
 /// the handler succeeded for the whole batch the message was in.
 pub trait Ack: Send {
     fn ack(self: Box<Self>);
+    /// Hands the message back undone, for immediate redelivery (to whoever consumes next).
+    fn nak(self: Box<Self>);
 }
 
 /// Why the worker is stopping. Every cause leads to the same bounded shutdown and exit 0.
@@ -315,6 +317,9 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 "stopping with {} messages not handled; in durable mode they will be delivered again",
                 held.len()
             );
+            held.into_iter()
+                .filter_map(|delivery| delivery.ack)
+                .for_each(|ack| ack.nak());
         }
         self.bus.close();
     }
@@ -443,6 +448,7 @@ mod tests {
         failing: Arc<AtomicBool>,
         attempts: Arc<AtomicUsize>,
         acks: Arc<AtomicUsize>,
+        naks: Arc<AtomicUsize>,
         counters: Arc<Counters>,
         main_loop: Option<MainLoop<FakeBus, Recorder>>,
     }
@@ -478,6 +484,7 @@ mod tests {
                 failing,
                 attempts,
                 acks: Arc::new(AtomicUsize::new(0)),
+                naks: Arc::new(AtomicUsize::new(0)),
                 counters: counters.clone(),
                 main_loop: Some(MainLoop::new(inbox, bus, handler, counters)),
             }
@@ -503,7 +510,10 @@ mod tests {
 
         /// A message that counts its acknowledgement, as a JetStream message would.
         fn durable_message(&self, subject: &str) {
-            let ack = CountingAck(self.acks.clone());
+            let ack = CountingAck {
+                acks: self.acks.clone(),
+                naks: self.naks.clone(),
+            };
             self.wake
                 .send(Wake::Message(Delivery {
                     message: Harness::inbound(subject),
@@ -525,11 +535,17 @@ mod tests {
         }
     }
 
-    struct CountingAck(Arc<AtomicUsize>);
+    struct CountingAck {
+        acks: Arc<AtomicUsize>,
+        naks: Arc<AtomicUsize>,
+    }
 
     impl Ack for CountingAck {
         fn ack(self: Box<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.acks.fetch_add(1, Ordering::SeqCst);
+        }
+        fn nak(self: Box<Self>) {
+            self.naks.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -694,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_that_still_fails_at_shutdown_is_left_unacked() {
+    fn a_batch_that_still_fails_at_shutdown_is_handed_back() {
         let mut h = Harness::new(true, Some(1));
         h.failing.store(true, Ordering::SeqCst);
         h.durable_message("canary.x.triggered");

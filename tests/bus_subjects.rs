@@ -5,63 +5,18 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, bounded, never, unbounded};
 use serde_json::json;
 
+use common::inproc::InProcessWorker;
 use common::{NatsServer, PATIENCE, envelope_body, sample_subjects};
-use ttp_worker::bus::{BusSettings, NatsBus};
-use ttp_worker::counters::{Counters, Mode};
-use ttp_worker::envelope::Inbound;
 use ttp_worker::topics::{CONTROL, TOPICS};
-use ttp_worker::worker::{BatchFailed, Handler, Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
+use ttp_worker::worker::ShutdownCause;
 
-/// Passes every message it is given on to the test.
-struct Relay(Sender<Inbound>);
-
-impl Handler for Relay {
-    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
-        for message in batch {
-            self.0.send(message.clone()).unwrap();
-        }
-        Ok(())
-    }
-    fn reload(&mut self) {}
-}
-
-struct Running {
-    seen: crossbeam_channel::Receiver<Inbound>,
-    shutdown: Sender<ShutdownCause>,
-    thread: thread::JoinHandle<ShutdownCause>,
-}
-
-fn run_worker(server: &NatsServer) -> Running {
-    let counters = Arc::new(Counters::new(Mode::Core));
-    let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
-    let (shutdown_tx, shutdown_rx) = bounded(8);
-    let settings = BusSettings {
-        urls: vec![server.url()],
-        enabled: true,
-        heartbeat_interval: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(2),
-    };
-    let bus = NatsBus::new(settings, wake_tx, shutdown_tx.clone(), counters.clone());
-    let (seen_tx, seen) = unbounded();
-    let inbox = Inbox {
-        wake: wake_rx,
-        tick: never(),
-        shutdown: shutdown_rx,
-    };
-    let main_loop = MainLoop::new(inbox, bus, Relay(seen_tx), counters);
-    let thread = thread::spawn(move || main_loop.run().cause);
-    Running {
-        seen,
-        shutdown: shutdown_tx,
-        thread,
-    }
+fn run_worker(server: &NatsServer) -> InProcessWorker {
+    InProcessWorker::start(server, false)
 }
 
 fn wait_for_ttp_connection(server: &NatsServer) -> serde_json::Value {
@@ -114,14 +69,7 @@ fn every_subject_reaches_the_main_loop_under_its_own_name() {
     expected.sort();
     assert_eq!(received, expected);
 
-    worker
-        .shutdown
-        .send(ShutdownCause::Signal("SIGTERM"))
-        .unwrap();
-    assert_eq!(
-        worker.thread.join().unwrap(),
-        ShutdownCause::Signal("SIGTERM")
-    );
+    assert_eq!(worker.stop(), ShutdownCause::Signal("SIGTERM"));
     assert!(
         server.connections_named("ttp").is_empty(),
         "connection still open after shutdown"
@@ -150,8 +98,7 @@ fn the_server_sees_one_connection_named_ttp_with_exactly_our_subscriptions() {
     expected.sort();
     assert_eq!(subscriptions, expected);
 
-    worker.shutdown.send(ShutdownCause::Orphaned).unwrap();
-    worker.thread.join().unwrap();
+    worker.stop();
 }
 
 #[test]
@@ -176,6 +123,5 @@ fn our_own_announcements_never_come_back_to_us() {
     let first = worker.seen.recv_timeout(PATIENCE).unwrap();
     assert_eq!(first.subject, "attacker.observed");
     assert!(worker.seen.try_recv().is_err());
-    worker.shutdown.send(ShutdownCause::Orphaned).unwrap();
-    worker.thread.join().unwrap();
+    worker.stop();
 }

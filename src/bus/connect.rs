@@ -21,6 +21,9 @@ pub struct BusSettings {
     pub heartbeat_interval: Duration,
     /// How long one connection attempt may take before we call the bus unavailable.
     pub connect_timeout: Duration,
+    /// Consume `TOPICS` through JetStream instead of core subscriptions.
+    pub durable: bool,
+    pub stream: crate::config::StreamConfig,
 }
 
 /// Longest pause between two reconnect attempts after the server went away.

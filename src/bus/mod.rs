@@ -6,6 +6,7 @@
 #![allow(deprecated)]
 
 mod connect;
+mod durable;
 mod intake;
 mod publish;
 
@@ -37,6 +38,8 @@ pub enum BusError {
     Connect { urls: String, source: io::Error },
     #[error("no answer from NATS at {urls} within {timeout:?}")]
     ConnectTimedOut { urls: String, timeout: Duration },
+    #[error("JetStream: cannot {what}: {source}")]
+    JetStream { what: String, source: io::Error },
     #[error("cannot subscribe to {subject}: {source}")]
     Subscribe { subject: String, source: io::Error },
     #[error("cannot start a thread: {0}")]
@@ -97,9 +100,14 @@ impl Bus for NatsBus {
             &self.counters,
         )?;
         log::info!(
-            "connected to NATS at {} as {:?}; subscribed to {} subjects and {}",
+            "connected to NATS at {} as {:?}; {} {} subjects, and {}",
             redact_url(&self.settings.urls.join(",")),
             crate::topics::WORKER_NAME,
+            if self.settings.durable {
+                "pulling through JetStream from"
+            } else {
+                "subscribed to"
+            },
             TOPICS.len(),
             CONTROL
         );
@@ -154,17 +162,34 @@ impl Session {
         // On any failure below, dropping `session` would leave threads running; tear down
         // explicitly instead.
         let wired = (|| {
-            for pattern in TOPICS {
-                let subscription = session.subscribe(pattern)?;
-                let thread = intake::spawn_forwarder(
-                    pattern,
-                    subscription,
-                    wake.clone(),
-                    intake_stopped.clone(),
-                    counters.clone(),
-                )
-                .map_err(BusError::Spawn)?;
-                session.intake_threads.push(thread);
+            if settings.durable {
+                let js = nats::jetstream::new(session.connection.clone());
+                durable::ensure_stream(&js, &settings.stream)?;
+                for pattern in TOPICS {
+                    let subscription = durable::bind_consumer(&js, &settings.stream.name, pattern)?;
+                    let thread = durable::spawn_fetcher(
+                        pattern,
+                        subscription,
+                        wake.clone(),
+                        intake_stopped.clone(),
+                        counters.clone(),
+                    )
+                    .map_err(BusError::Spawn)?;
+                    session.intake_threads.push(thread);
+                }
+            } else {
+                for pattern in TOPICS {
+                    let subscription = session.subscribe(pattern)?;
+                    let thread = intake::spawn_forwarder(
+                        pattern,
+                        subscription,
+                        wake.clone(),
+                        intake_stopped.clone(),
+                        counters.clone(),
+                    )
+                    .map_err(BusError::Spawn)?;
+                    session.intake_threads.push(thread);
+                }
             }
             let subscription = session.subscribe(CONTROL)?;
             let thread =

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+pub mod inproc;
+
 /// How long to wait for anything a test expects to happen "soon"; generous, for loaded CI.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,108 @@
+//! The real bus and main loop run inside the test process, with a handler that reports what
+//! reached it and can be told to fail (as a store that cannot be written would).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::NatsServer;
+use ttp_worker::bus::{BusSettings, NatsBus};
+use ttp_worker::config::{Config, RunFlags};
+use ttp_worker::counters::{Counters, Mode};
+use ttp_worker::envelope::Inbound;
+use ttp_worker::worker::{BatchFailed, Handler, Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
+
+/// Passes every message of a successful batch on to the test.
+pub struct Relay {
+    seen: Sender<Inbound>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Handler for Relay {
+    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(BatchFailed("the test says this batch fails".into()));
+        }
+        for message in batch {
+            self.seen.send(message.clone()).unwrap();
+        }
+        Ok(())
+    }
+    fn reload(&mut self) {}
+}
+
+pub struct InProcessWorker {
+    pub seen: Receiver<Inbound>,
+    pub failing: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
+    shutdown: Sender<ShutdownCause>,
+    thread: Option<thread::JoinHandle<ShutdownCause>>,
+}
+
+impl InProcessWorker {
+    pub fn start(server: &NatsServer, durable: bool) -> InProcessWorker {
+        InProcessWorker::start_with(server, durable, false)
+    }
+
+    /// `failing`: whether the handler fails from the start.
+    pub fn start_with(server: &NatsServer, durable: bool, failing: bool) -> InProcessWorker {
+        let mode = if durable { Mode::Durable } else { Mode::Core };
+        let counters = Arc::new(Counters::new(mode));
+        let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
+        let (shutdown_tx, shutdown_rx) = bounded(8);
+        let settings = BusSettings {
+            urls: vec![server.url()],
+            enabled: true,
+            heartbeat_interval: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(2),
+            durable,
+            stream: Config::resolve(&RunFlags::default(), |_| None)
+                .unwrap()
+                .stream,
+        };
+        let bus = NatsBus::new(settings, wake_tx, shutdown_tx.clone(), counters.clone());
+        let (seen_tx, seen) = unbounded();
+        let failing = Arc::new(AtomicBool::new(failing));
+        let handler = Relay {
+            seen: seen_tx,
+            failing: failing.clone(),
+        };
+        let inbox = Inbox {
+            wake: wake_rx,
+            tick: crossbeam_channel::tick(Duration::from_millis(100)),
+            shutdown: shutdown_rx,
+        };
+        let main_loop = MainLoop::new(inbox, bus, handler, counters.clone());
+        let thread = thread::spawn(move || main_loop.run().cause);
+        InProcessWorker {
+            seen,
+            failing,
+            counters,
+            shutdown: shutdown_tx,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) -> ShutdownCause {
+        self.stop_in_place()
+    }
+
+    fn stop_in_place(&mut self) -> ShutdownCause {
+        let _ = self.shutdown.send(ShutdownCause::Signal("SIGTERM"));
+        self.thread
+            .take()
+            .map(|t| t.join().expect("main loop panicked"))
+            .unwrap_or(ShutdownCause::Orphaned)
+    }
+}
+
+impl Drop for InProcessWorker {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop_in_place();
+        }
+    }
+}
