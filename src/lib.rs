@@ -4,4 +4,5 @@
 //! part — the envelope codec, the subjects, the main loop — without a process in between.
 
 pub mod envelope;
+pub mod tagging;
 pub mod topics;
