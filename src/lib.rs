@@ -14,6 +14,7 @@ pub mod heartbeat;
 pub mod logging;
 pub mod redact;
 pub mod signals;
+pub mod tagging;
 pub mod topics;
 pub mod units;
 pub mod worker;

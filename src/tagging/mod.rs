@@ -1,0 +1,409 @@
+//! The tagging engine: bus messages in, MITRE ATT&CK tags out, as DECNET's Python tagger
+//! would produce them (`shared/spec/tagging.md`).
+//!
+//! [`Tagger`] is the seam the daemon owns: built from [`EngineOptions`], fed one
+//! [`Inbound`](crate::envelope::Inbound) at a time through [`Tagger::tag_message`], rebuilt on
+//! reload with [`Tagger::reload`]. The `tag` and `check-rules` commands in [`commands`] drive
+//! the very same code.
+
+pub mod anchors;
+mod builtin;
+pub mod commands;
+pub mod event;
+pub mod lifters;
+pub mod pattern;
+pub mod py;
+pub mod pyre;
+pub mod rules;
+pub mod state;
+pub mod tag;
+pub mod yaml;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+pub use anchors::AnchorResolver;
+pub use event::{TaggerEvent, Unbuildable};
+pub use rules::{Owner, Rule, RuleProblem};
+pub use tag::{CONFIDENCE_FLOOR, Tag};
+
+use crate::envelope::Inbound;
+use lifters::{LiftContext, LiftError, RegexCache, intel::IntelMaps};
+use pattern::PatternEngine;
+
+/// Where rules, intel tables and known attackers come from. The daemon and the `tag` /
+/// `check-rules` commands take the same options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Rule directories, loaded in this order; an id defined twice keeps the later content.
+    pub rules_dirs: Vec<PathBuf>,
+    /// Do not load the embedded rule pack. Without rules dirs it is loaded by default.
+    pub no_builtin_rules: bool,
+    /// Intel provider tables overriding the built-in ones, per provider.
+    pub intel_maps_dir: Option<PathBuf>,
+    /// `{"<ip>": "<attacker_uuid>"}` seed for IP anchor resolution.
+    pub anchors_file: Option<PathBuf>,
+}
+
+/// What stops an engine from being built at all (a reload failing this way keeps the old one).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Anchors(#[from] anchors::AnchorsError),
+    #[error("{path}: cannot read rules directory: {source}")]
+    RulesDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read intel maps directory: {source}")]
+    IntelDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The tags of one bus message, in the tagger's output order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageTags {
+    /// Tags at or above the 0.3 floor: what is stored and published.
+    pub tags: Vec<Tag>,
+    /// Tags the floor removed (DECNET still lists them in `ttp.tagged`, §13.21).
+    pub below_floor: Vec<Tag>,
+    /// Tagger events built from the message (base + commands).
+    pub events: usize,
+    /// Why no event could be built, if so.
+    pub unbuildable: Option<Unbuildable>,
+    /// Lifter failures met while tagging this message (already counted and logged).
+    pub warnings: Vec<String>,
+}
+
+/// Running totals since the engine was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub messages: u64,
+    pub events: u64,
+    pub tags: u64,
+    pub below_floor: u64,
+    /// Messages with no usable anchor (e.g. `identity.merged`).
+    pub unanchored: u64,
+    /// Messages whose subject and type give no source kind.
+    pub no_source_kind: u64,
+    /// Events anchored on a bare IP (attacker not resolvable).
+    pub ip_anchored_events: u64,
+    /// Lifter failures (tolerated: that lifter's tags for that event are lost).
+    pub lifter_warnings: u64,
+    /// Tagger events discarded whole for out-of-schema evidence (§9.3).
+    pub discarded_events: u64,
+    /// Regex evaluations the backtracking engine gave up on.
+    pub regex_errors: u64,
+}
+
+/// Which taggers handle a source kind, in DECNET's composite order (§9.1).
+fn route(source_kind: &str) -> &'static [Owner] {
+    use Owner::*;
+    match source_kind {
+        "command" | "payload" => &[Engine],
+        "http_request" => &[Engine, Behavioral],
+        "auth_attempt" => &[Engine, Credential],
+        "session" => &[Behavioral],
+        "email" => &[Behavioral, Email],
+        "intel" => &[Intel],
+        "canary_fingerprint" => &[Canary],
+        "identity" => &[Identity],
+        "credential" => &[Credential],
+        "ipv6_leak" => &[Ipv6],
+        _ => &[],
+    }
+}
+
+/// Kinds DECNET knows; `http_fingerprint` has a (dead) lifter that never emits (§8.7).
+const KNOWN_KINDS: [&str; 12] = [
+    "command",
+    "http_request",
+    "auth_attempt",
+    "payload",
+    "session",
+    "email",
+    "intel",
+    "canary_fingerprint",
+    "identity",
+    "credential",
+    "http_fingerprint",
+    "ipv6_leak",
+];
+
+/// The tagging engine the daemon owns.
+pub struct Tagger {
+    options: EngineOptions,
+    rules: Vec<Arc<Rule>>,
+    problems: Vec<RuleProblem>,
+    by_owner: HashMap<Owner, Vec<Arc<Rule>>>,
+    pattern: PatternEngine,
+    regexes: RegexCache,
+    intel_maps: IntelMaps,
+    anchors: AnchorResolver,
+    counters: Counters,
+    unhandled_kinds_logged: HashSet<String>,
+    /// Fixed clock for tests; `None` reads the system clock per message.
+    clock: Option<f64>,
+}
+
+impl Tagger {
+    /// Loads rules, intel tables and anchors. Rule-file problems do not fail the build: the
+    /// file is skipped and listed in [`Tagger::problems`].
+    pub fn new(options: &EngineOptions) -> Result<Tagger, EngineError> {
+        let mut set = rules::RuleSet::default();
+        if !options.no_builtin_rules && options.rules_dirs.is_empty() {
+            builtin::add_rules(&mut set);
+        }
+        for dir in &options.rules_dirs {
+            std::fs::read_dir(dir).map_err(|source| EngineError::RulesDir {
+                path: dir.clone(),
+                source,
+            })?;
+            set.add_dir(dir);
+        }
+        let mut intel_maps = IntelMaps::builtin();
+        if let Some(dir) = &options.intel_maps_dir {
+            intel_maps
+                .add_dir(dir, &mut set.problems)
+                .map_err(|source| EngineError::IntelDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let anchors = match &options.anchors_file {
+            Some(path) => AnchorResolver::from_file(path)?,
+            None => AnchorResolver::default(),
+        };
+        Ok(Tagger::from_parts(
+            options.clone(),
+            set,
+            intel_maps,
+            anchors,
+        ))
+    }
+
+    fn from_parts(
+        options: EngineOptions,
+        set: rules::RuleSet,
+        intel_maps: IntelMaps,
+        anchors: AnchorResolver,
+    ) -> Tagger {
+        let mut by_owner: HashMap<Owner, Vec<Arc<Rule>>> = HashMap::new();
+        for rule in &set.rules {
+            by_owner
+                .entry(rule.owner())
+                .or_default()
+                .push(Arc::clone(rule));
+        }
+        Tagger {
+            pattern: PatternEngine::new(&set.rules),
+            regexes: RegexCache::new(&set.rules),
+            rules: set.rules,
+            problems: set.problems,
+            by_owner,
+            intel_maps,
+            anchors,
+            options,
+            counters: Counters::default(),
+            unhandled_kinds_logged: HashSet::new(),
+            clock: None,
+        }
+    }
+
+    /// A fresh engine from the same options (SIGHUP). Anchors learned from the bus are kept;
+    /// on error the caller keeps using `self`.
+    pub fn reload(&self) -> Result<Tagger, EngineError> {
+        let mut fresh = Tagger::new(&self.options)?;
+        let mut merged = self.anchors.clone();
+        merged.merge_from(&fresh.anchors);
+        fresh.anchors = merged;
+        Ok(fresh)
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Every loaded rule, in evaluation order.
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+
+    /// Rule and intel-map files that failed to load (each was skipped).
+    pub fn problems(&self) -> &[RuleProblem] {
+        &self.problems
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn anchors(&self) -> &AnchorResolver {
+        &self.anchors
+    }
+
+    /// Pins the clock used by rule-state expiry (tests).
+    pub fn set_clock(&mut self, now: Option<f64>) {
+        self.clock = now;
+    }
+
+    /// Rule counts by source kind and by owner, for `check-rules`.
+    pub fn summary(&self) -> (BTreeMap<String, usize>, BTreeMap<&'static str, usize>) {
+        let mut by_kind = BTreeMap::new();
+        let mut by_owner = BTreeMap::new();
+        for rule in &self.rules {
+            for kind in &rule.applies_to {
+                *by_kind.entry(kind.clone()).or_insert(0) += 1;
+            }
+            *by_owner.entry(rule.owner().name()).or_insert(0) += 1;
+        }
+        (by_kind, by_owner)
+    }
+
+    /// Tags one bus message.
+    pub fn tag_message(&mut self, msg: &Inbound) -> MessageTags {
+        self.tag_payload(&msg.subject, &msg.envelope.kind, &msg.envelope.payload)
+    }
+
+    /// Tags one message given as subject, envelope type and payload.
+    pub fn tag_payload(
+        &mut self,
+        subject: &str,
+        envelope_type: &str,
+        payload: &Map<String, Value>,
+    ) -> MessageTags {
+        self.counters.messages += 1;
+        self.anchors.learn(payload);
+        let mut out = MessageTags::default();
+        let events = match event::build_events(subject, envelope_type, payload, &self.anchors) {
+            Ok(events) => events,
+            Err(why) => {
+                match why {
+                    Unbuildable::NoAnchor => self.counters.unanchored += 1,
+                    Unbuildable::NoSourceKind => self.counters.no_source_kind += 1,
+                }
+                out.unbuildable = Some(why);
+                return out;
+            }
+        };
+        out.events = events.len();
+        self.counters.events += events.len() as u64;
+        let now = self.clock.unwrap_or_else(state::now_epoch);
+        for ev in &events {
+            if ev.attacker_uuid.is_none() && ev.identity_uuid.is_none() {
+                self.counters.ip_anchored_events += 1;
+            }
+            let tags = self.tag_event(ev, now, &mut out.warnings);
+            for tag in tags {
+                if tag.confidence < CONFIDENCE_FLOOR {
+                    out.below_floor.push(tag);
+                } else {
+                    out.tags.push(tag);
+                }
+            }
+        }
+        self.counters.tags += out.tags.len() as u64;
+        self.counters.below_floor += out.below_floor.len() as u64;
+        out
+    }
+
+    /// The composite (§9): each routed tagger in order; a tolerated failure costs that tagger's
+    /// tags, an evidence-schema violation costs the whole tagger event.
+    fn tag_event(&mut self, ev: &TaggerEvent, now: f64, warnings: &mut Vec<String>) -> Vec<Tag> {
+        let owners = route(&ev.source_kind);
+        if owners.is_empty() {
+            if self.unhandled_kinds_logged.insert(ev.source_kind.clone()) {
+                let known = KNOWN_KINDS.contains(&ev.source_kind.as_str());
+                log::info!(
+                    "no tagger handles source kind {:?}{}; its events yield no tags",
+                    ev.source_kind,
+                    if known { " (known, no rules)" } else { "" }
+                );
+            }
+            return Vec::new();
+        }
+        let ctx = LiftContext {
+            now,
+            regexes: &self.regexes,
+            intel_maps: &self.intel_maps,
+        };
+        let mut tags = Vec::new();
+        for owner in owners {
+            let result = match owner {
+                Owner::Engine => {
+                    let fired = self.pattern.evaluate(
+                        &ev.source_kind,
+                        &ev.payload,
+                        now,
+                        &mut self.counters.regex_errors,
+                    );
+                    let mut engine_tags = Vec::new();
+                    let mut err = None;
+                    for f in fired {
+                        if let Err(e) = lifters::emit_all(
+                            ev,
+                            f.rule,
+                            &f.evidence,
+                            lifters::AnchorMode::Event,
+                            &mut engine_tags,
+                        ) {
+                            err = Some(e);
+                            break;
+                        }
+                    }
+                    match err {
+                        Some(e) => Err(e),
+                        None => Ok(engine_tags),
+                    }
+                }
+                lifter => {
+                    let rules = self.by_owner.get(lifter).map_or(&[][..], Vec::as_slice);
+                    if rules.is_empty() {
+                        continue;
+                    }
+                    let lifted = match lifter {
+                        Owner::Behavioral => lifters::behavioral::lift(rules, ev, &ctx),
+                        Owner::Intel => lifters::intel::lift(rules, ev, &ctx),
+                        Owner::Canary => lifters::canary::lift(rules, ev, &ctx),
+                        Owner::Email => lifters::email::lift(rules, ev, &ctx),
+                        Owner::Identity => lifters::identity::lift(rules, ev, &ctx),
+                        Owner::Credential => lifters::credential::lift(rules, ev, &ctx),
+                        Owner::Ipv6 => lifters::ipv6::lift(rules, ev, &ctx),
+                        Owner::Engine | Owner::Nobody => Ok(Vec::new()),
+                    };
+                    lifted.and_then(|t| lifters::validate_evidence(&ev.source_kind, &t).map(|()| t))
+                }
+            };
+            match result {
+                Ok(mut t) => tags.append(&mut t),
+                Err(e @ LiftError::Schema { .. }) => {
+                    self.counters.discarded_events += 1;
+                    let msg = format!(
+                        "{} event {}: {e}; all tags of this event discarded",
+                        ev.source_kind, ev.source_id
+                    );
+                    log::warn!("{msg}");
+                    warnings.push(msg);
+                    return Vec::new();
+                }
+                Err(e) => {
+                    self.counters.lifter_warnings += 1;
+                    let msg = format!(
+                        "{} tagger failed on {} event {}: {e}",
+                        owner.name(),
+                        ev.source_kind,
+                        ev.source_id
+                    );
+                    log::warn!("{msg}");
+                    warnings.push(msg);
+                }
+            }
+        }
+        tags
+    }
+}

@@ -1,0 +1,551 @@
+//! Python `re` patterns, accepted unchanged and matched with Python's `re.search` semantics.
+//!
+//! The rule packs are written for Python. Each pattern is translated once into the Rust
+//! `regex` dialect (tagging.md §7.4): literal braces escaped, `{,n}` spelled `{0,n}`, `\Z` as
+//! `\z`, Python's wider `\s`, and `$` that also matches before one trailing newline. Patterns
+//! that need look-around or back-references go to `fancy-regex`; all others stay on `regex`,
+//! which can then evaluate a whole rule set in one pass (`RegexSet`).
+
+use std::fmt::Write as _;
+
+/// Why a Python pattern could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad regex {pattern:?}: {reason}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub reason: String,
+}
+
+/// A translated pattern: Rust syntax, and whether it needs the backtracking engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translated {
+    pub source: String,
+    pub fancy: bool,
+}
+
+/// A compiled Python pattern.
+#[derive(Debug, Clone)]
+pub enum PyRegex {
+    Plain(regex::Regex),
+    Fancy(fancy_regex::Regex),
+}
+
+/// Matching gave up (fancy-regex backtracking limit): counted as a non-match by callers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("regex evaluation failed: {0}")]
+pub struct MatchError(pub String);
+
+impl PyRegex {
+    pub fn new(pattern: &str) -> Result<PyRegex, PatternError> {
+        let err = |reason: String| PatternError {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        let t = translate(pattern).map_err(err)?;
+        if t.fancy {
+            fancy_regex::Regex::new(&t.source)
+                .map(PyRegex::Fancy)
+                .map_err(|e| err(e.to_string()))
+        } else {
+            regex::Regex::new(&t.source)
+                .map(PyRegex::Plain)
+                .map_err(|e| err(e.to_string()))
+        }
+    }
+
+    /// `re.search(pattern, text) is not None`.
+    pub fn search(&self, text: &str) -> Result<bool, MatchError> {
+        match self {
+            PyRegex::Plain(r) => Ok(r.is_match(text)),
+            PyRegex::Fancy(r) => r.is_match(text).map_err(|e| MatchError(e.to_string())),
+        }
+    }
+
+    /// The text of the leftmost match, for lifters that record what matched.
+    pub fn find<'t>(&self, text: &'t str) -> Result<Option<&'t str>, MatchError> {
+        match self {
+            PyRegex::Plain(r) => Ok(r.find(text).map(|m| m.as_str())),
+            PyRegex::Fancy(r) => r
+                .find(text)
+                .map(|m| m.map(|m| m.as_str()))
+                .map_err(|e| MatchError(e.to_string())),
+        }
+    }
+}
+
+/// Python's `\s` also covers U+001C..U+001F (str.isspace); Rust's does not.
+const PY_SPACE: &str = r"\s\x1C-\x1F";
+
+struct Translator<'p> {
+    chars: Vec<char>,
+    pos: usize,
+    out: String,
+    fancy: bool,
+    /// Multiline flag per open group; index 0 is the pattern level.
+    multiline: Vec<bool>,
+    pattern: &'p str,
+}
+
+/// Translates Python `re` syntax into Rust `regex`/`fancy-regex` syntax.
+pub fn translate(pattern: &str) -> Result<Translated, String> {
+    let mut t = Translator {
+        chars: pattern.chars().collect(),
+        pos: 0,
+        out: String::with_capacity(pattern.len() + 16),
+        fancy: false,
+        multiline: vec![false],
+        pattern,
+    };
+    t.run()?;
+    Ok(Translated {
+        source: t.out,
+        fancy: t.fancy,
+    })
+}
+
+impl Translator<'_> {
+    fn peek(&self, off: usize) -> Option<char> {
+        self.chars.get(self.pos + off).copied()
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        while let Some(c) = self.peek(0) {
+            match c {
+                '\\' => self.escape(false)?,
+                '[' => self.class()?,
+                '(' => self.group_open()?,
+                ')' => {
+                    if self.multiline.len() > 1 {
+                        self.multiline.pop();
+                    }
+                    self.out.push(')');
+                    self.pos += 1;
+                }
+                '{' => self.brace(),
+                '}' => {
+                    self.out.push_str(r"\}");
+                    self.pos += 1;
+                }
+                '$' => {
+                    self.dollar();
+                    self.pos += 1;
+                }
+                _ => {
+                    self.out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+        let _ = self.pattern;
+        Ok(())
+    }
+
+    fn multiline_now(&self) -> bool {
+        self.multiline.last().copied().unwrap_or(false)
+    }
+
+    /// Python `$` without MULTILINE: end of text, or just before a final `\n`.
+    fn dollar(&mut self) {
+        if self.multiline_now() {
+            self.out.push('$');
+        } else if self.nothing_consumes_after_dollar() {
+            // Consuming the optional newline cannot change whether a match exists when nothing
+            // after `$` needs to look at it, and keeps the pattern on the fast engine.
+            self.out.push_str(r"(?:\n?\z)");
+        } else {
+            self.out.push_str(r"(?=\n?\z)");
+            self.fancy = true;
+        }
+    }
+
+    /// True when, after the `$` at `self.pos`, the pattern can only close groups or start other
+    /// alternatives: the `$` branch's continuation consumes nothing.
+    fn nothing_consumes_after_dollar(&self) -> bool {
+        let mut i = self.pos + 1;
+        loop {
+            match self.chars.get(i) {
+                None => return true,
+                Some(')') => {
+                    // A quantifier on the closing group repeats the `$` branch: stay careful.
+                    if matches!(self.chars.get(i + 1), Some('*' | '+' | '?' | '{')) {
+                        return false;
+                    }
+                    i += 1;
+                }
+                Some('|') => i = self.end_of_group(i + 1),
+                Some(_) => return false,
+            }
+        }
+    }
+
+    /// Index of the `)` closing the group that contains `i` (or the pattern length).
+    fn end_of_group(&self, mut i: usize) -> usize {
+        let mut depth = 0usize;
+        while let Some(&c) = self.chars.get(i) {
+            match c {
+                '\\' => i += 1,
+                '[' => {
+                    i += 1;
+                    if self.chars.get(i) == Some(&'^') {
+                        i += 1;
+                    }
+                    if self.chars.get(i) == Some(&']') {
+                        i += 1;
+                    }
+                    while let Some(&d) = self.chars.get(i) {
+                        if d == ']' {
+                            break;
+                        }
+                        if d == '\\' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                }
+                '(' => depth += 1,
+                ')' if depth == 0 => return i,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        self.chars.len()
+    }
+
+    fn brace(&mut self) {
+        // Python: `{m}`, `{m,}`, `{,n}`, `{m,n}` (and `{,}`) are quantifiers; any other `{` is
+        // a literal brace.
+        let mut i = self.pos + 1;
+        let mut lo = String::new();
+        let mut hi = String::new();
+        while let Some(c) = self.chars.get(i).filter(|c| c.is_ascii_digit()) {
+            lo.push(*c);
+            i += 1;
+        }
+        let has_comma = self.chars.get(i) == Some(&',');
+        if has_comma {
+            i += 1;
+            while let Some(c) = self.chars.get(i).filter(|c| c.is_ascii_digit()) {
+                hi.push(*c);
+                i += 1;
+            }
+        }
+        let closes = self.chars.get(i) == Some(&'}');
+        let empty = !has_comma && lo.is_empty();
+        if closes && !empty {
+            let lo = if lo.is_empty() { "0".to_owned() } else { lo };
+            if has_comma {
+                let _ = write!(self.out, "{{{lo},{hi}}}");
+            } else {
+                let _ = write!(self.out, "{{{lo}}}");
+            }
+            self.pos = i + 1;
+        } else {
+            self.out.push_str(r"\{");
+            self.pos += 1;
+        }
+    }
+
+    fn group_open(&mut self) -> Result<(), String> {
+        let inherited = self.multiline_now();
+        if self.peek(1) != Some('?') {
+            self.multiline.push(inherited);
+            self.out.push('(');
+            self.pos += 1;
+            return Ok(());
+        }
+        let rest: String = self.chars[self.pos + 2..].iter().take(3).collect();
+        if rest.starts_with('#') {
+            // Comment group: dropped.
+            while let Some(c) = self.peek(0) {
+                self.pos += 1;
+                if c == ')' {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        if rest.starts_with('=')
+            || rest.starts_with('!')
+            || rest.starts_with("<=")
+            || rest.starts_with("<!")
+            || rest.starts_with('>')
+            || rest.starts_with('(')
+        {
+            self.fancy = true;
+            self.multiline.push(inherited);
+            self.out.push_str("(?");
+            self.pos += 2;
+            return Ok(());
+        }
+        if rest.starts_with("P=") {
+            let end = self.chars[self.pos..]
+                .iter()
+                .position(|c| *c == ')')
+                .ok_or("unterminated (?P= group")?;
+            let name: String = self.chars[self.pos + 4..self.pos + end].iter().collect();
+            let _ = write!(self.out, r"\k<{name}>");
+            self.fancy = true;
+            self.pos += end + 1;
+            return Ok(());
+        }
+        if rest.starts_with("P<") || rest.starts_with(':') || rest.starts_with('<') {
+            self.multiline.push(inherited);
+            self.out.push_str("(?");
+            self.pos += 2;
+            return Ok(());
+        }
+        // Flags: (?aiLmsux) global, or (?flags-flags:...) scoped.
+        let mut i = self.pos + 2;
+        let mut on = String::new();
+        let mut off = String::new();
+        let mut negative = false;
+        loop {
+            match self.chars.get(i) {
+                Some('-') => negative = true,
+                Some(c) if "aiLmsux".contains(*c) => {
+                    if *c == 'a' || *c == 'L' {
+                        return Err(format!(
+                            "flag '{c}' (ASCII/locale matching) is not supported"
+                        ));
+                    }
+                    if negative { off.push(*c) } else { on.push(*c) }
+                }
+                Some(':') | Some(')') => break,
+                _ => return Err("unknown extension (?".to_owned() + &rest + ")"),
+            }
+            i += 1;
+        }
+        let scoped = self.chars.get(i) == Some(&':');
+        let keep = |s: &str| s.chars().filter(|c| *c != 'u').collect::<String>();
+        let (on_r, off_r) = (keep(&on), keep(&off));
+        let mut ml = inherited;
+        if on.contains('m') {
+            ml = true;
+        }
+        if off.contains('m') {
+            ml = false;
+        }
+        self.out.push_str("(?");
+        self.out.push_str(&on_r);
+        if !off_r.is_empty() {
+            self.out.push('-');
+            self.out.push_str(&off_r);
+        }
+        if scoped {
+            self.multiline.push(ml);
+            self.out.push(':');
+        } else {
+            // A global flag group applies to the rest of the pattern.
+            if let Some(top) = self.multiline.last_mut() {
+                *top = ml;
+            }
+            if on_r.is_empty() && off_r.is_empty() {
+                // `(?u)` alone: nothing to say in Rust.
+                self.out.truncate(self.out.len() - 2);
+                self.pos = i + 1;
+                return Ok(());
+            }
+            self.out.push(')');
+        }
+        self.pos = i + 1;
+        Ok(())
+    }
+
+    /// A backslash sequence at `self.pos`.
+    fn escape(&mut self, in_class: bool) -> Result<(), String> {
+        let Some(c) = self.peek(1) else {
+            return Err("bad escape (end of pattern)".into());
+        };
+        self.pos += 2;
+        match c {
+            'd' | 'D' | 'w' | 'W' | 'n' | 't' | 'r' | 'f' | 'v' | 'a' => {
+                self.out.push('\\');
+                self.out.push(c);
+            }
+            's' if in_class => self.out.push_str(PY_SPACE),
+            's' => {
+                let _ = write!(self.out, "[{PY_SPACE}]");
+            }
+            'S' if in_class => {
+                let _ = write!(self.out, "[^{PY_SPACE}]");
+            }
+            'S' => {
+                let _ = write!(self.out, "[^{PY_SPACE}]");
+            }
+            'b' if in_class => self.out.push_str(r"\x08"),
+            'b' | 'B' | 'A' => {
+                self.out.push('\\');
+                self.out.push(c);
+            }
+            'Z' if !in_class => self.out.push_str(r"\z"),
+            'x' => {
+                let hex = self.take_hex(2)?;
+                let _ = write!(self.out, r"\x{{{hex}}}");
+            }
+            'u' => {
+                let hex = self.take_hex(4)?;
+                let _ = write!(self.out, r"\x{{{hex}}}");
+            }
+            'U' => {
+                let hex = self.take_hex(8)?;
+                let _ = write!(self.out, r"\x{{{hex}}}");
+            }
+            '0' => {
+                let mut value = 0u32;
+                for _ in 0..2 {
+                    match self.peek(0).and_then(|d| d.to_digit(8)) {
+                        Some(d) => {
+                            value = value * 8 + d;
+                            self.pos += 1;
+                        }
+                        None => break,
+                    }
+                }
+                let _ = write!(self.out, r"\x{{{value:X}}}");
+            }
+            '1'..='9' => {
+                // Three octal digits are an octal escape; otherwise a group reference.
+                let d2 = self.peek(0);
+                let d3 = self.peek(1);
+                let octal = [Some(c), d2, d3]
+                    .iter()
+                    .all(|d| d.is_some_and(|d| d.is_digit(8)));
+                if octal {
+                    let digits: String = [c, d2.unwrap_or('0'), d3.unwrap_or('0')].iter().collect();
+                    let value = u32::from_str_radix(&digits, 8).map_err(|e| e.to_string())?;
+                    if value > 0o377 {
+                        return Err(format!("octal escape value \\{digits} outside of range"));
+                    }
+                    self.pos += 2;
+                    let _ = write!(self.out, r"\x{{{value:X}}}");
+                } else if in_class {
+                    return Err(format!("bad escape \\{c} in a character class"));
+                } else {
+                    let mut num = c.to_string();
+                    if let Some(d) = d2.filter(char::is_ascii_digit) {
+                        num.push(d);
+                        self.pos += 1;
+                    }
+                    let _ = write!(self.out, r"\{num}");
+                    self.fancy = true;
+                }
+            }
+            c if c.is_ascii_alphanumeric() => return Err(format!("bad escape \\{c}")),
+            c => {
+                let _ = write!(self.out, r"\x{{{:X}}}", c as u32);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_hex(&mut self, n: usize) -> Result<String, String> {
+        let hex: String = self.chars.iter().skip(self.pos).take(n).collect();
+        if hex.len() != n || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("incomplete escape, expected {n} hex digits"));
+        }
+        self.pos += n;
+        Ok(hex)
+    }
+
+    /// A `[...]` set. Python treats `[` inside a set, and `&&`/`~~`, literally; Rust does not.
+    fn class(&mut self) -> Result<(), String> {
+        self.out.push('[');
+        self.pos += 1;
+        if self.peek(0) == Some('^') {
+            self.out.push('^');
+            self.pos += 1;
+        }
+        if self.peek(0) == Some(']') {
+            self.out.push_str(r"\]");
+            self.pos += 1;
+        }
+        loop {
+            match self.peek(0) {
+                None => return Err("unterminated character set".into()),
+                Some(']') => {
+                    self.out.push(']');
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some('\\') => self.escape(true)?,
+                Some(c @ ('[' | '&' | '~')) => {
+                    self.out.push('\\');
+                    self.out.push(c);
+                    self.pos += 1;
+                }
+                Some('-') if self.peek(1) == Some('-') => {
+                    self.out.push_str(r"-\-");
+                    self.pos += 2;
+                }
+                Some(c) => {
+                    self.out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(p: &str, t: &str) -> bool {
+        PyRegex::new(p)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .search(t)
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn shipped_dialect_gaps_are_bridged() {
+        // Literal brace (R0008-like) and trailing look-ahead (R0016-like).
+        let log4j = r"\$\{(?:jndi|\${[^}]*}):(?:ldap|ldaps|rmi|dns|http)s?://";
+        assert!(search(log4j, "${jndi:ldap://x}"));
+        assert!(search(log4j, "${${::-j}:ldap://x"));
+        assert!(!search(log4j, "${${lower:j}ndi}:ldap://x"));
+        assert!(!search(log4j, "jndi ldap"));
+        let find = r"\bfind\s+/(?:home|etc|var|opt|root|tmp|usr)?(?=\s|/|$)";
+        assert!(search(find, "find / -name x"));
+        assert!(search(find, "find /etc"));
+        assert!(!search(find, "find /etcetera"));
+    }
+
+    #[test]
+    fn dollar_matches_before_one_trailing_newline() {
+        assert!(search(r"abc$", "abc\n"));
+        assert!(!search(r"abc$", "abc\n\n"));
+        assert!(search(r"(?:-confg|\.cfg)$", "router.cfg\n"));
+        assert!(search(r"a$\s", "a\n"));
+        assert!(search(r"(?m)^b$", "a\nb\nc"));
+        assert!(search(r"^(?:whoami|id)(?:\s|$)", "id"));
+    }
+
+    #[test]
+    fn python_escapes_and_quantifiers() {
+        assert!(search(r"DELETE\s+/\_all", "DELETE /_all"));
+        assert!(search(r"a{,2}b", "aab"));
+        assert!(search(r"x{}", "x{}"));
+        assert!(search(r"\x41\101\0", "AA\0"));
+        assert!(search(r"(a)\1", "aa"));
+        assert!(search(r"(?P<q>['])x(?P=q)", "'x'"));
+        assert!(search(r"\s", "\u{1c}"));
+        assert!(search(r"[[]", "["));
+        assert!(search(r"a\Z", "a"));
+        assert!(!search(r"a\Z", "a\n"));
+        assert!(search(r"(?#note)ab", "ab"));
+        assert!(PyRegex::new(r"\q").is_err());
+        assert!(PyRegex::new(r"(unclosed").is_err());
+    }
+
+    #[test]
+    fn only_lookaround_goes_to_the_backtracker() {
+        assert!(
+            !translate(r"(?i)\bnmap\b|\s$")
+                .map(|t| t.fancy)
+                .unwrap_or(true)
+        );
+        assert!(translate(r"a(?=b)").map(|t| t.fancy).unwrap_or(false));
+    }
+}

@@ -1,0 +1,150 @@
+//! The tag record and its deterministic UUID (tagging.md §4).
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Tags below this confidence are never stored or published (tagging.md §6.5, §10.1).
+pub const CONFIDENCE_FLOOR: f64 = 0.3;
+
+/// `uuid5(NAMESPACE_URL, "decnet:ttp_tag:v1")`: shared with DECNET so that both systems give
+/// the same tag the same primary key, which is what makes replays idempotent.
+static TAG_NAMESPACE: LazyLock<Uuid> =
+    LazyLock::new(|| Uuid::new_v5(&Uuid::NAMESPACE_URL, b"decnet:ttp_tag:v1"));
+
+/// One ATT&CK technique attributed to one source event by one rule.
+///
+/// Field order is the serialisation order of the `tag` command and of the store: keep it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tag {
+    pub uuid: String,
+    pub source_kind: String,
+    pub source_id: String,
+    pub attacker_uuid: Option<String>,
+    pub identity_uuid: Option<String>,
+    /// Our addition: the IP an event was anchored on when no attacker UUID was known (and, for
+    /// information, the attacker's IP otherwise).
+    pub attacker_ip: Option<String>,
+    pub session_id: Option<String>,
+    pub decky_id: Option<String>,
+    pub tactic: String,
+    pub technique_id: String,
+    pub sub_technique_id: Option<String>,
+    pub confidence: f64,
+    pub rule_id: String,
+    pub rule_version: i64,
+    pub evidence: Map<String, Value>,
+}
+
+/// The UUIDv5 of a tag: only these six inputs identify it (tagging.md §4.2). The key joins
+/// them with `|` unescaped, exactly as DECNET does, so that both sides compute equal keys.
+pub fn tag_uuid(
+    source_kind: &str,
+    source_id: &str,
+    rule_id: &str,
+    rule_version: i64,
+    technique_id: &str,
+    sub_technique_id: Option<&str>,
+) -> String {
+    let key = format!(
+        "{source_kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{}",
+        sub_technique_id.unwrap_or("")
+    );
+    Uuid::new_v5(&TAG_NAMESPACE, key.as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_is_decnets() {
+        assert_eq!(
+            TAG_NAMESPACE.to_string(),
+            "1ca31f08-5522-5aae-8371-fe81f0e39de3"
+        );
+    }
+
+    /// `(source_kind, source_id, rule_id, rule_version, technique_id, sub, uuid)`.
+    type Vector = (
+        &'static str,
+        &'static str,
+        &'static str,
+        i64,
+        &'static str,
+        Option<&'static str>,
+        &'static str,
+    );
+
+    /// tagging.md §4.3.
+    #[test]
+    fn golden_vectors() {
+        let cases: [Vector; 6] = [
+            (
+                "command",
+                "cmd_42",
+                "R0014",
+                2,
+                "T1083",
+                None,
+                "9aa491e5-f03b-5d8f-9eb5-161becedcdd6",
+            ),
+            (
+                "command",
+                "cmd_42",
+                "R0015",
+                1,
+                "T1548",
+                Some("T1548.001"),
+                "4fd57b14-c135-544c-97d9-4fabc1051584",
+            ),
+            (
+                "intel",
+                "intel-catchup:sess-9f2c",
+                "R0054",
+                2,
+                "T1110",
+                None,
+                "176b5876-0fbd-5497-82a1-697c1880b689",
+            ),
+            (
+                "command",
+                "sess-9f2c#cmd1",
+                "R0010",
+                1,
+                "T1059",
+                Some("T1059.004"),
+                "2918a2bd-5536-5db6-a4d5-817f2fc30e66",
+            ),
+            (
+                "command",
+                "café|x",
+                "R0011",
+                1,
+                "T1059",
+                None,
+                "bfb939ff-14f2-5d0e-8bd9-46fc31c6b3aa",
+            ),
+            (
+                "command",
+                "café|x",
+                "R0011",
+                1,
+                "T1059",
+                Some(""),
+                "bfb939ff-14f2-5d0e-8bd9-46fc31c6b3aa",
+            ),
+        ];
+        for (kind, sid, rule, ver, tech, sub, want) in cases {
+            assert_eq!(
+                tag_uuid(kind, sid, rule, ver, tech, sub),
+                want,
+                "{sid} {rule}"
+            );
+        }
+    }
+}
