@@ -1,26 +1,46 @@
 //! The command line, defined once: `main.rs` parses it, and the man page is generated from it.
 
-use clap::{Args, Parser};
+use std::path::PathBuf;
 
-use crate::config::RunFlags;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{EngineFlags, RunFlags};
 
 const ABOUT: &str = "Tags DECNET honeypot telemetry with MITRE ATT&CK techniques";
 
 const LONG_ABOUT: &str = "\
 Tags DECNET honeypot telemetry with MITRE ATT&CK techniques.
 
-With no subcommand, runs the worker: subscribes to DECNET's event subjects on NATS,
-publishes a heartbeat on system.ttp.health, and stops cleanly on SIGINT, SIGTERM or a
-{\"action\":\"stop\"} message on system.ttp.control. SIGHUP asks for a reload.
-If NATS is unreachable it keeps running and retries on every poll tick.
+With no subcommand, runs the worker: subscribes to DECNET's event subjects on NATS, tags
+every event with the rule pack, publishes a heartbeat on system.ttp.health, and stops
+cleanly on SIGINT, SIGTERM or a {\"action\":\"stop\"} message on system.ttp.control.
+SIGHUP reloads the rules. If NATS is unreachable it keeps running and retries on every
+poll tick.
 
 Flags win over environment variables, which win over the defaults.";
 
 #[derive(Debug, Parser)]
-#[command(name = "ttp-worker", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(
+    name = "ttp-worker",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tag envelopes read as JSON lines (from INPUT or stdin) and print one JSON tag per line
+    Tag(TagArgs),
+    /// Load and compile the rules and intel tables; list every problem as FILE: rule ID: message
+    CheckRules(EngineArgs),
 }
 
 /// Options of the daemon itself.
@@ -64,6 +84,43 @@ pub struct RunArgs {
     /// first [env: DECNET_TTP_STREAM_MAX_BYTES] [default: 1G]
     #[arg(long, value_name = "BYTES")]
     pub stream_max_bytes: Option<String>,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Where the rules, intel tables and known attackers come from.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Directory of DECNET-format YAML rule files; repeat for several. Without it the built-in
+    /// pack is used [env: DECNET_TTP_RULES_DIR, ':'-separated]
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<String>,
+
+    /// Do not load the built-in rule pack [env: DECNET_TTP_NO_BUILTIN_RULES]
+    #[arg(long)]
+    pub no_builtin_rules: bool,
+
+    /// Directory of intel provider mapping tables (abuseipdb.yaml, greynoise.yaml, feodo.yaml,
+    /// threatfox.yaml) overriding the built-in ones [env: DECNET_TTP_INTEL_MAPS]
+    #[arg(long, value_name = "DIR")]
+    pub intel_maps: Option<String>,
+
+    /// JSON object {"<attacker_ip>": "<attacker_uuid>"} of attackers known beforehand, e.g.
+    /// exported from DECNET's attackers table [env: DECNET_TTP_ANCHORS]
+    #[arg(long, value_name = "FILE")]
+    pub anchors: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// JSON-lines file of envelopes ({"topic": SUBJECT, "type": ..., "payload": {...}});
+    /// stdin when absent or '-'
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -77,6 +134,18 @@ impl RunArgs {
             stream: self.stream.clone(),
             stream_max_age: self.stream_max_age.clone(),
             stream_max_bytes: self.stream_max_bytes.clone(),
+            engine: self.engine.to_flags(),
+        }
+    }
+}
+
+impl EngineArgs {
+    pub fn to_flags(&self) -> EngineFlags {
+        EngineFlags {
+            rules: self.rules.clone(),
+            no_builtin_rules: self.no_builtin_rules,
+            intel_maps: self.intel_maps.clone(),
+            anchors: self.anchors.clone(),
         }
     }
 }
@@ -89,5 +158,27 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn daemon_flags_do_not_mix_with_subcommands() {
+        assert!(Cli::try_parse_from(["ttp-worker", "--durable", "tag"]).is_err());
+        let cli = Cli::try_parse_from([
+            "ttp-worker",
+            "tag",
+            "--rules",
+            "a",
+            "--rules",
+            "b",
+            "in.jsonl",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Tag(args)) => {
+                assert_eq!(args.engine.rules, ["a", "b"]);
+                assert_eq!(args.input, Some(PathBuf::from("in.jsonl")));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 }

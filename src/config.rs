@@ -4,9 +4,11 @@
 //! `/etc/default` file stops the worker at once with one line naming the setting, instead of a
 //! daemon that spins (DECNET accepts a 0 s poll interval) or never connects.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::redact::redact_url;
+use crate::tagging::EngineOptions;
 use crate::units::{parse_bytes, parse_duration};
 
 pub const ENV_BUS_ENABLED: &str = "DECNET_BUS_ENABLED";
@@ -15,6 +17,10 @@ pub const ENV_BUS_URL: &str = "DECNET_BUS_URL";
 pub const ENV_BUS_DURABLE: &str = "DECNET_BUS_DURABLE";
 pub const ENV_POLL_INTERVAL: &str = "DECNET_TTP_POLL_INTERVAL";
 pub const ENV_HEARTBEAT_SECS: &str = "DECNET_TTP_HEARTBEAT_SECS";
+pub const ENV_RULES_DIR: &str = "DECNET_TTP_RULES_DIR";
+pub const ENV_NO_BUILTIN_RULES: &str = "DECNET_TTP_NO_BUILTIN_RULES";
+pub const ENV_INTEL_MAPS: &str = "DECNET_TTP_INTEL_MAPS";
+pub const ENV_ANCHORS: &str = "DECNET_TTP_ANCHORS";
 pub const ENV_STREAM: &str = "DECNET_TTP_STREAM";
 pub const ENV_STREAM_MAX_AGE: &str = "DECNET_TTP_STREAM_MAX_AGE";
 pub const ENV_STREAM_MAX_BYTES: &str = "DECNET_TTP_STREAM_MAX_BYTES";
@@ -47,6 +53,17 @@ pub struct RunFlags {
     pub stream: Option<String>,
     pub stream_max_age: Option<String>,
     pub stream_max_bytes: Option<String>,
+    pub engine: EngineFlags,
+}
+
+/// Where the tagging engine's rules, intel tables and known attackers come from; shared by
+/// the daemon, `tag` and `check-rules`.
+#[derive(Debug, Clone, Default)]
+pub struct EngineFlags {
+    pub rules: Vec<String>,
+    pub no_builtin_rules: bool,
+    pub intel_maps: Option<String>,
+    pub anchors: Option<String>,
 }
 
 /// The validated settings the daemon runs with.
@@ -61,6 +78,7 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// The JetStream stream durable mode consumes from (created when absent).
     pub stream: StreamConfig,
+    pub engine: EngineOptions,
 }
 
 /// Durable mode's stream: used as it is when it exists, created with these limits when not.
@@ -176,7 +194,65 @@ impl Config {
             poll_interval,
             heartbeat_interval,
             stream,
+            engine: resolve_engine(&flags.engine, &env)?,
         })
+    }
+}
+
+/// The engine's options: `--rules` (repeatable) or `DECNET_TTP_RULES_DIR` (`:`-separated).
+/// Paths are checked here so a typo exits 2 at start instead of tagging with no rules.
+pub fn resolve_engine(
+    flags: &EngineFlags,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<EngineOptions, ConfigError> {
+    let (setting, dirs): (&str, Vec<String>) = if flags.rules.is_empty() {
+        let from_env = env(ENV_RULES_DIR).unwrap_or_default();
+        let dirs = from_env
+            .split(':')
+            .filter(|d| !d.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        (ENV_RULES_DIR, dirs)
+    } else {
+        ("--rules", flags.rules.clone())
+    };
+    let rules_dirs = dirs
+        .iter()
+        .map(|dir| existing_dir(setting, dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let no_builtin_rules = flags.no_builtin_rules
+        || match env(ENV_NO_BUILTIN_RULES) {
+            Some(text) => parse_bool(ENV_NO_BUILTIN_RULES, &text)?,
+            None => false,
+        };
+    let intel_maps_dir = match pick(&flags.intel_maps, "--intel-maps", env, ENV_INTEL_MAPS) {
+        Some((setting, dir)) => Some(existing_dir(&setting, &dir)?),
+        None => None,
+    };
+    let anchors_file = match pick(&flags.anchors, "--anchors", env, ENV_ANCHORS) {
+        Some((setting, file)) => {
+            let path = PathBuf::from(&file);
+            if !path.is_file() {
+                return Err(invalid(&setting, &file, "no such file"));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(EngineOptions {
+        rules_dirs,
+        no_builtin_rules,
+        intel_maps_dir,
+        anchors_file,
+    })
+}
+
+fn existing_dir(setting: &str, dir: &str) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(dir);
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err(invalid(setting, dir, "no such directory"))
     }
 }
 
@@ -323,6 +399,7 @@ mod tests {
                     max_age: Duration::from_secs(604_800),
                     max_bytes: 1 << 30,
                 },
+                engine: EngineOptions::default(),
             }
         );
     }
@@ -449,6 +526,41 @@ mod tests {
             (ENV_STREAM_MAX_BYTES, "much"),
         ] {
             let err = resolve(RunFlags::default(), &[(name, bad)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn engine_paths_from_flags_or_environment() {
+        let dir = std::env::temp_dir();
+        let dir_text = dir.to_str().unwrap();
+        let env = [(ENV_RULES_DIR, format!("{dir_text}:{dir_text}"))];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let engine = resolve(RunFlags::default(), &env).unwrap().engine;
+        assert_eq!(engine.rules_dirs, [dir.clone(), dir.clone()]);
+        assert!(!engine.no_builtin_rules);
+
+        let flags = RunFlags {
+            engine: EngineFlags {
+                rules: vec![dir_text.to_owned()],
+                no_builtin_rules: true,
+                ..EngineFlags::default()
+            },
+            ..RunFlags::default()
+        };
+        let engine = resolve(flags, &[(ENV_RULES_DIR, "/nonexistent")])
+            .unwrap()
+            .engine;
+        assert_eq!(engine.rules_dirs, [dir]);
+        assert!(engine.no_builtin_rules);
+
+        for (name, value) in [
+            (ENV_RULES_DIR, "/no/such/rules"),
+            (ENV_INTEL_MAPS, "/no/such/maps"),
+            (ENV_ANCHORS, "/no/such/anchors.json"),
+            (ENV_NO_BUILTIN_RULES, "perhaps"),
+        ] {
+            let err = resolve(RunFlags::default(), &[(name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }

@@ -36,6 +36,14 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// Messages the main loop handled.
     pub processed: AtomicU64,
+    /// Tagger events built from messages (a session gives one per command, plus its own).
+    pub events: AtomicU64,
+    /// Tags the engine produced at or above the confidence floor.
+    pub tags: AtomicU64,
+    /// Messages no tagger event could be built from (no anchor at all, or no source kind).
+    pub untaggable: AtomicU64,
+    /// Lifter failures: that lifter's tags for that event are lost, nothing else.
+    pub lifter_warnings: AtomicU64,
     /// Messages the NATS client discarded because a subscription fell too far behind.
     pub client_dropped: AtomicU64,
     /// Our own publishes (heartbeats, announcements) that failed.
@@ -54,6 +62,10 @@ impl Counters {
             received: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             processed: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            tags: AtomicU64::new(0),
+            untaggable: AtomicU64::new(0),
+            lifter_warnings: AtomicU64::new(0),
             client_dropped: AtomicU64::new(0),
             publish_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -90,6 +102,10 @@ impl Counters {
             ("received", &self.received),
             ("malformed", &self.malformed),
             ("processed", &self.processed),
+            ("events", &self.events),
+            ("tags", &self.tags),
+            ("untaggable", &self.untaggable),
+            ("lifter_warnings", &self.lifter_warnings),
             ("client_dropped", &self.client_dropped),
             ("publish_errors", &self.publish_errors),
             ("reconnects", &self.reconnects),

@@ -9,8 +9,10 @@ use crossbeam_channel::{bounded, tick};
 use crate::bus::{BusSettings, NatsBus};
 use crate::config::Config;
 use crate::counters::{Counters, Mode};
+use crate::pipeline::TaggingPipeline;
 use crate::signals::{self, SignalError};
-use crate::worker::{Inbox, MainLoop, ShutdownCause, SubjectTally, WAKE_CAPACITY};
+use crate::tagging::{EngineError, Tagger};
+use crate::worker::{Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
 
 /// Upper bound on one connection attempt; beyond it the bus counts as unavailable and the
 /// next tick tries again.
@@ -20,6 +22,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum DaemonError {
     #[error(transparent)]
     Signals(#[from] SignalError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl DaemonError {
+    /// Whether this is the operator's input (exit 2) rather than the machine failing (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, DaemonError::Engine(_))
+    }
 }
 
 /// Runs the daemon; returns the cause it stopped for. Every cause is a clean exit.
@@ -29,6 +40,10 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     } else {
         Mode::Core
     };
+    let tagger = Tagger::new(&config.engine)?;
+    for problem in tagger.problems() {
+        log::warn!("{problem}");
+    }
     let counters = Arc::new(Counters::new(mode));
     let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
     // Room for every producer's stop at once; a full channel means a stop is already queued.
@@ -50,13 +65,16 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         shutdown: shutdown_rx,
     };
     log::info!(
-        "ttp-worker {} starting: poll interval {:?}, heartbeat every {:?}, {} mode",
+        "ttp-worker {} starting: {} rules ({} problems), poll interval {:?}, heartbeat every {:?}, {} mode",
         env!("CARGO_PKG_VERSION"),
+        tagger.rules().len(),
+        tagger.problems().len(),
         config.poll_interval,
         config.heartbeat_interval,
         mode.as_str()
     );
-    let stopped = MainLoop::new(inbox, bus, SubjectTally::default(), counters.clone())
+    let pipeline = TaggingPipeline::new(tagger, counters.clone());
+    let stopped = MainLoop::new(inbox, bus, pipeline, counters.clone())
         .with_poll_interval_hint(format!("{:?}", config.poll_interval))
         .run();
     signal_listener.close();

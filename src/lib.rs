@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod envelope;
 pub mod heartbeat;
 pub mod logging;
+pub mod pipeline;
 pub mod redact;
 pub mod signals;
 pub mod tagging;

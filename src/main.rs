@@ -1,12 +1,17 @@
 //! `ttp-worker`: parse the command line, then hand over to the library.
 
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use ttp_worker::cli::Cli;
-use ttp_worker::config::Config;
+use ttp_worker::cli::{Cli, Command, EngineArgs, TagArgs};
+use ttp_worker::config::{self, Config};
+use ttp_worker::tagging::EngineOptions;
+use ttp_worker::tagging::commands::{run_check_rules, run_tag};
 use ttp_worker::{daemon, logging};
 
 /// Exit status for a bad flag or setting, as for any command-line usage error.
@@ -18,20 +23,71 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     logging::init();
-    let config = match Config::resolve(&cli.run.to_flags(), |name| std::env::var(name).ok()) {
+    match cli.command {
+        None => run_daemon(&cli),
+        Some(Command::Tag(args)) => tag(&args),
+        Some(Command::CheckRules(args)) => check_rules(&args),
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn run_daemon(cli: &Cli) -> ExitCode {
+    let config = match Config::resolve(&cli.run.to_flags(), env) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("ttp-worker: {err}");
-            return ExitCode::from(USAGE_ERROR);
-        }
+        Err(err) => return fail(USAGE_ERROR, err),
     };
     match daemon::run(&config) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(err) => {
-            log::error!("{err}");
-            ExitCode::FAILURE
-        }
+        Err(err) if err.is_usage() => fail(USAGE_ERROR, err),
+        Err(err) => fail(1, err),
     }
+}
+
+fn engine_options(args: &EngineArgs) -> Result<EngineOptions, ExitCode> {
+    config::resolve_engine(&args.to_flags(), &env).map_err(|err| fail(USAGE_ERROR, err))
+}
+
+fn tag(args: &TagArgs) -> ExitCode {
+    let options = match engine_options(&args.engine) {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
+    let input: Box<dyn BufRead> = match args.input.as_deref() {
+        None => Box::new(io::stdin().lock()),
+        Some(path) if path == Path::new("-") => Box::new(io::stdin().lock()),
+        Some(path) => match File::open(path) {
+            Ok(file) => Box::new(BufReader::new(file)),
+            Err(err) => {
+                return fail(
+                    USAGE_ERROR,
+                    format!("cannot read {}: {err}", path.display()),
+                );
+            }
+        },
+    };
+    let stdout = io::stdout().lock();
+    match run_tag(&options, input, io::BufWriter::new(stdout), io::stderr()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => fail(1, err),
+    }
+}
+
+fn check_rules(args: &EngineArgs) -> ExitCode {
+    match engine_options(args) {
+        Ok(options) => {
+            let status = run_check_rules(&options, io::stdout().lock(), io::stderr());
+            ExitCode::from(u8::try_from(status).unwrap_or(1))
+        }
+        Err(code) => code,
+    }
+}
+
+fn fail(status: u8, err: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ttp-worker: {err}");
+    ExitCode::from(status)
 }
 
 /// `--help` and `--version` print as usual; every real error becomes one line and exit 2.

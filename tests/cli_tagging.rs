@@ -1,0 +1,162 @@
+//! The `tag` and `check-rules` commands as a user runs them: the real binary, real files.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn compat(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/compat")
+        .join(path)
+}
+
+fn ttp_worker() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ttp-worker"));
+    command.env_clear().env("RUST_LOG", "warn");
+    command
+}
+
+const TAG_KEYS: [&str; 15] = [
+    "uuid",
+    "source_kind",
+    "source_id",
+    "attacker_uuid",
+    "identity_uuid",
+    "attacker_ip",
+    "session_id",
+    "decky_id",
+    "tactic",
+    "technique_id",
+    "sub_technique_id",
+    "confidence",
+    "rule_id",
+    "rule_version",
+    "evidence",
+];
+
+#[test]
+fn tag_reads_stdin_and_prints_every_reference_tag_with_the_documented_keys() {
+    let corpus = std::fs::read(compat("corpus/dev-1k.jsonl")).expect("compat corpus");
+    let mut child = ttp_worker()
+        .args(["tag", "--no-builtin-rules"])
+        .env("DECNET_TTP_RULES_DIR", compat("decnet-rules"))
+        .env("DECNET_TTP_INTEL_MAPS", compat("decnet-intel"))
+        .env("DECNET_TTP_ANCHORS", compat("corpus/dev-1k.anchors.json"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&corpus).unwrap());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(output.status.success());
+
+    let mut printed = HashSet::new();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for line in stdout.lines() {
+        let tag: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        let keys: Vec<&str> = tag.keys().map(String::as_str).collect();
+        assert_eq!(keys, TAG_KEYS, "{line}");
+        printed.insert(tag["uuid"].as_str().unwrap().to_owned());
+    }
+    let expected = std::fs::read_to_string(compat("corpus/dev-1k.expected.jsonl")).unwrap();
+    let missing: Vec<String> = expected
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .filter(|uuid| !printed.contains(uuid))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} reference tags missing: {missing:?}",
+        missing.len()
+    );
+
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let summary = stderr.lines().last().unwrap();
+    assert!(summary.contains("1000 events"), "{summary}");
+    // Replays in the corpus print the same tag again: the summary counts lines, not uuids.
+    assert!(
+        summary.contains(&format!("{} tags", stdout.lines().count())),
+        "{summary}"
+    );
+}
+
+#[test]
+fn tag_reports_malformed_lines_with_their_numbers_and_goes_on() {
+    let input = tempfile("tag-input.jsonl");
+    std::fs::write(
+        &input,
+        "not json\n{\"topic\":\"attacker.observed\",\"payload\":{\"attacker_ip\":\"203.0.113.9\"}}\n{\"payload\":{}}\n",
+    )
+    .unwrap();
+    let output = ttp_worker().arg("tag").arg(&input).output().unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("line 1"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(
+        stderr.lines().last().unwrap().contains("2 malformed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_rules_passes_the_reference_pack_and_names_a_broken_rule() {
+    let output = ttp_worker()
+        .args(["check-rules", "--no-builtin-rules", "--rules"])
+        .arg(compat("decnet-rules"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("59 rules loaded"), "{stdout}");
+
+    let dir = tempfile("broken-rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(compat("decnet-rules/R0012.yaml"), dir.join("R0012.yaml")).unwrap();
+    std::fs::write(dir.join("R9999.yaml"), "rule_id: R9999\nname: [unclosed\n").unwrap();
+    let output = ttp_worker()
+        .args(["check-rules", "--no-builtin-rules", "--rules"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("R9999.yaml"), "{stderr}");
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .starts_with("1 rules loaded")
+    );
+}
+
+#[test]
+fn a_missing_rules_directory_is_a_usage_error() {
+    for args in [
+        vec!["check-rules", "--rules", "/no/such/dir"],
+        vec!["tag", "--rules", "/no/such/dir"],
+        vec!["--rules", "/no/such/dir"],
+    ] {
+        let output = ttp_worker().args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("/no/such/dir"));
+    }
+}
+
+fn tempfile(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ttp-worker-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
