@@ -3,6 +3,7 @@
 //! The binary in `main.rs` is a thin shell over this library so that tests can drive every
 //! part — the envelope codec, the subjects, the main loop — without a process in between.
 
+pub mod announce;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::counters::Counters;
 use crate::envelope::Inbound;
 use crate::tagging::Tagger;
-use crate::worker::{BatchFailed, Handler};
+use crate::worker::{BatchFailed, Handler, Outbox};
 
 pub struct TaggingPipeline {
     tagger: Tagger,
@@ -25,7 +25,7 @@ impl TaggingPipeline {
 }
 
 impl Handler for TaggingPipeline {
-    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
+    fn handle_batch(&mut self, batch: &[Inbound], _outbox: &dyn Outbox) -> Result<(), BatchFailed> {
         for message in batch {
             let tagged = self.tagger.tag_message(message);
             Counters::add(&self.counters.events, tagged.events as u64);

@@ -83,7 +83,7 @@ pub struct Inbox {
 }
 
 /// The bus as the main loop needs it.
-pub trait Bus {
+pub trait Bus: Outbox {
     /// False when the bus is disabled by configuration: poll-only without connect attempts.
     fn wanted(&self) -> bool;
     fn is_connected(&self) -> bool;
@@ -97,11 +97,17 @@ pub trait Bus {
     fn close(&mut self);
 }
 
+/// Where a handler's announcements go: the bus while connected, nowhere in poll-only mode.
+pub trait Outbox {
+    /// Publishes exact bytes on `subject`; `false` when it could not (counted, never fatal).
+    fn publish(&self, subject: &str, bytes: Vec<u8>) -> bool;
+}
+
 /// What happens to messages. The tagging engine plugs in here.
 pub trait Handler {
     /// One coalesced burst of messages, in arrival order. An error means nothing of the batch
     /// may be considered done: it is kept, retried on every tick, and not acknowledged.
-    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed>;
+    fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed>;
     /// SIGHUP arrived.
     fn reload(&mut self);
 }
@@ -244,7 +250,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         }
         let (messages, acks): (Vec<Inbound>, Vec<Option<Box<dyn Ack>>>) =
             batch.into_iter().map(|d| (d.message, d.ack)).unzip();
-        match self.handler.handle_batch(&messages) {
+        match self.handler.handle_batch(&messages, &self.bus) {
             Ok(()) => {
                 Counters::add(&self.counters.processed, messages.len() as u64);
                 acks.into_iter().flatten().for_each(|ack| ack.ack());
@@ -325,39 +331,6 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
     }
 }
 
-/// The handler until tagging plugs in: counts messages per subject.
-#[derive(Debug, Default)]
-pub struct SubjectTally {
-    counts: std::collections::BTreeMap<String, u64>,
-}
-
-impl SubjectTally {
-    pub fn count(&self, subject: &str) -> u64 {
-        self.counts.get(subject).copied().unwrap_or(0)
-    }
-}
-
-impl Handler for SubjectTally {
-    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
-        for message in batch {
-            let seen = self.counts.entry(message.subject.clone()).or_default();
-            *seen += 1;
-            log::debug!(
-                "received {} (type {:?}, id {}): {} so far on this subject",
-                message.subject,
-                message.envelope.kind,
-                message.envelope.id,
-                seen
-            );
-        }
-        Ok(())
-    }
-
-    fn reload(&mut self) {
-        log::info!("nothing to reload yet");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +355,12 @@ mod tests {
         succeed_on_attempt: Option<usize>,
         connected: bool,
         log: Arc<BusLog>,
+    }
+
+    impl Outbox for FakeBus {
+        fn publish(&self, _subject: &str, _bytes: Vec<u8>) -> bool {
+            self.connected
+        }
     }
 
     impl Bus for FakeBus {
@@ -425,7 +404,11 @@ mod tests {
     }
 
     impl Handler for Recorder {
-        fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
+        fn handle_batch(
+            &mut self,
+            batch: &[Inbound],
+            _outbox: &dyn Outbox,
+        ) -> Result<(), BatchFailed> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
                 return Err(BatchFailed("disk full".into()));
@@ -734,20 +717,5 @@ mod tests {
         drop(h.shutdown);
         let stopped = running.join().unwrap();
         assert_eq!(stopped.cause, ShutdownCause::Orphaned);
-    }
-
-    #[test]
-    fn tally_counts_per_subject() {
-        let mut tally = SubjectTally::default();
-        let message = |subject: &str| Inbound {
-            subject: subject.into(),
-            envelope: Envelope::new("", Default::default()),
-        };
-        tally
-            .handle_batch(&[message("a.b"), message("a.b"), message("c")])
-            .unwrap();
-        assert_eq!(tally.count("a.b"), 2);
-        assert_eq!(tally.count("c"), 1);
-        assert_eq!(tally.count("zzz"), 0);
     }
 }

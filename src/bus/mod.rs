@@ -26,7 +26,7 @@ use crate::counters::Counters;
 use crate::heartbeat;
 use crate::redact::redact_url;
 use crate::topics::{CONTROL, TOPICS};
-use crate::worker::{Bus, ShutdownCause, Wake};
+use crate::worker::{Bus, Outbox, ShutdownCause, Wake};
 
 /// How long shutdown waits for the client to flush and close; its own flush has no bound
 /// while disconnected (nats.md pitfall 5).
@@ -73,10 +73,19 @@ impl NatsBus {
             session: None,
         }
     }
+}
 
-    /// For publishing from the main loop; `None` while in poll-only mode.
-    pub fn publisher(&self) -> Option<&Publisher> {
-        self.session.as_ref().map(|s| &s.publisher)
+impl Outbox for NatsBus {
+    /// Without a connection (poll-only) nothing can be announced; the tags are kept anyway.
+    fn publish(&self, subject: &str, bytes: Vec<u8>) -> bool {
+        match &self.session {
+            Some(session) => session.publisher.publish_bytes(subject, bytes),
+            None => {
+                Counters::bump(&self.counters.publish_errors);
+                log::debug!("not connected: {subject} not published");
+                false
+            }
+        }
     }
 }
 

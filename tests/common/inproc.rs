@@ -13,7 +13,9 @@ use ttp_worker::bus::{BusSettings, NatsBus};
 use ttp_worker::config::{Config, RunFlags};
 use ttp_worker::counters::{Counters, Mode};
 use ttp_worker::envelope::Inbound;
-use ttp_worker::worker::{BatchFailed, Handler, Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
+use ttp_worker::worker::{
+    BatchFailed, Handler, Inbox, MainLoop, Outbox, ShutdownCause, WAKE_CAPACITY,
+};
 
 /// Passes every message of a successful batch on to the test.
 pub struct Relay {
@@ -22,7 +24,7 @@ pub struct Relay {
 }
 
 impl Handler for Relay {
-    fn handle_batch(&mut self, batch: &[Inbound]) -> Result<(), BatchFailed> {
+    fn handle_batch(&mut self, batch: &[Inbound], _outbox: &dyn Outbox) -> Result<(), BatchFailed> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(BatchFailed("the test says this batch fails".into()));
         }
