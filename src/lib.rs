@@ -14,5 +14,6 @@ pub mod heartbeat;
 pub mod logging;
 pub mod redact;
 pub mod signals;
+pub mod store;
 pub mod topics;
 pub mod worker;
