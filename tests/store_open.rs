@@ -161,3 +161,26 @@ fn a_reader_cannot_write() {
     assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
     assert_eq!(row_count(&path), 0);
 }
+
+/// An operator who may read but not write the state directory, daemon stopped: SQLite cannot
+/// create the WAL index, so the reader falls back to an immutable open. Only observable for an
+/// unprivileged user (run the test binary under `setpriv --reuid=65534 ...` to see it as root).
+#[cfg(unix)]
+#[test]
+fn a_reader_without_write_access_to_the_directory_still_reads() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (dir, path) = temp_db();
+    {
+        let mut writer = Store::open(&path).unwrap();
+        writer.insert_batch(&[vec![tag("a")]]).unwrap();
+    }
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o555)).unwrap();
+    let privileged = fs::write(dir.path().join("probe"), b"").is_ok();
+    let result = Store::open_read_only(&path).map(|s| s.stats().map(|s| s.total));
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    if privileged {
+        eprintln!("note: privileged user, the directory stayed writable");
+    }
+    assert_eq!(result.unwrap().unwrap(), 1);
+}

@@ -60,6 +60,13 @@ pub enum StoreError {
         known: i64,
     },
 
+    #[error(
+        "the tag database {} is not writable by this process: check the owner and mode of the \
+         file and its directory, and that the mount is read-write",
+        path.display()
+    )]
+    NotWritable { path: PathBuf },
+
     #[error("cannot migrate the tag database {} to schema version {version}: {source}", path.display())]
     Migrate {
         path: PathBuf,

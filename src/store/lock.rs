@@ -7,17 +7,14 @@
 //! `Store` and released by the kernel even if the process is killed. The file itself is never
 //! removed: deleting it would let a third process lock a fresh inode while the old one is held.
 
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
+use super::{StoreError, sidecar};
 
 /// The sidecar lock file for `db`: the database path with `.lock` appended.
 pub fn lock_path(db: &Path) -> PathBuf {
-    let mut name = OsString::from(db.as_os_str());
-    name.push(".lock");
-    PathBuf::from(name)
+    sidecar(db, ".lock")
 }
 
 /// Holds the lock until dropped.

@@ -13,6 +13,8 @@
 mod anchors;
 mod clock;
 mod error;
+#[cfg(test)]
+mod fault_tests;
 mod insert;
 mod location;
 mod lock;
@@ -73,6 +75,16 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // SQLite quietly falls back to read-only when the file is write-protected; such a
+        // connection would never recover even after the permissions are fixed, so refuse now.
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|e| StoreError::from_sqlite(path, e))?
+        {
+            return Err(StoreError::NotWritable {
+                path: path.to_path_buf(),
+            });
+        }
         configure_writer(&conn).map_err(|e| StoreError::from_sqlite(path, e))?;
         schema::migrate(&mut conn, path)?;
         Ok(Store {
@@ -99,14 +111,19 @@ impl Store {
                 });
             }
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| StoreError::from_sqlite(path, e))?;
-        schema::check_readable(&conn, path)?;
+        let conn = match open_reader(path, false) {
+            Ok(conn) => conn,
+            // A reader that may not create the `-shm` file (another user, daemon stopped, so no
+            // WAL index exists) cannot open a WAL database normally. With no `-wal` file there
+            // is nothing uncommitted to read, so reading the main file as immutable is exact —
+            // unless a writer starts during the query, which at worst fails that query.
+            Err(StoreError::ReadOnly { .. } | StoreError::Open { .. })
+                if !sidecar(path, "-wal").exists() =>
+            {
+                open_reader(path, true)?
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -131,6 +148,48 @@ impl Store {
     }
 }
 
+/// A read-only connection whose schema has been checked.
+fn open_reader(path: &Path, immutable: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        flags |= OpenFlags::SQLITE_OPEN_URI;
+        Connection::open_with_flags(file_uri(path, "immutable=1"), flags)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| StoreError::from_sqlite(path, e))?;
+    schema::check_readable(&conn, path)?;
+    Ok(conn)
+}
+
+/// `db` with `suffix` appended to its file name (`-wal`, `-shm`, `.lock`).
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A SQLite `file:` URI for `path`, percent-encoding every byte a URI could misread.
+fn file_uri(path: &Path, query: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push('?');
+    uri.push_str(query);
+    uri
+}
+
 /// WAL lets operator queries read while the daemon writes; `synchronous=NORMAL` is safe in
 /// WAL (a power cut may lose the last commits, never corrupt) and saves an fsync per batch,
 /// which matters on appliance flash.
@@ -142,4 +201,35 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_uris_escape_what_a_uri_would_misread() {
+        assert_eq!(
+            file_uri(Path::new("/var/lib/ttp-worker/ttp.db"), "immutable=1"),
+            "file:/var/lib/ttp-worker/ttp.db?immutable=1"
+        );
+        assert_eq!(
+            file_uri(Path::new("/tmp/a b?c#d%e/é.db"), "x=1"),
+            "file:/tmp/a%20b%3Fc%23d%25e/%C3%A9.db?x=1"
+        );
+    }
+
+    #[test]
+    fn the_immutable_reader_opens_awkward_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd ?#%é").join("ttp.db");
+        let mut store = Store::open(&path).unwrap();
+        store.learn_anchor("203.0.113.7", "u").unwrap();
+        drop(store);
+        let conn = open_reader(&path, true).unwrap();
+        let anchors: i64 = conn
+            .query_row("SELECT COUNT(*) FROM attacker_anchor", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(anchors, 1);
+    }
 }

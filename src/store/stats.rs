@@ -1,14 +1,13 @@
 //! `ttp-worker stats`: a health glance at the store — is it growing, what fires most, how big
 //! is the file on the appliance's flash.
 
-use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::clock::cutoff;
-use super::{Store, StoreError};
+use super::{Store, StoreError, sidecar};
 
 /// Counts over the whole store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +71,8 @@ impl Store {
 }
 
 fn file_bytes(db: &Path) -> Result<u64, StoreError> {
-    let mut wal = OsString::from(db.as_os_str());
-    wal.push("-wal");
     let mut total = 0;
-    for path in [db.to_path_buf(), PathBuf::from(wal)] {
+    for path in [db.to_path_buf(), sidecar(db, "-wal")] {
         match fs::metadata(&path) {
             Ok(meta) => total += meta.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
