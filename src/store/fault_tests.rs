@@ -166,3 +166,29 @@ fn a_write_protected_file_is_refused_until_permissions_are_fixed() {
         1
     );
 }
+
+#[test]
+fn a_row_the_database_refuses_costs_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("ttp.db")).unwrap();
+    // A constraint the validation cannot know about, standing in for any future one.
+    store
+        .conn
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON ttp_tag WHEN NEW.source_id = 'cmd-1'
+             BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+        )
+        .unwrap();
+    let outcome = store
+        .insert_batch(&[vec![tag(0, 10), tag(1, 10), tag(2, 10)]])
+        .unwrap();
+    assert_eq!(outcome.inserted, vec![vec![0, 2]]);
+    assert_eq!(outcome.skipped.len(), 1);
+    assert_eq!(outcome.skipped[0].tag, 1);
+    assert!(
+        matches!(&outcome.skipped[0].reason, super::SkipReason::Rejected(m) if m.contains("refused by test")),
+        "{:?}",
+        outcome.skipped[0].reason
+    );
+    assert_eq!(count(&store), 2);
+}

@@ -52,7 +52,7 @@ pub struct Anchor {
 pub enum SkipReason {
     #[error("confidence {0} is outside 0..=1")]
     ConfidenceOutOfRange(f64),
-    #[error("no anchor: attacker_uuid, identity_uuid and attacker_ip are all empty")]
+    #[error("no anchor: attacker_uuid, identity_uuid and attacker_ip are all null or empty")]
     NoAnchor,
     #[error("uuid {0:?} is not a lowercase hyphenated UUID")]
     MalformedUuid(String),
@@ -214,7 +214,12 @@ fn validate(tag: &NewTag) -> Result<(), SkipReason> {
     if !(0.0..=1.0).contains(&tag.confidence) {
         return Err(SkipReason::ConfidenceOutOfRange(tag.confidence));
     }
-    if tag.attacker_uuid.is_none() && tag.identity_uuid.is_none() && tag.attacker_ip.is_none() {
+    // Stricter than the CHECK (which only sees NULL): an empty string anchors nothing, and a
+    // row nobody can find by attacker, identity or address is dead weight.
+    let anchored = [&tag.attacker_uuid, &tag.identity_uuid, &tag.attacker_ip]
+        .into_iter()
+        .any(|a| a.as_deref().is_some_and(|s| !s.trim().is_empty()));
+    if !anchored {
         return Err(SkipReason::NoAnchor);
     }
     if !is_canonical_uuid(&tag.uuid) {
@@ -281,6 +286,18 @@ mod tests {
             ..ok.clone()
         };
         assert_eq!(validate(&anchorless), Err(SkipReason::NoAnchor));
+        let blank = NewTag {
+            attacker_uuid: Some(String::new()),
+            attacker_ip: Some(" ".into()),
+            ..ok.clone()
+        };
+        assert_eq!(validate(&blank), Err(SkipReason::NoAnchor));
+        let by_ip = NewTag {
+            attacker_uuid: None,
+            attacker_ip: Some("203.0.113.7".into()),
+            ..ok.clone()
+        };
+        assert_eq!(validate(&by_ip), Ok(()));
         for bad in [
             "9AA491E5-F03B-5D8F-9EB5-161BECEDCDD6",
             "9aa491e5f03b5d8f9eb5161becedcdd6",
