@@ -43,6 +43,19 @@ pub enum Format {
     Table,
 }
 
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    /// `json` or `table`, for `--format`.
+    fn from_str(text: &str) -> Result<Format, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Format::Json),
+            "table" => Ok(Format::Table),
+            _ => Err(format!("unknown format {text:?}: use json or table")),
+        }
+    }
+}
+
 /// A stored tag as read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TagRow {
@@ -376,6 +389,18 @@ mod tests {
             )]
         );
         assert!(where_clauses(&q("mallory"), now).is_err());
+    }
+
+    #[test]
+    fn formats_parse_by_name() {
+        assert_eq!("json".parse::<Format>(), Ok(Format::Json));
+        assert_eq!("Table".parse::<Format>(), Ok(Format::Table));
+        assert!(
+            "csv"
+                .parse::<Format>()
+                .unwrap_err()
+                .contains("json or table")
+        );
     }
 
     #[test]
