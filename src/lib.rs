@@ -16,6 +16,7 @@ pub mod logging;
 pub mod pipeline;
 pub mod redact;
 pub mod signals;
+pub mod store;
 pub mod tagging;
 pub mod topics;
 pub mod units;

@@ -1,0 +1,184 @@
+//! Timestamps as the store writes them, and the `--since` durations operators type.
+//!
+//! `created_at` is stored as fixed-width ISO-8601 UTC text with microseconds
+//! (`2026-05-01T12:34:56.789012Z`). Fixed width makes text order equal time order, so an index
+//! on it serves "newest first" and `--since` is a plain string comparison; text keeps the
+//! column readable in the `sqlite3` shell, and it is what DECNET's own UI shows. A hand-written
+//! formatter avoids pulling a date crate onto small appliances for one function.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Formats `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. Times before 1970 (a broken clock) are
+/// written as the epoch rather than failing an insert over a column nobody keys on.
+pub fn format_utc(t: SystemTime) -> String {
+    let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let micros = since_epoch.subsec_micros();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`),
+/// clamped to year 9999 so the text stays fixed-width.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Past 9999-12-31 the fixed width would break; no real clock gets there.
+    let days = days.min(2_932_896);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The instant `ago` before `now`, formatted for comparison with `created_at`; a duration
+/// reaching before 1970 means "everything".
+pub fn cutoff(now: SystemTime, ago: Duration) -> String {
+    format_utc(now.checked_sub(ago).unwrap_or(UNIX_EPOCH))
+}
+
+/// A `--since` value that cannot be understood; its `Display` is the line shown to the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {input:?}: {problem} (examples: 30s, 15m, 24h, 7d)")]
+pub struct DurationError {
+    pub input: String,
+    pub problem: &'static str,
+}
+
+/// Longest accepted `--since`: ten years, far beyond any retention, and no overflow risk.
+const MAX_SINCE_SECS: u64 = 10 * 366 * 86_400;
+
+/// Parses `30s`, `15m`, `24h` or `7d`: a whole number and exactly one unit, no spaces. Kept this
+/// small on purpose: one obvious form is easier to document than a grammar.
+pub fn parse_since(input: &str) -> Result<Duration, DurationError> {
+    let err = |problem| DurationError {
+        input: input.to_string(),
+        problem,
+    };
+    let text = input.trim();
+    let Some(unit) = text.chars().last() else {
+        return Err(err("it is empty"));
+    };
+    let per_unit: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        c if c.is_ascii_digit() => return Err(err("a unit is missing (s, m, h or d)")),
+        _ => return Err(err("the unit must be s, m, h or d")),
+    };
+    let number = &text[..text.len() - unit.len_utf8()];
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err("expected a whole number before the unit"));
+    }
+    let n: u64 = number.parse().map_err(|_| err("the number is too large"))?;
+    let secs = n
+        .checked_mul(per_unit)
+        .filter(|s| *s <= MAX_SINCE_SECS)
+        .ok_or_else(|| err("longer than ten years"))?;
+    if secs == 0 {
+        return Err(err("it must be longer than zero"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, micros: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(secs, micros * 1000)
+    }
+
+    #[test]
+    fn formats_fixed_width_utc() {
+        assert_eq!(format_utc(at(0, 0)), "1970-01-01T00:00:00.000000Z");
+        // 2000-02-29 (leap day in a century leap year) 12:34:56.789012
+        assert_eq!(
+            format_utc(at(951_827_696, 789_012)),
+            "2000-02-29T12:34:56.789012Z"
+        );
+        assert_eq!(
+            format_utc(at(1_767_225_599, 999_999)),
+            "2025-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            format_utc(at(1_767_225_600, 0)),
+            "2026-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            format_utc(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert!(format_utc(at(400_000_000_000, 0)).starts_with("9999-12-31T"));
+    }
+
+    #[test]
+    fn text_order_is_time_order() {
+        let times = [0, 59, 3600, 86_399, 86_400, 951_827_696, 1_767_225_600];
+        let texts: Vec<String> = times.iter().map(|s| format_utc(at(*s, 0))).collect();
+        let mut sorted = texts.clone();
+        sorted.sort();
+        assert_eq!(texts, sorted);
+    }
+
+    #[test]
+    fn parses_the_four_units() {
+        assert_eq!(parse_since("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_since("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_since("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_since("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_since(" 2h "), Ok(Duration::from_secs(7200)));
+    }
+
+    #[test]
+    fn rejects_everything_else_with_a_reason() {
+        for bad in [
+            "",
+            "  ",
+            "30",
+            "s",
+            "1.5h",
+            "-1h",
+            "+1h",
+            "1 h",
+            "1w",
+            "1H",
+            "0s",
+            "1h30m",
+            "é",
+            "99999999999999999999d",
+            "4000d",
+        ] {
+            match parse_since(bad) {
+                Err(e) => assert!(e.to_string().contains("examples"), "{bad:?}: {e}"),
+                Ok(d) => panic!("{bad:?} parsed as {d:?}"),
+            }
+        }
+        let e = parse_since("10").unwrap_err();
+        assert_eq!(e.problem, "a unit is missing (s, m, h or d)");
+    }
+
+    #[test]
+    fn cutoff_before_epoch_is_everything() {
+        assert_eq!(
+            cutoff(at(10, 0), Duration::from_secs(100)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            cutoff(at(3600, 0), Duration::from_secs(60)),
+            "1970-01-01T00:59:00.000000Z"
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! `ttp-worker tags`: the operator's window on the store, read-only and safe to run while the
+//! daemon writes.
+//!
+//! Filters are validated before any SQL runs so a typo (`--technique 1110`) is an error that
+//! says so, never a silent empty result.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::types::Value as SqlValue;
+use serde_json::{Map, Value};
+
+use super::clock::cutoff;
+use super::{Store, StoreError};
+
+/// Rows shown when the operator gives no `--limit`: a screenful, newest first.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// The filters of `tags`; every `Some`/non-empty filter must match (techniques: any of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagsQuery {
+    /// An attacker UUID (matches `attacker_uuid`) or an IP address (matches `attacker_ip`).
+    pub attacker: Option<String>,
+    pub identity: Option<String>,
+    pub session: Option<String>,
+    /// `T1110` matches the technique and all its sub-techniques; `T1110.003` only that one.
+    pub techniques: Vec<String>,
+    /// Only tags created at most this long ago (see [`super::parse_since`]).
+    pub since: Option<Duration>,
+    /// `None` means [`DEFAULT_LIMIT`].
+    pub limit: Option<usize>,
+}
+
+/// How `tags` prints its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// One compact JSON object per line, for `jq` and scripts.
+    Json,
+    /// Aligned columns for a terminal.
+    #[default]
+    Table,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    /// `json` or `table`, for `--format`.
+    fn from_str(text: &str) -> Result<Format, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Format::Json),
+            "table" => Ok(Format::Table),
+            _ => Err(format!("unknown format {text:?}: use json or table")),
+        }
+    }
+}
+
+/// A stored tag as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagRow {
+    pub uuid: String,
+    pub source_kind: String,
+    pub source_id: String,
+    pub attacker_uuid: Option<String>,
+    pub identity_uuid: Option<String>,
+    pub attacker_ip: Option<String>,
+    pub session_id: Option<String>,
+    pub decky_id: Option<String>,
+    pub tactic: String,
+    pub technique_id: String,
+    pub sub_technique_id: Option<String>,
+    pub confidence: f64,
+    pub rule_id: String,
+    pub rule_version: i64,
+    /// As stored: a JSON object.
+    pub evidence: Value,
+    pub attack_release: String,
+    pub mitre_url: Option<String>,
+    /// ISO-8601 UTC, e.g. `2026-05-01T12:34:56.789012Z`.
+    pub created_at: String,
+}
+
+const COLUMNS: &str = "uuid, source_kind, source_id, attacker_uuid, identity_uuid, attacker_ip, \
+    session_id, decky_id, tactic, technique_id, sub_technique_id, confidence, rule_id, \
+    rule_version, evidence, attack_release, mitre_url, created_at";
+
+impl Store {
+    /// The tags matching `query`, newest first.
+    pub fn query_tags(&self, query: &TagsQuery) -> Result<Vec<TagRow>, StoreError> {
+        let (clauses, mut params) = where_clauses(query, SystemTime::now())?;
+        let mut sql = format!("SELECT {COLUMNS} FROM ttp_tag");
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(" ORDER BY created_at DESC, uuid DESC LIMIT ?");
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), read_row)
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sqlite(e))
+    }
+}
+
+/// Opens `db` read-only, runs `query`, writes the rows to `out`; returns how many were shown.
+pub fn run_tags(
+    db: &Path,
+    query: &TagsQuery,
+    format: Format,
+    mut out: impl Write,
+) -> Result<usize, StoreError> {
+    let store = Store::open_read_only(db)?;
+    let rows = store.query_tags(query)?;
+    match format {
+        Format::Json => {
+            for row in &rows {
+                writeln!(out, "{}", to_json(row)).map_err(StoreError::Output)?;
+            }
+        }
+        Format::Table => write_table(&rows, &mut out).map_err(StoreError::Output)?,
+    }
+    out.flush().map_err(StoreError::Output)?;
+    Ok(rows.len())
+}
+
+fn where_clauses(
+    query: &TagsQuery,
+    now: SystemTime,
+) -> Result<(Vec<String>, Vec<SqlValue>), StoreError> {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    let mut add = |clause: &str, value: String| {
+        clauses.push(clause.to_string());
+        params.push(SqlValue::Text(value));
+    };
+    if let Some(attacker) = &query.attacker {
+        let attacker = attacker.trim();
+        if let Ok(ip) = attacker.parse::<IpAddr>() {
+            // The canonical spelling, as producers write it (`::1`, not `0:0:…:1`).
+            add("attacker_ip = ?", ip.to_string());
+        } else if let Ok(uuid) = uuid::Uuid::try_parse(attacker) {
+            add("attacker_uuid = ?", uuid.hyphenated().to_string());
+        } else {
+            return Err(StoreError::Query(format!(
+                "--attacker expects an attacker UUID or an IP address, not {attacker:?}"
+            )));
+        }
+    }
+    if let Some(identity) = &query.identity {
+        let identity = identity.trim();
+        let identity = uuid::Uuid::try_parse(identity)
+            .map(|u| u.hyphenated().to_string())
+            .map_err(|_| {
+                StoreError::Query(format!("--identity expects a UUID, not {identity:?}"))
+            })?;
+        add("identity_uuid = ?", identity);
+    }
+    if let Some(session) = &query.session {
+        add("session_id = ?", session.clone());
+    }
+    if !query.techniques.is_empty() {
+        let mut any = Vec::new();
+        for technique in &query.techniques {
+            let (column, id) = technique_filter(technique)?;
+            any.push(format!("{column} = ?"));
+            params.push(SqlValue::Text(id));
+        }
+        clauses.push(format!("({})", any.join(" OR ")));
+    }
+    if let Some(since) = query.since {
+        clauses.push("created_at >= ?".to_string());
+        params.push(SqlValue::Text(cutoff(now, since)));
+    }
+    Ok((clauses, params))
+}
+
+/// `T1110` → match `technique_id` (a parent covers its sub-techniques, which keep the parent
+/// in `technique_id`); `T1110.003` → match `sub_technique_id`. Case-insensitive input.
+fn technique_filter(text: &str) -> Result<(&'static str, String), StoreError> {
+    let id = text.trim().to_ascii_uppercase();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let parsed = id
+        .strip_prefix('T')
+        .and_then(|rest| match rest.split_once('.') {
+            None if digits(rest, 4) => Some("technique_id"),
+            Some((parent, sub)) if digits(parent, 4) && digits(sub, 3) => Some("sub_technique_id"),
+            _ => None,
+        });
+    match parsed {
+        Some(column) => Ok((column, id)),
+        None => Err(StoreError::Query(format!(
+            "--technique expects an ATT&CK id like T1110 or T1110.003, not {text:?}"
+        ))),
+    }
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TagRow> {
+    let evidence: String = row.get(14)?;
+    Ok(TagRow {
+        uuid: row.get(0)?,
+        source_kind: row.get(1)?,
+        source_id: row.get(2)?,
+        attacker_uuid: row.get(3)?,
+        identity_uuid: row.get(4)?,
+        attacker_ip: row.get(5)?,
+        session_id: row.get(6)?,
+        decky_id: row.get(7)?,
+        tactic: row.get(8)?,
+        technique_id: row.get(9)?,
+        sub_technique_id: row.get(10)?,
+        confidence: row.get(11)?,
+        rule_id: row.get(12)?,
+        rule_version: row.get(13)?,
+        // The schema guarantees an object; should a hand-edited row break that, show the text
+        // rather than fail the whole listing.
+        evidence: serde_json::from_str(&evidence).unwrap_or(Value::String(evidence)),
+        attack_release: row.get(15)?,
+        mitre_url: row.get(16)?,
+        created_at: row.get(17)?,
+    })
+}
+
+/// The documented key set, in a fixed order (serde_json keeps insertion order here).
+pub(super) fn to_json(row: &TagRow) -> Value {
+    let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+    let mut map = Map::new();
+    map.insert("uuid".into(), row.uuid.clone().into());
+    map.insert("source_kind".into(), row.source_kind.clone().into());
+    map.insert("source_id".into(), row.source_id.clone().into());
+    map.insert("attacker_uuid".into(), opt(&row.attacker_uuid));
+    map.insert("identity_uuid".into(), opt(&row.identity_uuid));
+    map.insert("attacker_ip".into(), opt(&row.attacker_ip));
+    map.insert("session_id".into(), opt(&row.session_id));
+    map.insert("decky_id".into(), opt(&row.decky_id));
+    map.insert("tactic".into(), row.tactic.clone().into());
+    map.insert("technique_id".into(), row.technique_id.clone().into());
+    map.insert("sub_technique_id".into(), opt(&row.sub_technique_id));
+    map.insert(
+        "confidence".into(),
+        serde_json::Number::from_f64(row.confidence).map_or(Value::Null, Value::Number),
+    );
+    map.insert("rule_id".into(), row.rule_id.clone().into());
+    map.insert("rule_version".into(), row.rule_version.into());
+    map.insert("evidence".into(), row.evidence.clone());
+    map.insert("created_at".into(), row.created_at.clone().into());
+    Value::Object(map)
+}
+
+const HEADERS: [&str; 6] = [
+    "TIME (UTC)",
+    "TECHNIQUE",
+    "RULE",
+    "CONF",
+    "ANCHOR",
+    "SESSION/SOURCE",
+];
+
+fn table_cells(row: &TagRow) -> [String; 6] {
+    // `2026-05-01T12:34:56.789012Z` → `2026-05-01 12:34:56`: seconds are enough on screen.
+    let time = row
+        .created_at
+        .get(..19)
+        .unwrap_or(&row.created_at)
+        .replace('T', " ");
+    let technique = row
+        .sub_technique_id
+        .clone()
+        .unwrap_or_else(|| row.technique_id.clone());
+    let anchor = match (&row.attacker_uuid, &row.identity_uuid, &row.attacker_ip) {
+        (Some(uuid), _, _) => uuid.clone(),
+        (None, Some(identity), _) => format!("identity {identity}"),
+        (None, None, Some(ip)) => format!("ip {ip}"),
+        (None, None, None) => "-".to_string(),
+    };
+    let origin = match &row.session_id {
+        Some(session) => session.clone(),
+        None => format!("{}:{}", row.source_kind, row.source_id),
+    };
+    [
+        time,
+        technique,
+        format!("{} v{}", row.rule_id, row.rule_version),
+        format!("{:.2}", row.confidence),
+        anchor,
+        origin,
+    ]
+    .map(|cell| printable(&cell))
+}
+
+/// Stored strings come from attacker-controlled telemetry: never let them drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+fn write_table(rows: &[TagRow], out: &mut impl Write) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "no matching tags");
+    }
+    let cells: Vec<[String; 6]> = rows.iter().map(table_cells).collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header = HEADERS.map(String::from);
+    for row in std::iter::once(&header).chain(&cells) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                // CONF is a number: right-align it.
+                let pad = width - cell.chars().count();
+                if i == 3 {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+                line.push_str("  ");
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn technique_ids_parse_to_parent_or_sub() {
+        assert_eq!(
+            technique_filter("T1110").unwrap(),
+            ("technique_id", "T1110".to_string())
+        );
+        assert_eq!(
+            technique_filter(" t1110.003 ").unwrap(),
+            ("sub_technique_id", "T1110.003".to_string())
+        );
+        for bad in [
+            "1110",
+            "T111",
+            "T11100",
+            "T1110.",
+            "T1110.03",
+            "T1110.0031",
+            "",
+            "TA0007",
+        ] {
+            let err = technique_filter(bad).unwrap_err();
+            assert!(err.to_string().contains("T1110.003"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn attacker_is_ip_or_uuid_and_nothing_else() {
+        let q = |a: &str| TagsQuery {
+            attacker: Some(a.to_string()),
+            ..TagsQuery::default()
+        };
+        let now = SystemTime::now();
+        let (c, p) = where_clauses(&q("203.0.113.7"), now).unwrap();
+        assert_eq!(c, ["attacker_ip = ?"]);
+        assert_eq!(p, [SqlValue::Text("203.0.113.7".into())]);
+        let (c, p) = where_clauses(&q("0B6C1F7E-2D4A-4F0E-9C1B-5A3E7D9F1C20"), now).unwrap();
+        assert_eq!(c, ["attacker_uuid = ?"]);
+        assert_eq!(
+            p,
+            [SqlValue::Text(
+                "0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20".into()
+            )]
+        );
+        assert!(where_clauses(&q("mallory"), now).is_err());
+    }
+
+    #[test]
+    fn formats_parse_by_name() {
+        assert_eq!("json".parse::<Format>(), Ok(Format::Json));
+        assert_eq!("Table".parse::<Format>(), Ok(Format::Table));
+        assert!(
+            "csv"
+                .parse::<Format>()
+                .unwrap_err()
+                .contains("json or table")
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(printable("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+        assert_eq!(printable("café"), "café");
+    }
+}
