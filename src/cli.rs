@@ -85,6 +85,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub stream_max_bytes: Option<String>,
 
+    /// SQLite tag store, owned by this worker alone
+    /// [env: DECNET_TTP_DB] [default: $STATE_DIRECTORY/ttp.db, else $XDG_STATE_HOME/ttp-worker/ttp.db,
+    /// else ~/.local/state/ttp-worker/ttp.db]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -134,6 +140,7 @@ impl RunArgs {
             stream: self.stream.clone(),
             stream_max_age: self.stream_max_age.clone(),
             stream_max_bytes: self.stream_max_bytes.clone(),
+            db: self.db.clone(),
             engine: self.engine.to_flags(),
         }
     }

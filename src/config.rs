@@ -17,6 +17,7 @@ pub const ENV_BUS_URL: &str = "DECNET_BUS_URL";
 pub const ENV_BUS_DURABLE: &str = "DECNET_BUS_DURABLE";
 pub const ENV_POLL_INTERVAL: &str = "DECNET_TTP_POLL_INTERVAL";
 pub const ENV_HEARTBEAT_SECS: &str = "DECNET_TTP_HEARTBEAT_SECS";
+pub const ENV_DB: &str = "DECNET_TTP_DB";
 pub const ENV_RULES_DIR: &str = "DECNET_TTP_RULES_DIR";
 pub const ENV_NO_BUILTIN_RULES: &str = "DECNET_TTP_NO_BUILTIN_RULES";
 pub const ENV_INTEL_MAPS: &str = "DECNET_TTP_INTEL_MAPS";
@@ -53,6 +54,7 @@ pub struct RunFlags {
     pub stream: Option<String>,
     pub stream_max_age: Option<String>,
     pub stream_max_bytes: Option<String>,
+    pub db: Option<String>,
     pub engine: EngineFlags,
 }
 
@@ -79,6 +81,8 @@ pub struct Config {
     /// The JetStream stream durable mode consumes from (created when absent).
     pub stream: StreamConfig,
     pub engine: EngineOptions,
+    /// The SQLite tag store this worker owns.
+    pub db: PathBuf,
 }
 
 /// Durable mode's stream: used as it is when it exists, created with these limits when not.
@@ -87,6 +91,16 @@ pub struct StreamConfig {
     pub name: String,
     pub max_age: Duration,
     pub max_bytes: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> StreamConfig {
+        StreamConfig {
+            name: DEFAULT_STREAM.to_owned(),
+            max_age: DEFAULT_STREAM_MAX_AGE,
+            max_bytes: DEFAULT_STREAM_MAX_BYTES,
+        }
+    }
 }
 
 /// A setting that cannot be used. Its `Display` is the one line printed before exiting 2.
@@ -161,7 +175,7 @@ impl Config {
         let stream = StreamConfig {
             name: match pick(&flags.stream, "--stream", &env, ENV_STREAM) {
                 Some((setting, text)) => parse_stream_name(&setting, &text)?,
-                None => DEFAULT_STREAM.to_owned(),
+                None => StreamConfig::default().name,
             },
             max_age: match pick(
                 &flags.stream_max_age,
@@ -195,6 +209,7 @@ impl Config {
             heartbeat_interval,
             stream,
             engine: resolve_engine(&flags.engine, &env)?,
+            db: resolve_db(&flags.db, &env)?,
         })
     }
 }
@@ -245,6 +260,26 @@ pub fn resolve_engine(
         intel_maps_dir,
         anchors_file,
     })
+}
+
+/// `--db` or `DECNET_TTP_DB`, else the state directory (systemd's, then XDG's).
+pub fn resolve_db(
+    flag: &Option<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<PathBuf, ConfigError> {
+    match pick(flag, "--db", env, ENV_DB) {
+        Some((setting, text)) if text.trim().is_empty() => {
+            Err(invalid(&setting, &text, "empty path"))
+        }
+        Some((_, text)) => Ok(PathBuf::from(text)),
+        None => crate::store::default_db_path(env).map_err(|err| {
+            invalid(
+                ENV_DB,
+                "",
+                format!("{err}; give the database a path with --db or {ENV_DB}"),
+            )
+        }),
+    }
 }
 
 fn existing_dir(setting: &str, dir: &str) -> Result<PathBuf, ConfigError> {
@@ -375,11 +410,14 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Resolves with `env` plus a `HOME`, as every login and service has one.
     fn resolve(flags: RunFlags, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env
+        let mut env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        env.entry("HOME".into())
+            .or_insert_with(|| "/home/ops".into());
         Config::resolve(&flags, |name| env.get(name).cloned())
     }
 
@@ -400,6 +438,7 @@ mod tests {
                     max_bytes: 1 << 30,
                 },
                 engine: EngineOptions::default(),
+                db: PathBuf::from("/home/ops/.local/state/ttp-worker/ttp.db"),
             }
         );
     }
@@ -563,6 +602,34 @@ mod tests {
             let err = resolve(RunFlags::default(), &[(name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn database_location() {
+        let db = |flags: RunFlags, env: &[(&str, &str)]| resolve(flags, env).unwrap().db;
+        assert_eq!(
+            db(
+                RunFlags::default(),
+                &[("STATE_DIRECTORY", "/var/lib/ttp-worker")]
+            ),
+            PathBuf::from("/var/lib/ttp-worker/ttp.db")
+        );
+        assert_eq!(
+            db(
+                RunFlags::default(),
+                &[(ENV_DB, "/tmp/a.db"), ("STATE_DIRECTORY", "/x")]
+            ),
+            PathBuf::from("/tmp/a.db")
+        );
+        let flags = RunFlags {
+            db: Some("/tmp/b.db".into()),
+            ..RunFlags::default()
+        };
+        assert_eq!(
+            db(flags, &[(ENV_DB, "/tmp/a.db")]),
+            PathBuf::from("/tmp/b.db")
+        );
+        assert!(resolve(RunFlags::default(), &[(ENV_DB, " ")]).is_err());
     }
 
     #[test]

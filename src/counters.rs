@@ -44,6 +44,14 @@ pub struct Counters {
     pub untaggable: AtomicU64,
     /// Lifter failures: that lifter's tags for that event are lost, nothing else.
     pub lifter_warnings: AtomicU64,
+    /// Tag rows the store really added (replays and redeliveries add none).
+    pub tags_inserted: AtomicU64,
+    /// Tags the store refused as malformed (logged one by one).
+    pub tags_skipped: AtomicU64,
+    /// Batches the store could not commit (each is held and retried, not lost).
+    pub store_errors: AtomicU64,
+    /// `ttp.tagged` announcements sent.
+    pub tagged_published: AtomicU64,
     /// Messages the NATS client discarded because a subscription fell too far behind.
     pub client_dropped: AtomicU64,
     /// Our own publishes (heartbeats, announcements) that failed.
@@ -66,6 +74,10 @@ impl Counters {
             tags: AtomicU64::new(0),
             untaggable: AtomicU64::new(0),
             lifter_warnings: AtomicU64::new(0),
+            tags_inserted: AtomicU64::new(0),
+            tags_skipped: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            tagged_published: AtomicU64::new(0),
             client_dropped: AtomicU64::new(0),
             publish_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -106,6 +118,10 @@ impl Counters {
             ("tags", &self.tags),
             ("untaggable", &self.untaggable),
             ("lifter_warnings", &self.lifter_warnings),
+            ("tags_inserted", &self.tags_inserted),
+            ("tags_skipped", &self.tags_skipped),
+            ("store_errors", &self.store_errors),
+            ("tagged_published", &self.tagged_published),
             ("client_dropped", &self.client_dropped),
             ("publish_errors", &self.publish_errors),
             ("reconnects", &self.reconnects),

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::counters::{Counters, Mode};
 use crate::pipeline::TaggingPipeline;
 use crate::signals::{self, SignalError};
+use crate::store::{Store, StoreError};
 use crate::tagging::{EngineError, Tagger};
 use crate::worker::{Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
 
@@ -24,6 +25,8 @@ pub enum DaemonError {
     Signals(#[from] SignalError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl DaemonError {
@@ -44,6 +47,7 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     for problem in tagger.problems() {
         log::warn!("{problem}");
     }
+    let store = Store::open(&config.db)?;
     let counters = Arc::new(Counters::new(mode));
     let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
     // Room for every producer's stop at once; a full channel means a stop is already queued.
@@ -65,15 +69,16 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         shutdown: shutdown_rx,
     };
     log::info!(
-        "ttp-worker {} starting: {} rules ({} problems), poll interval {:?}, heartbeat every {:?}, {} mode",
+        "ttp-worker {} starting: {} rules ({} problems), store {}, poll interval {:?}, heartbeat every {:?}, {} mode",
         env!("CARGO_PKG_VERSION"),
         tagger.rules().len(),
         tagger.problems().len(),
+        config.db.display(),
         config.poll_interval,
         config.heartbeat_interval,
         mode.as_str()
     );
-    let pipeline = TaggingPipeline::new(tagger, counters.clone());
+    let pipeline = TaggingPipeline::new(tagger, store, counters.clone());
     let stopped = MainLoop::new(inbox, bus, pipeline, counters.clone())
         .with_poll_interval_hint(format!("{:?}", config.poll_interval))
         .run();

@@ -1,50 +1,127 @@
 //! What the daemon does with a batch of messages: the [`Handler`] behind the main loop.
 //!
-//! Today: tag each message and count. The store and the `ttp.tagged` announcements join here.
+//! Tag every message, commit all their tags (and the anchors they reveal) in one transaction,
+//! then announce each message's really-new rows. The order is the contract: the store is the
+//! truth, so nothing is announced before it is committed, and a failed commit fails the batch
+//! (the main loop holds it, retries it, and does not acknowledge it).
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
+use crate::announce;
 use crate::counters::Counters;
 use crate::envelope::Inbound;
-use crate::tagging::Tagger;
+use crate::store::{Anchor, NewTag, Store};
+use crate::tagging::{Tag, Tagger};
 use crate::worker::{BatchFailed, Handler, Outbox};
 
 pub struct TaggingPipeline {
     tagger: Tagger,
+    store: Store,
     counters: Arc<Counters>,
 }
 
 impl TaggingPipeline {
-    pub fn new(tagger: Tagger, counters: Arc<Counters>) -> TaggingPipeline {
-        TaggingPipeline { tagger, counters }
+    pub fn new(tagger: Tagger, store: Store, counters: Arc<Counters>) -> TaggingPipeline {
+        TaggingPipeline {
+            tagger,
+            store,
+            counters,
+        }
     }
 
-    pub fn tagger(&self) -> &Tagger {
-        &self.tagger
+    fn announce(&self, tags: &[Tag], new: &[usize], outbox: &dyn Outbox) {
+        let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
+        let (announcements, errors) = announce::announcements(&new_tags);
+        for error in errors {
+            Counters::bump(&self.counters.publish_errors);
+            log::warn!("{error}");
+        }
+        for announcement in announcements {
+            let sent = match announce::encode(&announcement) {
+                Ok(bytes) => outbox.publish(&announcement.subject, bytes),
+                Err(err) => {
+                    Counters::bump(&self.counters.publish_errors);
+                    log::warn!("{err}");
+                    false
+                }
+            };
+            if sent && announcement.subject == crate::topics::TAGGED {
+                Counters::bump(&self.counters.tagged_published);
+            }
+        }
     }
 }
 
 impl Handler for TaggingPipeline {
-    fn handle_batch(&mut self, batch: &[Inbound], _outbox: &dyn Outbox) -> Result<(), BatchFailed> {
+    fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed> {
+        let mut tags_per_message = Vec::with_capacity(batch.len());
+        let mut anchors = Vec::new();
+        let mut events = 0;
+        let mut lifter_warnings = 0;
+        let mut untaggable = 0;
         for message in batch {
             let tagged = self.tagger.tag_message(message);
-            Counters::add(&self.counters.events, tagged.events as u64);
-            Counters::add(&self.counters.tags, tagged.tags.len() as u64);
-            Counters::add(&self.counters.lifter_warnings, tagged.warnings.len() as u64);
-            if tagged.unbuildable.is_some() {
-                Counters::bump(&self.counters.untaggable);
+            events += tagged.events;
+            lifter_warnings += tagged.warnings.len();
+            if let Some(why) = tagged.unbuildable {
+                untaggable += 1;
+                log::debug!(
+                    "{} ({}): not tagged: {why:?}",
+                    message.subject,
+                    message.envelope.id
+                );
             }
-            log::debug!(
-                "{} ({}): {} events, {} tags{}",
-                message.subject,
-                message.envelope.id,
-                tagged.events,
-                tagged.tags.len(),
-                tagged
-                    .unbuildable
-                    .map(|why| format!(", not tagged: {why:?}"))
-                    .unwrap_or_default()
+            anchors.extend(revealed_anchor(message));
+            tags_per_message.push(tagged.tags);
+        }
+        let rows: Vec<Vec<NewTag>> = tags_per_message
+            .iter()
+            .map(|tags| tags.iter().map(new_tag).collect())
+            .collect();
+
+        let outcome = self.store.commit_batch(&rows, &anchors).map_err(|err| {
+            Counters::bump(&self.counters.store_errors);
+            let kind = if err.is_transient() {
+                ""
+            } else {
+                " (not expected to pass by itself)"
+            };
+            BatchFailed(format!("the tag store refused the batch{kind}: {err}"))
+        })?;
+
+        Counters::add(&self.counters.events, events as u64);
+        Counters::add(
+            &self.counters.tags,
+            tags_per_message.iter().map(Vec::len).sum::<usize>() as u64,
+        );
+        Counters::add(&self.counters.lifter_warnings, lifter_warnings as u64);
+        Counters::add(&self.counters.untaggable, untaggable);
+        Counters::add(
+            &self.counters.tags_inserted,
+            outcome.inserted_count() as u64,
+        );
+        for skipped in &outcome.skipped {
+            Counters::bump(&self.counters.tags_skipped);
+            log::warn!(
+                "tag {} of {} not stored: {}",
+                skipped.uuid,
+                batch[skipped.message].subject,
+                skipped.reason
             );
+        }
+        for skipped in &outcome.skipped_anchors {
+            log::warn!("anchor not learned: {skipped:?}");
+        }
+        if outcome.upgraded > 0 {
+            log::info!(
+                "{} IP-anchored tags now carry the attacker uuid revealed in this batch",
+                outcome.upgraded
+            );
+        }
+        for (tags, new) in tags_per_message.iter().zip(&outcome.inserted) {
+            self.announce(tags, new, outbox);
         }
         Ok(())
     }
@@ -64,6 +141,119 @@ impl Handler for TaggingPipeline {
                 self.tagger = fresh;
             }
             Err(err) => log::error!("reload failed, keeping the rules in use: {err}"),
+        }
+    }
+}
+
+/// A payload that names both an attacker uuid and its IP tells us who that IP is; the store
+/// remembers it and upgrades that IP's earlier IP-anchored tags.
+fn revealed_anchor(message: &Inbound) -> Option<Anchor> {
+    let text = |key: &str| match message.envelope.payload.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let attacker_ip = text("attacker_ip").filter(|ip| ip != "Unknown")?;
+    let attacker_uuid = text("attacker_uuid")?;
+    Some(Anchor {
+        attacker_ip,
+        attacker_uuid,
+    })
+}
+
+fn new_tag(tag: &Tag) -> NewTag {
+    NewTag {
+        uuid: tag.uuid.clone(),
+        source_kind: tag.source_kind.clone(),
+        source_id: tag.source_id.clone(),
+        attacker_uuid: tag.attacker_uuid.clone(),
+        identity_uuid: tag.identity_uuid.clone(),
+        attacker_ip: tag.attacker_ip.clone(),
+        session_id: tag.session_id.clone(),
+        decky_id: tag.decky_id.clone(),
+        tactic: tag.tactic.clone(),
+        technique_id: tag.technique_id.clone(),
+        sub_technique_id: tag.sub_technique_id.clone(),
+        confidence: tag.confidence,
+        rule_id: tag.rule_id.clone(),
+        rule_version: tag.rule_version,
+        evidence: tag.evidence.clone(),
+        mitre_url: mitre_url(&tag.technique_id, tag.sub_technique_id.as_deref()),
+    }
+}
+
+/// The technique's page on attack.mitre.org: `T1059.004` → `.../techniques/T1059/004`.
+/// DECNET looks ids up in its ATT&CK bundle; ids that do not look like ATT&CK ids get none.
+fn mitre_url(technique: &str, sub_technique: Option<&str>) -> Option<String> {
+    let id = sub_technique.filter(|s| !s.is_empty()).unwrap_or(technique);
+    let (parent, sub) = match id.split_once('.') {
+        Some((parent, sub)) => (parent, Some(sub)),
+        None => (id, None),
+    };
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !(parent.starts_with('T') && digits(&parent[1..], 4)) {
+        return None;
+    }
+    match sub {
+        None => Some(format!("https://attack.mitre.org/techniques/{parent}")),
+        Some(sub) if digits(sub, 3) => Some(format!(
+            "https://attack.mitre.org/techniques/{parent}/{sub}"
+        )),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use serde_json::json;
+
+    #[test]
+    fn mitre_urls() {
+        assert_eq!(
+            mitre_url("T1083", None).as_deref(),
+            Some("https://attack.mitre.org/techniques/T1083")
+        );
+        assert_eq!(
+            mitre_url("T1059", Some("T1059.004")).as_deref(),
+            Some("https://attack.mitre.org/techniques/T1059/004")
+        );
+        assert_eq!(
+            mitre_url("T1059", Some("")).as_deref(),
+            Some("https://attack.mitre.org/techniques/T1059")
+        );
+        for bad in ["", "T12", "X1083", "T1083.4", "T1083/004"] {
+            assert_eq!(mitre_url(bad, None), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn anchors_come_from_payloads_naming_both_uuid_and_ip() {
+        let message = |payload: Value| Inbound {
+            subject: "attacker.intel.enriched".into(),
+            envelope: Envelope::new("", payload.as_object().unwrap().clone()),
+        };
+        assert_eq!(
+            revealed_anchor(&message(
+                json!({"attacker_uuid": "u", "attacker_ip": "203.0.113.4"})
+            )),
+            Some(Anchor {
+                attacker_ip: "203.0.113.4".into(),
+                attacker_uuid: "u".into()
+            })
+        );
+        for payload in [
+            json!({"attacker_ip": "203.0.113.4"}),
+            json!({"attacker_uuid": "u"}),
+            json!({"attacker_uuid": null, "attacker_ip": "203.0.113.4"}),
+            json!({"attacker_uuid": "u", "attacker_ip": "Unknown"}),
+            json!({"attacker_uuid": "", "attacker_ip": "203.0.113.4"}),
+        ] {
+            assert_eq!(
+                revealed_anchor(&message(payload.clone())),
+                None,
+                "{payload}"
+            );
         }
     }
 }

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::NatsServer;
 use ttp_worker::bus::{BusSettings, NatsBus};
-use ttp_worker::config::{Config, RunFlags};
+use ttp_worker::config::StreamConfig;
 use ttp_worker::counters::{Counters, Mode};
 use ttp_worker::envelope::Inbound;
 use ttp_worker::worker::{
@@ -61,9 +61,7 @@ impl InProcessWorker {
             heartbeat_interval: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(2),
             durable,
-            stream: Config::resolve(&RunFlags::default(), |_| None)
-                .unwrap()
-                .stream,
+            stream: StreamConfig::default(),
         };
         let bus = NatsBus::new(settings, wake_tx, shutdown_tx.clone(), counters.clone());
         let (seen_tx, seen) = unbounded();

@@ -163,17 +163,28 @@ impl Drop for NatsServer {
 pub struct Worker {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The store of a worker not given one; removed with the worker.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Worker {
     /// Starts the daemon with `args` and `env` on top of a clean environment (`RUST_LOG=debug`).
+    /// Without `DECNET_TTP_DB` in `env`, the worker gets a store in a fresh temporary directory.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Worker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ttp-worker"));
         command
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "debug");
+        let state = if env.iter().any(|(k, _)| *k == "DECNET_TTP_DB") {
+            None
+        } else {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            command.env("DECNET_TTP_DB", dir.path().join("ttp.db"));
+            Some(dir)
+        };
+        command
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -187,7 +198,11 @@ impl Worker {
                 sink.lock().unwrap().push(line);
             }
         });
-        Worker { child, log }
+        Worker {
+            child,
+            log,
+            _state: state,
+        }
     }
 
     pub fn pid(&self) -> u32 {
