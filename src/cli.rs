@@ -41,6 +41,10 @@ pub enum Command {
     Tag(TagArgs),
     /// Load and compile the rules and intel tables; list every problem as FILE: rule ID: message
     CheckRules(EngineArgs),
+    /// List stored tags, newest first (read-only; works while the daemon runs)
+    Tags(TagsArgs),
+    /// Summarise the tag store: totals, by technique, by rule, last 24 h, size
+    Stats(StoreArgs),
 }
 
 /// Options of the daemon itself.
@@ -127,6 +131,48 @@ pub struct TagArgs {
     /// stdin when absent or '-'
     #[arg(value_name = "INPUT")]
     pub input: Option<PathBuf>,
+}
+
+/// Which tag store to read.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// SQLite tag store [env: DECNET_TTP_DB] [default: as for the daemon]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Only this attacker: an attacker UUID, or an IP address for tags not yet tied to one
+    #[arg(long, value_name = "UUID|IP")]
+    pub attacker: Option<String>,
+
+    /// Only this identity
+    #[arg(long, value_name = "UUID")]
+    pub identity: Option<String>,
+
+    /// Only this session
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+
+    /// Only these techniques; T1110 includes its sub-techniques, T1110.003 is exact
+    #[arg(long, value_name = "T", num_args = 1..)]
+    pub technique: Vec<String>,
+
+    /// Only tags written within this long, e.g. 30m, 24h, 7d
+    #[arg(long, value_name = "DURATION", value_parser = crate::store::parse_since)]
+    pub since: Option<std::time::Duration>,
+
+    /// At most this many rows [default: 100]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// json: one object per line; table: columns for a terminal
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: crate::store::Format,
 }
 
 impl RunArgs {

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use ttp_worker::cli::{Cli, Command, EngineArgs, TagArgs};
+use ttp_worker::cli::{Cli, Command, EngineArgs, StoreArgs, TagArgs, TagsArgs};
 use ttp_worker::config::{self, Config};
+use ttp_worker::store::{TagsQuery, run_stats, run_tags};
 use ttp_worker::tagging::EngineOptions;
 use ttp_worker::tagging::commands::{run_check_rules, run_tag};
 use ttp_worker::{daemon, logging};
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
         None => run_daemon(&cli),
         Some(Command::Tag(args)) => tag(&args),
         Some(Command::CheckRules(args)) => check_rules(&args),
+        Some(Command::Tags(args)) => tags(&args),
+        Some(Command::Stats(args)) => stats(&args),
     }
 }
 
@@ -82,6 +85,40 @@ fn check_rules(args: &EngineArgs) -> ExitCode {
             ExitCode::from(u8::try_from(status).unwrap_or(1))
         }
         Err(code) => code,
+    }
+}
+
+fn db_path(args: &StoreArgs) -> Result<std::path::PathBuf, ExitCode> {
+    config::resolve_db(&args.db, &env).map_err(|err| fail(USAGE_ERROR, err))
+}
+
+fn tags(args: &TagsArgs) -> ExitCode {
+    let db = match db_path(&args.store) {
+        Ok(db) => db,
+        Err(code) => return code,
+    };
+    let query = TagsQuery {
+        attacker: args.attacker.clone(),
+        identity: args.identity.clone(),
+        session: args.session.clone(),
+        techniques: args.technique.clone(),
+        since: args.since,
+        limit: args.limit,
+    };
+    match run_tags(&db, &query, args.format, io::BufWriter::new(io::stdout().lock())) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => fail(1, err),
+    }
+}
+
+fn stats(args: &StoreArgs) -> ExitCode {
+    let db = match db_path(args) {
+        Ok(db) => db,
+        Err(code) => return code,
+    };
+    match run_stats(&db, io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(1, err),
     }
 }
 
