@@ -1,5 +1,7 @@
 //! One bus message → the tagger events DECNET would build from it (tagging.md §3).
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::anchors::AnchorResolver;
@@ -7,7 +9,7 @@ use super::py::{first_truthy, opt_py_str, py_str, truthy};
 
 /// What the taggers see (tagging.md §2).
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaggerEvent {
+pub struct TaggerEvent<'a> {
     pub source_kind: String,
     pub source_id: String,
     pub attacker_uuid: Option<String>,
@@ -16,7 +18,8 @@ pub struct TaggerEvent {
     pub attacker_ip: Option<String>,
     pub session_id: Option<String>,
     pub decky_id: Option<String>,
-    pub payload: Map<String, Value>,
+    /// Borrowed from the message unless anchor resolution or command fan-out had to edit it.
+    pub payload: Cow<'a, Map<String, Value>>,
 }
 
 /// Why a message produced no tagger events.
@@ -61,12 +64,12 @@ fn usable_ip(v: Option<&Value>) -> Option<&str> {
 /// Anchors (§3.2, with our divergence): a payload without a truthy `attacker_uuid` or
 /// `identity_uuid` is anchored through `resolver` on `attacker_ip` (canary triggers:
 /// `src_ip`); when that fails the event is still tagged, anchored on the IP itself.
-pub fn build_events(
+pub fn build_events<'a>(
     subject: &str,
     envelope_type: &str,
-    payload: &Map<String, Value>,
+    payload: &'a Map<String, Value>,
     resolver: &AnchorResolver,
-) -> Result<Vec<TaggerEvent>, Unbuildable> {
+) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
     let kind = source_kind(subject, envelope_type).ok_or(Unbuildable::NoSourceKind)?;
     let anchored_by_uuid = payload.get("attacker_uuid").is_some_and(truthy)
         || payload.get("identity_uuid").is_some_and(truthy);
@@ -74,22 +77,22 @@ pub fn build_events(
     if ip.is_none() && kind == "canary_fingerprint" && !anchored_by_uuid {
         ip = usable_ip(payload.get("src_ip")).filter(|s| *s != "0.0.0.0");
     }
-    let mut resolved_payload;
-    let mut payload = payload;
+    let original = payload;
+    let mut payload: Cow<'a, Map<String, Value>> = Cow::Borrowed(payload);
     let mut ip_anchor = None;
     if !anchored_by_uuid {
         let ip = ip.ok_or(Unbuildable::NoAnchor)?;
         match resolver.resolve(ip) {
             Some(uuid) => {
-                resolved_payload = payload.clone();
-                resolved_payload.insert("attacker_uuid".into(), Value::String(uuid.to_owned()));
-                payload = &resolved_payload;
+                payload
+                    .to_mut()
+                    .insert("attacker_uuid".into(), Value::String(uuid.to_owned()));
             }
             None => ip_anchor = Some(ip),
         }
     }
 
-    let source_id = base_source_id(payload, ip_anchor).unwrap_or_else(|| subject.to_owned());
+    let source_id = base_source_id(&payload, ip_anchor).unwrap_or_else(|| subject.to_owned());
     let base = TaggerEvent {
         source_kind: kind,
         source_id,
@@ -98,11 +101,13 @@ pub fn build_events(
         attacker_ip: ip.map(str::to_owned),
         session_id: opt_py_str(payload.get("session_id")),
         decky_id: opt_py_str(payload.get("decky_id")),
-        payload: payload.clone(),
+        payload,
     };
     let mut events = Vec::with_capacity(1);
+    // Commands are read from the message itself (resolution never edits them), so that their
+    // events can borrow from it.
     if base.source_kind == "session"
-        && let Some(Value::Array(commands)) = payload.get("commands")
+        && let Some(Value::Array(commands)) = original.get("commands")
     {
         events.reserve(commands.len());
         for (idx, element) in commands.iter().enumerate() {
@@ -140,28 +145,39 @@ fn base_source_id(payload: &Map<String, Value>, ip_anchor: Option<&str>) -> Opti
         .map(py_str)
 }
 
-fn command_event(base: &TaggerEvent, idx: usize, element: &Value) -> Option<TaggerEvent> {
+fn command_event<'a>(
+    base: &TaggerEvent<'_>,
+    idx: usize,
+    element: &'a Value,
+) -> Option<TaggerEvent<'a>> {
     let fallback_id = || format!("{}#cmd{idx}", base.source_id);
     let (source_id, payload) = match element {
         Value::String(s) => {
             let mut p = Map::new();
             p.insert("command_text".into(), Value::String(s.clone()));
-            (fallback_id(), p)
+            (fallback_id(), Cow::Owned(p))
         }
         Value::Object(obj) => {
             let text = first_truthy(obj, &["command_text", "text"])?;
             let Value::String(text) = text else {
                 return None;
             };
-            let text = text.clone();
             let id = ["id", "uuid", "command_id"]
                 .iter()
                 .filter_map(|k| obj.get(*k))
                 .find(|v| truthy(v))
                 .map_or_else(fallback_id, py_str);
-            let mut p = obj.clone();
-            p.insert("command_text".into(), Value::String(text));
-            (id, p)
+            // The payload is the object with `command_text` set to the chosen text; when it
+            // already holds that text the object is used as it is.
+            let payload = if obj.get("command_text").and_then(Value::as_str) == Some(text.as_str())
+            {
+                Cow::Borrowed(obj)
+            } else {
+                let mut p = obj.clone();
+                p.insert("command_text".into(), Value::String(text.clone()));
+                Cow::Owned(p)
+            };
+            (id, payload)
         }
         _ => return None,
     };

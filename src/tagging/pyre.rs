@@ -37,9 +37,17 @@ pub struct MatchError(pub String);
 
 impl PyRegex {
     pub fn new(pattern: &str) -> Result<PyRegex, PatternError> {
+        // Engine messages draw carets over the pattern on several lines; a problem report is one
+        // line, so keep the last line (the actual complaint).
         let err = |reason: String| PatternError {
             pattern: pattern.to_owned(),
-            reason,
+            reason: reason
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_owned(),
         };
         let t = translate(pattern).map_err(err)?;
         if t.fancy {

@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(tags.len(), 1);
         assert_eq!(tags[0].uuid, "d34f21a8-2b85-5a22-a83d-24e0a8a7d5b0");
         assert_eq!(tags[0].attacker_uuid, None);
-        ev.payload.insert("account_count".into(), json!(2));
+        ev.payload.to_mut().insert("account_count".into(), json!(2));
         assert!(
             with_ctx(&rules, |ctx| lift(&rules, &ev, ctx))
                 .unwrap_or_default()

@@ -277,7 +277,7 @@ pub(crate) mod testkit {
         Arc::new(compile_text("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}")))
     }
 
-    pub fn event(kind: &str, payload: Value) -> TaggerEvent {
+    pub fn event(kind: &str, payload: Value) -> TaggerEvent<'static> {
         TaggerEvent {
             source_kind: kind.to_owned(),
             source_id: "src-1".to_owned(),
@@ -286,7 +286,7 @@ pub(crate) mod testkit {
             attacker_ip: None,
             session_id: None,
             decky_id: None,
-            payload: payload.as_object().cloned().unwrap_or_default(),
+            payload: std::borrow::Cow::Owned(payload.as_object().cloned().unwrap_or_default()),
         }
     }
 

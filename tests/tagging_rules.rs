@@ -1,0 +1,187 @@
+//! Rule-file error reporting, lifter failure tolerance and reload, through the public API.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+use ttp_worker::tagging::commands::{run_check_rules, run_tag};
+use ttp_worker::tagging::{EngineOptions, Tagger};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ttp-tagging-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+}
+
+const GOOD: &str = "rule_id: R2000\nrule_version: 1\nname: good\napplies_to: [command]\n\
+    match: {field: command_text, pattern: 'whoami'}\n\
+    emits: [{technique_id: T1033, tactic: TA0007, confidence: 0.7}]\nevidence_fields: [command_text]\n";
+
+#[test]
+fn bad_files_are_named_and_skipped() {
+    let dir = scratch("bad");
+    write(
+        &dir,
+        "A_bad_yaml.yaml",
+        "rule_id: R2001\nmatch: [unclosed\n",
+    );
+    write(
+        &dir,
+        "B_missing.yaml",
+        &GOOD.replace("R2000", "R2002").replace("name: good\n", ""),
+    );
+    write(
+        &dir,
+        "C_bad_regex.yaml",
+        &GOOD
+            .replace("R2000", "R2003")
+            .replace("'whoami'", "'(whoami'"),
+    );
+    write(&dir, "D_good.yaml", GOOD);
+    write(&dir, "E_empty.yaml", "");
+    write(&dir, "notes.yaml~", "garbage");
+    let options = EngineOptions {
+        rules_dirs: vec![dir.clone()],
+        ..EngineOptions::default()
+    };
+
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_check_rules(&options, &mut out, &mut err), 1);
+    let err = String::from_utf8_lossy(&err);
+    let lines: Vec<&str> = err.lines().collect();
+    let f = |name: &str| dir.join(name).display().to_string();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{}: rule ?: invalid YAML", f("A_bad_yaml.yaml"))),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "{}: rule R2002: missing required field name",
+            f("B_missing.yaml")
+        )
+    );
+    assert!(
+        lines[2].starts_with(&format!("{}: rule R2003: bad regex", f("C_bad_regex.yaml"))),
+        "{err}"
+    );
+    assert!(
+        lines[3].starts_with(&format!(
+            "{}: rule ?: top level must be a mapping",
+            f("E_empty.yaml")
+        )),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("1 rules loaded"), "{out}");
+
+    // The good rule still fires.
+    let input = br#"{"topic":"attacker.session.ended","type":"session.ended","payload":{"session_id":"s","attacker_uuid":"A","commands":["whoami"]}}
+not json
+{"type":"x","payload":{}}
+"#;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let summary =
+        run_tag(&options, &input[..], &mut out, &mut err).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((summary.events, summary.tags, summary.malformed), (1, 1, 2));
+    let err = String::from_utf8_lossy(&err);
+    assert!(
+        err.contains("line 2: ") && err.contains("line 3: no string `topic` member"),
+        "{err}"
+    );
+    let tag: Value = serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap_or_default())
+        .unwrap_or_default();
+    let keys: Vec<&str> = tag
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys,
+        [
+            "uuid",
+            "source_kind",
+            "source_id",
+            "attacker_uuid",
+            "identity_uuid",
+            "attacker_ip",
+            "session_id",
+            "decky_id",
+            "tactic",
+            "technique_id",
+            "sub_technique_id",
+            "confidence",
+            "rule_id",
+            "rule_version",
+            "evidence"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_lifter_costs_only_its_own_tags() {
+    let dir = scratch("tolerance");
+    write(
+        &dir,
+        "R1.yaml",
+        "rule_id: R1\nrule_version: 1\nname: a\napplies_to: [http_request]\n\
+        match: {field: raw_url, pattern: 'etc/passwd'}\nemits: [{technique_id: T1190, tactic: TA0001, confidence: 0.8}]\n",
+    );
+    write(
+        &dir,
+        "R2.yaml",
+        "rule_id: R2\nrule_version: 1\nname: b\napplies_to: [http_request]\n\
+        match: {kind: 'lifter:behavioral_exfil_over_web', min_payload_bytes: lots}\n\
+        emits: [{technique_id: T1567, tactic: TA0010, confidence: 0.8}]\n",
+    );
+    let options = EngineOptions {
+        rules_dirs: vec![dir.clone()],
+        ..EngineOptions::default()
+    };
+    let mut tagger = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
+    let payload: Map<String, Value> = json!({"attacker_ip": "198.51.100.1", "source_id": "h", "raw_url": "/../../etc/passwd", "bytes_out": 5})
+        .as_object().cloned().unwrap_or_default();
+    let tagged = tagger.tag_payload("attacker.fingerprinted", "http_request", &payload);
+    assert_eq!(
+        tagged
+            .tags
+            .iter()
+            .map(|t| t.rule_id.as_str())
+            .collect::<Vec<_>>(),
+        ["R1"]
+    );
+    assert_eq!(tagged.tags[0].attacker_uuid, None);
+    assert_eq!(tagged.tags[0].attacker_ip.as_deref(), Some("198.51.100.1"));
+    assert_eq!(tagged.warnings.len(), 1);
+    assert_eq!(tagger.counters().lifter_warnings, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_reload_leaves_the_engine_usable() {
+    let dir = scratch("reload");
+    write(&dir, "anchors.json", r#"{"198.51.100.1": "U-1"}"#);
+    let options = EngineOptions {
+        anchors_file: Some(dir.join("anchors.json")),
+        ..EngineOptions::default()
+    };
+    let mut tagger = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
+    let learned: Map<String, Value> =
+        json!({"attacker_uuid": "U-2", "attacker_ip": "198.51.100.2"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+    tagger.tag_payload("attacker.intel.enriched", "intel.enriched", &learned);
+    let reloaded = tagger.reload().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reloaded.anchors().resolve("198.51.100.2"), Some("U-2"));
+    assert_eq!(reloaded.anchors().resolve("198.51.100.1"), Some("U-1"));
+    write(&dir, "anchors.json", "not json");
+    assert!(tagger.reload().is_err());
+    assert_eq!(tagger.anchors().resolve("198.51.100.1"), Some("U-1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
