@@ -105,7 +105,12 @@ fn tags(args: &TagsArgs) -> ExitCode {
         since: args.since,
         limit: args.limit,
     };
-    match run_tags(&db, &query, args.format, io::BufWriter::new(io::stdout().lock())) {
+    match run_tags(
+        &db,
+        &query,
+        args.format,
+        io::BufWriter::new(io::stdout().lock()),
+    ) {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) => fail(1, err),
     }

@@ -247,6 +247,14 @@ impl Tagger {
         &self.anchors
     }
 
+    /// Adds `ip → attacker_uuid` pairings learned before this engine was built (the daemon
+    /// keeps them in its store), over those of the anchors file.
+    pub fn seed_anchors(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        for (ip, attacker_uuid) in pairs {
+            self.anchors.insert(ip, attacker_uuid);
+        }
+    }
+
     /// Pins the clock used by rule-state expiry (tests).
     pub fn set_clock(&mut self, now: Option<f64>) {
         self.clock = now;
