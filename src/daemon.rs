@@ -50,7 +50,7 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     let store = Store::open(&config.db)?;
     let learned = store.load_anchors()?;
     log::debug!("{} attacker anchors learned earlier", learned.len());
-    tagger.seed_anchors(learned);
+    tagger.restore_learned_anchors(learned);
     let counters = Arc::new(Counters::new(mode));
     let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
     // Room for every producer's stop at once; a full channel means a stop is already queued.

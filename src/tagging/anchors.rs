@@ -3,6 +3,12 @@
 //! DECNET asks its database; a bus-only worker learns the mapping from the bus itself (every
 //! payload that carries both an `attacker_uuid` and an `attacker_ip` teaches it), optionally
 //! seeded from a JSON file of the attackers known when it starts.
+//!
+//! The two sources are kept apart on purpose. A *seeded* anchor stands for what DECNET's
+//! database knows, so it anchors an event exactly as DECNET would, source id included. A
+//! *learned* anchor only fills in `attacker_uuid`: it never changes which tags an event gets,
+//! so the tag set depends on the events alone and not on the order they arrived in, and
+//! replaying a stream after its IPs became known inserts nothing new.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +32,15 @@ pub enum AnchorsError {
 
 #[derive(Debug, Clone, Default)]
 pub struct AnchorResolver {
-    by_ip: HashMap<String, String>,
+    seeded: HashMap<String, String>,
+    learned: HashMap<String, String>,
+}
+
+/// An IP's attacker, and whether it came from the seed (DECNET's view) or the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved<'a> {
+    pub attacker_uuid: &'a str,
+    pub seeded: bool,
 }
 
 impl AnchorResolver {
@@ -43,32 +57,61 @@ impl AnchorResolver {
         let Value::Object(map) = value else {
             return Err(format("top level is not an object".into()));
         };
-        let mut by_ip = HashMap::with_capacity(map.len());
+        let mut seeded = HashMap::with_capacity(map.len());
         for (ip, uuid) in map {
             match uuid {
                 Value::String(u) if !u.is_empty() => {
-                    by_ip.insert(ip, u);
+                    seeded.insert(ip, u);
                 }
                 other => return Err(format(format!("value for {ip} is {other}"))),
             }
         }
-        Ok(AnchorResolver { by_ip })
+        Ok(AnchorResolver {
+            seeded,
+            learned: HashMap::new(),
+        })
     }
 
+    /// Adds a seed anchor: one DECNET's database would know.
     pub fn insert(&mut self, ip: impl Into<String>, attacker_uuid: impl Into<String>) {
-        self.by_ip.insert(ip.into(), attacker_uuid.into());
+        self.seeded.insert(ip.into(), attacker_uuid.into());
     }
 
+    /// Adds an anchor learned from the bus (now or in an earlier run).
+    pub fn insert_learned(&mut self, ip: impl Into<String>, attacker_uuid: impl Into<String>) {
+        self.learned.insert(ip.into(), attacker_uuid.into());
+    }
+
+    /// The attacker UUID of an IP; the seed wins over what the bus taught.
     pub fn resolve(&self, ip: &str) -> Option<&str> {
-        self.by_ip.get(ip).map(String::as_str)
+        self.resolve_with_origin(ip).map(|r| r.attacker_uuid)
     }
 
+    pub fn resolve_with_origin(&self, ip: &str) -> Option<Resolved<'_>> {
+        if let Some(uuid) = self.seeded.get(ip) {
+            return Some(Resolved {
+                attacker_uuid: uuid,
+                seeded: true,
+            });
+        }
+        self.learned.get(ip).map(|uuid| Resolved {
+            attacker_uuid: uuid,
+            seeded: false,
+        })
+    }
+
+    /// Distinct IPs known from either source.
     pub fn len(&self) -> usize {
-        self.by_ip.len()
+        self.seeded.len()
+            + self
+                .learned
+                .keys()
+                .filter(|ip| !self.seeded.contains_key(*ip))
+                .count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_ip.is_empty()
+        self.seeded.is_empty() && self.learned.is_empty()
     }
 
     /// Remembers the pairing a payload shows, so that later IP-only events of the same
@@ -78,18 +121,20 @@ impl AnchorResolver {
             non_empty_str(payload.get("attacker_uuid")),
             non_empty_str(payload.get("attacker_ip")),
         ) && ip != "Unknown"
-            && self.by_ip.get(ip).is_none_or(|u| u != uuid)
+            && self.learned.get(ip).is_none_or(|u| u != uuid)
         {
-            self.by_ip.insert(ip.to_owned(), uuid.to_owned());
+            self.learned.insert(ip.to_owned(), uuid.to_owned());
         }
     }
 }
 
 impl AnchorResolver {
-    /// Overlays `other`'s pairings onto this resolver (a reloaded seed file wins).
+    /// Takes `other`'s seed (a reloaded anchors file replaces the old one) and adds its
+    /// learned pairings to ours.
     pub fn merge_from(&mut self, other: &AnchorResolver) {
-        for (ip, uuid) in &other.by_ip {
-            self.by_ip.insert(ip.clone(), uuid.clone());
+        self.seeded = other.seeded.clone();
+        for (ip, uuid) in &other.learned {
+            self.learned.insert(ip.clone(), uuid.clone());
         }
     }
 }

@@ -63,7 +63,9 @@ fn usable_ip(v: Option<&Value>) -> Option<&str> {
 ///
 /// Anchors (§3.2, with our divergence): a payload without a truthy `attacker_uuid` or
 /// `identity_uuid` is anchored through `resolver` on `attacker_ip` (canary triggers:
-/// `src_ip`); when that fails the event is still tagged, anchored on the IP itself.
+/// `src_ip`); when that fails the event is still tagged, anchored on the IP itself. An
+/// anchor learned from the bus fills `attacker_uuid` but the IP keeps its place in the
+/// source id, so tags do not depend on arrival order (see `anchors.rs`).
 pub fn build_events<'a>(
     subject: &str,
     envelope_type: &str,
@@ -82,11 +84,16 @@ pub fn build_events<'a>(
     let mut ip_anchor = None;
     if !anchored_by_uuid {
         let ip = ip.ok_or(Unbuildable::NoAnchor)?;
-        match resolver.resolve(ip) {
-            Some(uuid) => {
-                payload
-                    .to_mut()
-                    .insert("attacker_uuid".into(), Value::String(uuid.to_owned()));
+        match resolver.resolve_with_origin(ip) {
+            Some(resolved) => {
+                payload.to_mut().insert(
+                    "attacker_uuid".into(),
+                    Value::String(resolved.attacker_uuid.to_owned()),
+                );
+                // A learned anchor names the attacker but leaves the tag identity alone.
+                if !resolved.seeded {
+                    ip_anchor = Some(ip);
+                }
             }
             None => ip_anchor = Some(ip),
         }
@@ -263,6 +270,27 @@ mod tests {
             Some(&json!("uname -a"))
         );
         assert!(events[1..].iter().all(|e| e.source_kind == "command" && e.session_id.as_deref() == Some("sess-9f2c")));
+    }
+
+    #[test]
+    fn a_learned_anchor_names_the_attacker_but_keeps_the_ip_source_id() {
+        let mut resolver = AnchorResolver::default();
+        resolver.insert_learned("1.2.3.4", "U1");
+        let payload = obj(json!({"attacker_ip": "1.2.3.4"}));
+        let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
+            .unwrap_or_default()[0];
+        assert_eq!(
+            (ev.source_id.as_str(), ev.attacker_uuid.as_deref()),
+            ("1.2.3.4", Some("U1"))
+        );
+        // The seed (DECNET's view) wins and anchors as DECNET would.
+        resolver.insert("1.2.3.4", "U0");
+        let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
+            .unwrap_or_default()[0];
+        assert_eq!(
+            (ev.source_id.as_str(), ev.attacker_uuid.as_deref()),
+            ("U0", Some("U0"))
+        );
     }
 
     #[test]

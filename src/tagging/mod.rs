@@ -247,11 +247,11 @@ impl Tagger {
         &self.anchors
     }
 
-    /// Adds `ip → attacker_uuid` pairings learned before this engine was built (the daemon
-    /// keeps them in its store), over those of the anchors file.
-    pub fn seed_anchors(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+    /// Restores `ip → attacker_uuid` pairings learned from the bus before this engine was
+    /// built (the daemon keeps them in its store).
+    pub fn restore_learned_anchors(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
         for (ip, attacker_uuid) in pairs {
-            self.anchors.insert(ip, attacker_uuid);
+            self.anchors.insert_learned(ip, attacker_uuid);
         }
     }
 
