@@ -51,6 +51,24 @@ impl InProcessWorker {
 
     /// `failing`: whether the handler fails from the start.
     pub fn start_with(server: &NatsServer, durable: bool, failing: bool) -> InProcessWorker {
+        let (seen_tx, seen) = unbounded();
+        let failing = Arc::new(AtomicBool::new(failing));
+        let handler = Relay {
+            seen: seen_tx,
+            failing: failing.clone(),
+        };
+        let mut worker = InProcessWorker::start_handler(server, durable, |_| handler);
+        worker.seen = seen;
+        worker.failing = failing;
+        worker
+    }
+
+    /// Runs `make_handler`'s handler (e.g. the real tagging pipeline) behind the real bus.
+    pub fn start_handler<H: Handler + Send + 'static>(
+        server: &NatsServer,
+        durable: bool,
+        make_handler: impl FnOnce(Arc<Counters>) -> H,
+    ) -> InProcessWorker {
         let mode = if durable { Mode::Durable } else { Mode::Core };
         let counters = Arc::new(Counters::new(mode));
         let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
@@ -64,12 +82,7 @@ impl InProcessWorker {
             stream: StreamConfig::default(),
         };
         let bus = NatsBus::new(settings, wake_tx, shutdown_tx.clone(), counters.clone());
-        let (seen_tx, seen) = unbounded();
-        let failing = Arc::new(AtomicBool::new(failing));
-        let handler = Relay {
-            seen: seen_tx,
-            failing: failing.clone(),
-        };
+        let handler = make_handler(counters.clone());
         let inbox = Inbox {
             wake: wake_rx,
             tick: crossbeam_channel::tick(Duration::from_millis(100)),
@@ -78,11 +91,24 @@ impl InProcessWorker {
         let main_loop = MainLoop::new(inbox, bus, handler, counters.clone());
         let thread = thread::spawn(move || main_loop.run().cause);
         InProcessWorker {
-            seen,
-            failing,
+            seen: unbounded().1,
+            failing: Arc::new(AtomicBool::new(false)),
             counters,
             shutdown: shutdown_tx,
             thread: Some(thread),
+        }
+    }
+
+    /// Waits until the main loop has handled `n` messages in all.
+    pub fn wait_processed(&self, n: u64) {
+        let deadline = std::time::Instant::now() + super::PATIENCE * 6;
+        while Counters::get(&self.counters.processed) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} messages processed",
+                Counters::get(&self.counters.processed)
+            );
+            thread::sleep(Duration::from_millis(5));
         }
     }
 

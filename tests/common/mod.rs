@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+pub mod corpus;
 pub mod inproc;
 
 /// How long to wait for anything a test expects to happen "soon"; generous, for loaded CI.

@@ -1,0 +1,150 @@
+//! The reference corpus and rule pack (read from `../shared/compat/` at test time), and ways
+//! to replay them and read back what the worker stored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use ttp_worker::tagging::commands::parse_line;
+use ttp_worker::tagging::{EngineOptions, Tag, Tagger};
+
+pub fn compat(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/compat")
+        .join(path)
+}
+
+/// `dev-1k.jsonl`, one envelope per line.
+pub fn corpus_lines() -> Vec<String> {
+    std::fs::read_to_string(compat("corpus/dev-1k.jsonl"))
+        .expect("the compat corpus (../shared/compat) is missing")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The reference pack with its intel tables and anchors, as the compatibility tests use it.
+pub fn reference_options() -> EngineOptions {
+    EngineOptions {
+        rules_dirs: vec![compat("decnet-rules")],
+        no_builtin_rules: true,
+        intel_maps_dir: Some(compat("decnet-intel")),
+        anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
+    }
+}
+
+/// The same options as command-line arguments for the daemon.
+pub fn reference_args() -> Vec<String> {
+    vec![
+        "--no-builtin-rules".into(),
+        "--rules".into(),
+        compat("decnet-rules").display().to_string(),
+        "--intel-maps".into(),
+        compat("decnet-intel").display().to_string(),
+        "--anchors".into(),
+        compat("corpus/dev-1k.anchors.json").display().to_string(),
+    ]
+}
+
+/// The subject a corpus line is published on (its `topic` member).
+pub fn subject_of(line: &str) -> String {
+    let value: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+    value["topic"]
+        .as_str()
+        .unwrap_or("attacker.observed")
+        .to_owned()
+}
+
+/// `copies` copies of `lines`, each with every UUID rewritten (sessions, commands, tokens,
+/// attackers), so a long replay is mostly new events rather than the same 1000 again.
+pub fn distinct_copies(lines: &[String], copies: usize) -> Vec<String> {
+    let uuid = regex::Regex::new(
+        "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{8}([0-9a-f]{4})",
+    )
+    .unwrap();
+    let mut out = Vec::with_capacity(lines.len() * copies);
+    for copy in 0..copies {
+        for line in lines {
+            if copy == 0 {
+                out.push(line.clone());
+            } else {
+                let rewritten = uuid.replace_all(line, |c: &regex::Captures| {
+                    let whole = &c[0];
+                    format!("{}{:04x}", &whole[..whole.len() - 4], copy)
+                });
+                out.push(rewritten.into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Every tag the engine gives `lines`, first occurrence per uuid.
+pub fn reference_tags(lines: &[String]) -> BTreeMap<String, Tag> {
+    let mut tagger = Tagger::new(&reference_options()).expect("reference pack");
+    let mut tags = BTreeMap::new();
+    for line in lines {
+        if let Ok(message) = parse_line(line) {
+            for tag in tagger.tag_message(&message).tags {
+                tags.entry(tag.uuid.clone()).or_insert(tag);
+            }
+        }
+    }
+    tags
+}
+
+/// The stored rows, keyed by uuid, as JSON objects with the `tag` command's keys.
+pub fn stored_rows(db: &Path) -> BTreeMap<String, serde_json::Map<String, Value>> {
+    let connection =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the store read-only");
+    let mut statement = connection
+        .prepare(
+            "SELECT uuid, source_kind, source_id, attacker_uuid, identity_uuid, attacker_ip,
+                    session_id, decky_id, tactic, technique_id, sub_technique_id, confidence,
+                    rule_id, rule_version, evidence FROM ttp_tag",
+        )
+        .unwrap();
+    let rows = statement
+        .query_map([], |row| {
+            let text = |i: usize| row.get::<_, Option<String>>(i).map(Value::from);
+            let mut map = serde_json::Map::new();
+            for (i, key) in [
+                "uuid",
+                "source_kind",
+                "source_id",
+                "attacker_uuid",
+                "identity_uuid",
+                "attacker_ip",
+                "session_id",
+                "decky_id",
+                "tactic",
+                "technique_id",
+                "sub_technique_id",
+            ]
+            .iter()
+            .enumerate()
+            {
+                map.insert((*key).into(), text(i)?);
+            }
+            map.insert("confidence".into(), Value::from(row.get::<_, f64>(11)?));
+            map.insert("rule_id".into(), text(12)?);
+            map.insert("rule_version".into(), Value::from(row.get::<_, i64>(13)?));
+            let evidence: String = row.get(14)?;
+            map.insert(
+                "evidence".into(),
+                serde_json::from_str(&evidence).unwrap_or(Value::Null),
+            );
+            Ok(map)
+        })
+        .unwrap();
+    rows.map(|row| {
+        let row = row.unwrap();
+        (row["uuid"].as_str().unwrap().to_owned(), row)
+    })
+    .collect()
+}
+
+pub fn stored_uuids(db: &Path) -> BTreeSet<String> {
+    stored_rows(db).into_keys().collect()
+}
