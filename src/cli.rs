@@ -89,6 +89,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub stream_max_bytes: Option<String>,
 
+    /// How long JetStream waits for an acknowledgement before delivering a message again (and
+    /// so how soon a crashed worker's in-hand messages come back), for consumers this worker
+    /// creates [env: DECNET_TTP_ACK_WAIT] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub ack_wait: Option<String>,
+
     /// SQLite tag store, owned by this worker alone
     /// [env: DECNET_TTP_DB] [default: $STATE_DIRECTORY/ttp.db, else $XDG_STATE_HOME/ttp-worker/ttp.db,
     /// else ~/.local/state/ttp-worker/ttp.db]
@@ -186,6 +192,7 @@ impl RunArgs {
             stream: self.stream.clone(),
             stream_max_age: self.stream_max_age.clone(),
             stream_max_bytes: self.stream_max_bytes.clone(),
+            ack_wait: self.ack_wait.clone(),
             db: self.db.clone(),
             engine: self.engine.to_flags(),
         }

@@ -25,6 +25,7 @@ pub const ENV_ANCHORS: &str = "DECNET_TTP_ANCHORS";
 pub const ENV_STREAM: &str = "DECNET_TTP_STREAM";
 pub const ENV_STREAM_MAX_AGE: &str = "DECNET_TTP_STREAM_MAX_AGE";
 pub const ENV_STREAM_MAX_BYTES: &str = "DECNET_TTP_STREAM_MAX_BYTES";
+pub const ENV_ACK_WAIT: &str = "DECNET_TTP_ACK_WAIT";
 
 pub const DEFAULT_BUS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -34,6 +35,9 @@ pub const DEFAULT_STREAM: &str = "DECNET_TTP_IN";
 pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Small enough for an appliance's disk; a full stream drops its oldest events first.
 pub const DEFAULT_STREAM_MAX_BYTES: u64 = 1 << 30;
+/// Long enough for a batch to be tagged and committed under load; also how soon the messages
+/// a crashed worker had in hand are delivered again.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest interval accepted; far beyond any sensible value, and it keeps `Duration`
 /// arithmetic away from overflow.
@@ -54,6 +58,7 @@ pub struct RunFlags {
     pub stream: Option<String>,
     pub stream_max_age: Option<String>,
     pub stream_max_bytes: Option<String>,
+    pub ack_wait: Option<String>,
     pub db: Option<String>,
     pub engine: EngineFlags,
 }
@@ -85,12 +90,15 @@ pub struct Config {
     pub db: PathBuf,
 }
 
-/// Durable mode's stream: used as it is when it exists, created with these limits when not.
+/// Durable mode's stream and consumers: used as they are when they exist, created with these
+/// settings when not.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
     pub name: String,
     pub max_age: Duration,
     pub max_bytes: u64,
+    /// How long JetStream waits for an ack before delivering a message again.
+    pub ack_wait: Duration,
 }
 
 impl Default for StreamConfig {
@@ -99,6 +107,7 @@ impl Default for StreamConfig {
             name: DEFAULT_STREAM.to_owned(),
             max_age: DEFAULT_STREAM_MAX_AGE,
             max_bytes: DEFAULT_STREAM_MAX_BYTES,
+            ack_wait: DEFAULT_ACK_WAIT,
         }
     }
 }
@@ -172,34 +181,39 @@ impl Config {
             );
         }
 
-        let stream = StreamConfig {
-            name: match pick(&flags.stream, "--stream", &env, ENV_STREAM) {
-                Some((setting, text)) => parse_stream_name(&setting, &text)?,
-                None => StreamConfig::default().name,
-            },
-            max_age: match pick(
-                &flags.stream_max_age,
-                "--stream-max-age",
-                &env,
-                ENV_STREAM_MAX_AGE,
-            ) {
-                Some((setting, text)) => {
-                    parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?
-                }
-                None => DEFAULT_STREAM_MAX_AGE,
-            },
-            max_bytes: match pick(
-                &flags.stream_max_bytes,
-                "--stream-max-bytes",
-                &env,
-                ENV_STREAM_MAX_BYTES,
-            ) {
-                Some((setting, text)) => {
-                    parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?
-                }
-                None => DEFAULT_STREAM_MAX_BYTES,
-            },
-        };
+        let stream =
+            StreamConfig {
+                name: match pick(&flags.stream, "--stream", &env, ENV_STREAM) {
+                    Some((setting, text)) => parse_stream_name(&setting, &text)?,
+                    None => StreamConfig::default().name,
+                },
+                max_age: match pick(
+                    &flags.stream_max_age,
+                    "--stream-max-age",
+                    &env,
+                    ENV_STREAM_MAX_AGE,
+                ) {
+                    Some((setting, text)) => parse_duration(&text)
+                        .map_err(|e| invalid(&setting, &text, e.to_string()))?,
+                    None => DEFAULT_STREAM_MAX_AGE,
+                },
+                max_bytes: match pick(
+                    &flags.stream_max_bytes,
+                    "--stream-max-bytes",
+                    &env,
+                    ENV_STREAM_MAX_BYTES,
+                ) {
+                    Some((setting, text)) => {
+                        parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?
+                    }
+                    None => DEFAULT_STREAM_MAX_BYTES,
+                },
+                ack_wait: match pick(&flags.ack_wait, "--ack-wait", &env, ENV_ACK_WAIT) {
+                    Some((setting, text)) => parse_duration(&text)
+                        .map_err(|e| invalid(&setting, &text, e.to_string()))?,
+                    None => DEFAULT_ACK_WAIT,
+                },
+            };
 
         Ok(Config {
             bus_urls,
@@ -436,6 +450,7 @@ mod tests {
                     name: "DECNET_TTP_IN".into(),
                     max_age: Duration::from_secs(604_800),
                     max_bytes: 1 << 30,
+                    ack_wait: Duration::from_secs(30),
                 },
                 engine: EngineOptions::default(),
                 db: PathBuf::from("/home/ops/.local/state/ttp-worker/ttp.db"),
@@ -551,8 +566,10 @@ mod tests {
             (ENV_STREAM, "EVENTS"),
             (ENV_STREAM_MAX_AGE, "2d"),
             (ENV_STREAM_MAX_BYTES, "256M"),
+            (ENV_ACK_WAIT, "5s"),
         ];
         let stream = resolve(RunFlags::default(), &env).unwrap().stream;
+        assert_eq!(stream.ack_wait, Duration::from_secs(5));
         assert_eq!(stream.name, "EVENTS");
         assert_eq!(stream.max_age, Duration::from_secs(172_800));
         assert_eq!(stream.max_bytes, 256 << 20);

@@ -25,11 +25,6 @@ use crate::counters::Counters;
 use crate::topics::TOPICS;
 use crate::worker::{Ack, Delivery, Wake};
 
-/// How long JetStream waits for our ack before delivering again. Long enough for a batch to
-/// be tagged and committed under load; a held batch (store failure) is redelivered meanwhile,
-/// which is harmless because tags are idempotent.
-const ACK_WAIT: Duration = Duration::from_secs(30);
-
 /// Messages in flight per consumer; with nine consumers this bounds our memory the way the
 /// wake channel's capacity does in core mode.
 const MAX_ACK_PENDING: i64 = 1024;
@@ -106,6 +101,7 @@ pub fn consumer_name(pattern: &str) -> String {
 pub fn bind_consumer(
     js: &JetStream,
     stream: &str,
+    ack_wait: Duration,
     pattern: &str,
 ) -> Result<PullSubscription, BusError> {
     let name = consumer_name(pattern);
@@ -122,7 +118,7 @@ pub fn bind_consumer(
                     durable_name: Some(name.clone()),
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
+                    ack_wait,
                     // Unlimited: a message is held back only while the store cannot be
                     // written, and giving up on it then would lose it. Malformed messages
                     // are acked at once, so nothing loops forever.

@@ -175,7 +175,12 @@ impl Session {
                 let js = nats::jetstream::new(session.connection.clone());
                 durable::ensure_stream(&js, &settings.stream)?;
                 for pattern in TOPICS {
-                    let subscription = durable::bind_consumer(&js, &settings.stream.name, pattern)?;
+                    let subscription = durable::bind_consumer(
+                        &js,
+                        &settings.stream.name,
+                        settings.stream.ack_wait,
+                        pattern,
+                    )?;
                     let thread = durable::spawn_fetcher(
                         pattern,
                         subscription,

@@ -297,7 +297,17 @@ impl HealthWatch {
         what: &str,
         accept: impl Fn(&Map<String, Value>) -> bool,
     ) -> Map<String, Value> {
-        let deadline = Instant::now() + PATIENCE;
+        self.beat_within(PATIENCE, what, accept)
+    }
+
+    /// [`HealthWatch::beat_where`] for slow things: up to `patience`.
+    pub fn beat_within(
+        &self,
+        patience: Duration,
+        what: &str,
+        accept: impl Fn(&Map<String, Value>) -> bool,
+    ) -> Map<String, Value> {
+        let deadline = Instant::now() + patience;
         loop {
             assert!(Instant::now() < deadline, "no heartbeat where {what}");
             let (beat, _) = self.next_beat();
