@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::envelope::{EncodeError, Envelope};
-use crate::tagging::Tag;
+use crate::store::NewTag;
 use crate::topics::{self, SegmentError, TAGGED};
 
 /// One message ready to publish.
@@ -31,7 +31,7 @@ pub enum AnnounceError {
 
 /// Builds the announcements for `new_tags` (the inserted rows of one message, in the tagger's
 /// order). Empty input, empty output.
-pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError>) {
+pub fn announcements(new_tags: &[&NewTag]) -> (Vec<Announcement>, Vec<AnnounceError>) {
     let Some(first) = new_tags.first() else {
         return (Vec::new(), Vec::new());
     };
@@ -98,9 +98,26 @@ pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError
     (out, errors)
 }
 
-/// A tag as the `tag` command prints it and `ttp.tagged` carries it.
-pub fn tag_record(tag: &Tag) -> Value {
-    serde_json::to_value(tag).unwrap_or(Value::Null)
+/// A tag as the `tag` command prints it and `ttp.tagged` carries it: the same keys in the
+/// same order (a test holds the two together).
+pub fn tag_record(tag: &NewTag) -> Value {
+    let mut record = Map::with_capacity(15);
+    record.insert("uuid".into(), json!(tag.uuid));
+    record.insert("source_kind".into(), json!(tag.source_kind));
+    record.insert("source_id".into(), json!(tag.source_id));
+    record.insert("attacker_uuid".into(), json!(tag.attacker_uuid));
+    record.insert("identity_uuid".into(), json!(tag.identity_uuid));
+    record.insert("attacker_ip".into(), json!(tag.attacker_ip));
+    record.insert("session_id".into(), json!(tag.session_id));
+    record.insert("decky_id".into(), json!(tag.decky_id));
+    record.insert("tactic".into(), json!(tag.tactic));
+    record.insert("technique_id".into(), json!(tag.technique_id));
+    record.insert("sub_technique_id".into(), json!(tag.sub_technique_id));
+    record.insert("confidence".into(), json!(tag.confidence));
+    record.insert("rule_id".into(), json!(tag.rule_id));
+    record.insert("rule_version".into(), json!(tag.rule_version));
+    record.insert("evidence".into(), Value::Object(tag.evidence.clone()));
+    Value::Object(record)
 }
 
 /// Encodes an announcement. A `ttp.tagged` too large for the bus (a huge session) loses its
@@ -126,8 +143,8 @@ pub fn encode(announcement: &Announcement) -> Result<Vec<u8>, EncodeError> {
 mod tests {
     use super::*;
 
-    fn tag(uuid: &str, technique: &str, sub: Option<&str>) -> Tag {
-        Tag {
+    fn tag(uuid: &str, technique: &str, sub: Option<&str>) -> NewTag {
+        NewTag {
             uuid: uuid.into(),
             source_kind: "command".into(),
             source_id: "s#1".into(),
@@ -143,7 +160,35 @@ mod tests {
             rule_id: "R0012".into(),
             rule_version: 1,
             evidence: Map::new(),
+            mitre_url: None,
         }
+    }
+
+    #[test]
+    fn records_have_the_tag_commands_keys_in_its_order() {
+        let printed = crate::tagging::Tag {
+            uuid: "u".into(),
+            source_kind: "command".into(),
+            source_id: "s".into(),
+            attacker_uuid: None,
+            identity_uuid: None,
+            attacker_ip: Some("192.0.2.1".into()),
+            session_id: None,
+            decky_id: None,
+            tactic: "TA0007".into(),
+            technique_id: "T1082".into(),
+            sub_technique_id: None,
+            confidence: 0.5,
+            rule_id: "R0018".into(),
+            rule_version: 1,
+            evidence: Map::new(),
+        };
+        let stored = crate::pipeline::new_tag(printed.clone());
+        assert_eq!(
+            tag_record(&stored),
+            serde_json::to_value(&printed).unwrap(),
+            "ttp.tagged records must read exactly like `ttp-worker tag` lines"
+        );
     }
 
     #[test]

@@ -31,8 +31,8 @@ impl TaggingPipeline {
         }
     }
 
-    fn announce(&self, tags: &[Tag], new: &[usize], outbox: &dyn Outbox) {
-        let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
+    fn announce(&self, tags: &[NewTag], new: &[usize], outbox: &dyn Outbox) {
+        let new_tags: Vec<&NewTag> = new.iter().filter_map(|&i| tags.get(i)).collect();
         let (announcements, errors) = announce::announcements(&new_tags);
         for error in errors {
             Counters::bump(&self.counters.publish_errors);
@@ -74,12 +74,9 @@ impl Handler for TaggingPipeline {
                 );
             }
             anchors.extend(revealed_anchor(message));
-            tags_per_message.push(tagged.tags);
+            tags_per_message.push(tagged.tags.into_iter().map(new_tag).collect::<Vec<_>>());
         }
-        let rows: Vec<Vec<NewTag>> = tags_per_message
-            .iter()
-            .map(|tags| tags.iter().map(new_tag).collect())
-            .collect();
+        let rows = tags_per_message;
 
         let outcome = self.store.commit_batch(&rows, &anchors).map_err(|err| {
             Counters::bump(&self.counters.store_errors);
@@ -94,7 +91,7 @@ impl Handler for TaggingPipeline {
         Counters::add(&self.counters.events, events as u64);
         Counters::add(
             &self.counters.tags,
-            tags_per_message.iter().map(Vec::len).sum::<usize>() as u64,
+            rows.iter().map(Vec::len).sum::<usize>() as u64,
         );
         Counters::add(&self.counters.lifter_warnings, lifter_warnings as u64);
         Counters::add(&self.counters.untaggable, untaggable);
@@ -120,7 +117,7 @@ impl Handler for TaggingPipeline {
                 outcome.upgraded
             );
         }
-        for (tags, new) in tags_per_message.iter().zip(&outcome.inserted) {
+        for (tags, new) in rows.iter().zip(&outcome.inserted) {
             self.announce(tags, new, outbox);
         }
         Ok(())
@@ -160,24 +157,26 @@ fn revealed_anchor(message: &Inbound) -> Option<Anchor> {
     })
 }
 
-fn new_tag(tag: &Tag) -> NewTag {
+/// The engine's tag as a store row; moved, not copied: evidence can be large.
+pub fn new_tag(tag: Tag) -> NewTag {
+    let mitre_url = mitre_url(&tag.technique_id, tag.sub_technique_id.as_deref());
     NewTag {
-        uuid: tag.uuid.clone(),
-        source_kind: tag.source_kind.clone(),
-        source_id: tag.source_id.clone(),
-        attacker_uuid: tag.attacker_uuid.clone(),
-        identity_uuid: tag.identity_uuid.clone(),
-        attacker_ip: tag.attacker_ip.clone(),
-        session_id: tag.session_id.clone(),
-        decky_id: tag.decky_id.clone(),
-        tactic: tag.tactic.clone(),
-        technique_id: tag.technique_id.clone(),
-        sub_technique_id: tag.sub_technique_id.clone(),
+        uuid: tag.uuid,
+        source_kind: tag.source_kind,
+        source_id: tag.source_id,
+        attacker_uuid: tag.attacker_uuid,
+        identity_uuid: tag.identity_uuid,
+        attacker_ip: tag.attacker_ip,
+        session_id: tag.session_id,
+        decky_id: tag.decky_id,
+        tactic: tag.tactic,
+        technique_id: tag.technique_id,
+        sub_technique_id: tag.sub_technique_id,
         confidence: tag.confidence,
-        rule_id: tag.rule_id.clone(),
+        rule_id: tag.rule_id,
         rule_version: tag.rule_version,
-        evidence: tag.evidence.clone(),
-        mitre_url: mitre_url(&tag.technique_id, tag.sub_technique_id.as_deref()),
+        evidence: tag.evidence,
+        mitre_url,
     }
 }
 

@@ -11,6 +11,7 @@
 //! (single owner), `clock.rs` (timestamps and `--since`), `error.rs`.
 
 mod anchors;
+mod checkpoint;
 mod clock;
 mod error;
 #[cfg(test)]
@@ -49,8 +50,10 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// An open tag database: the writer (holding the owner lock) or a read-only view.
 #[derive(Debug)]
 pub struct Store {
-    // Field order matters: the connection closes (and checkpoints) before the lock is released,
-    // so the next owner never races our final WAL checkpoint.
+    // Field order matters: the background checkpointer stops first; then the connection
+    // closes (and checkpoints) before the lock is released, so the next owner never races our
+    // final WAL checkpoint.
+    _checkpointer: Option<checkpoint::Checkpointer>,
     conn: Connection,
     path: PathBuf,
     _lock: Option<lock::OwnerLock>,
@@ -88,6 +91,7 @@ impl Store {
         configure_writer(&conn).map_err(|e| StoreError::from_sqlite(path, e))?;
         schema::migrate(&mut conn, path)?;
         Ok(Store {
+            _checkpointer: checkpoint::Checkpointer::start(path),
             conn,
             path: path.to_path_buf(),
             _lock: Some(lock),
@@ -125,6 +129,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(Store {
+            _checkpointer: None,
             conn,
             path: path.to_path_buf(),
             _lock: None,
@@ -192,7 +197,7 @@ fn file_uri(path: &Path, query: &str) -> String {
 
 /// WAL lets operator queries read while the daemon writes; `synchronous=NORMAL` is safe in
 /// WAL (a power cut may lose the last commits, never corrupt) and saves an fsync per batch,
-/// which matters on appliance flash.
+/// which matters on appliance flash. Checkpoints run on their own thread (`checkpoint.rs`).
 fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -200,6 +205,14 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
         log::warn!("the tag database stays in journal mode {mode:?}; WAL was refused");
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
+    )?;
+    // The indexes' upper pages are touched by every batch; keep them in memory (8 MiB) rather
+    // than reading them back from the WAL each time.
+    conn.pragma_update(None, "cache_size", -8192)?;
     Ok(())
 }
 

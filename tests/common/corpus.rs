@@ -81,12 +81,25 @@ pub fn distinct_copies(lines: &[String], copies: usize) -> Vec<String> {
 
 /// Every tag the engine gives `lines`, first occurrence per uuid.
 pub fn reference_tags(lines: &[String]) -> BTreeMap<String, Tag> {
+    reference_tag_candidates(lines)
+        .into_iter()
+        .map(|(uuid, mut tags)| (uuid, tags.swap_remove(0)))
+        .collect()
+}
+
+/// Every distinct tag the engine gives `lines`, per uuid. Some uuids come from more than one
+/// event (DECNET keys canary tags by token and identity tags by identity, whoever triggered
+/// them), and which of those a store keeps depends on which arrived first.
+pub fn reference_tag_candidates(lines: &[String]) -> BTreeMap<String, Vec<Tag>> {
     let mut tagger = Tagger::new(&reference_options()).expect("reference pack");
-    let mut tags = BTreeMap::new();
+    let mut tags: BTreeMap<String, Vec<Tag>> = BTreeMap::new();
     for line in lines {
         if let Ok(message) = parse_line(line) {
             for tag in tagger.tag_message(&message).tags {
-                tags.entry(tag.uuid.clone()).or_insert(tag);
+                let candidates = tags.entry(tag.uuid.clone()).or_default();
+                if !candidates.contains(&tag) {
+                    candidates.push(tag);
+                }
             }
         }
     }
