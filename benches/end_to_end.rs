@@ -174,6 +174,8 @@ fn latency(durable: bool) -> Latency {
         );
         sent.lock().unwrap().insert(session, Instant::now());
         publisher.publish("attacker.session.ended", body).unwrap();
+        // Put it on the wire now: the publisher's own 5 ms write coalescing is not ours.
+        publisher.flush().unwrap();
     }
     publisher.flush().unwrap();
     let mut latencies = received.join().unwrap();

@@ -147,6 +147,7 @@ struct Session {
     stop_heartbeat: Option<Sender<()>>,
     intake_threads: Vec<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
 }
 
 impl Session {
@@ -159,7 +160,8 @@ impl Session {
     ) -> Result<Session, BusError> {
         let (stop_intake, intake_stopped) = bounded::<()>(0);
         let (stop_heartbeat, heartbeat_stopped) = bounded::<()>(0);
-        let publisher = Publisher::new(connection.clone(), counters.clone());
+        let (publisher, flusher) =
+            Publisher::new(connection.clone(), counters.clone()).map_err(BusError::Spawn)?;
         let mut session = Session {
             connection,
             publisher,
@@ -167,6 +169,7 @@ impl Session {
             stop_heartbeat: Some(stop_heartbeat),
             intake_threads: Vec::new(),
             heartbeat: None,
+            flusher: Some(flusher),
         };
         // On any failure below, dropping `session` would leave threads running; tear down
         // explicitly instead.
@@ -260,9 +263,27 @@ impl Session {
         {
             log::error!("the heartbeat thread panicked");
         }
+        // The last publisher clone goes: the flusher finishes its flush and ends. A flush
+        // stuck waiting for an absent server is released when the connection closes.
         drop(self.publisher);
         close_with_deadline(self.connection, CLOSE_DEADLINE);
+        if let Some(flusher) = self.flusher.take() {
+            join_with_deadline(flusher, CLOSE_DEADLINE);
+        }
     }
+}
+
+/// Joins `thread` unless it is still running after `deadline` (then it is left to end alone).
+fn join_with_deadline(thread: JoinHandle<()>, deadline: Duration) {
+    let started = std::time::Instant::now();
+    while !thread.is_finished() {
+        if started.elapsed() >= deadline {
+            log::warn!("a {:?} thread did not end in time", thread.thread().name());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = thread.join();
 }
 
 /// `Connection::close` flushes first, and that flush waits for a PONG with no bound while the
