@@ -3,20 +3,25 @@
 //!
 //! Only rows the store really inserted are announced. That is the loop-prevention rule
 //! (bus.md §6.3): a redelivery or a replay inserts nothing and so announces nothing.
+//!
+//! The payloads are serialised straight from the stored rows (borrowed, in wire order); under
+//! load a `ttp.tagged` is written for most messages, and building JSON maps first would copy
+//! every tag's evidence once more.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use crate::envelope::{EncodeError, Envelope};
+use crate::envelope::{EncodeError, encode_parts, fresh_id, now_epoch_secs};
 use crate::store::NewTag;
 use crate::topics::{self, SegmentError, TAGGED};
 
-/// One message ready to publish.
+/// One message ready to publish: exact envelope bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Announcement {
     pub subject: String,
-    pub envelope: Envelope,
+    pub bytes: Vec<u8>,
 }
 
 /// Why an announcement could not be built; the rest of the message's announcements still go.
@@ -27,6 +32,75 @@ pub enum AnnounceError {
         technique: String,
         source: SegmentError,
     },
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// A stored row as the `tag` command prints it (same keys, same order; a test holds the two
+/// together).
+#[derive(Serialize)]
+struct Record<'a> {
+    uuid: &'a str,
+    source_kind: &'a str,
+    source_id: &'a str,
+    attacker_uuid: &'a Option<String>,
+    identity_uuid: &'a Option<String>,
+    attacker_ip: &'a Option<String>,
+    session_id: &'a Option<String>,
+    decky_id: &'a Option<String>,
+    tactic: &'a str,
+    technique_id: &'a str,
+    sub_technique_id: &'a Option<String>,
+    confidence: f64,
+    rule_id: &'a str,
+    rule_version: i64,
+    evidence: &'a Map<String, Value>,
+}
+
+impl<'a> From<&'a NewTag> for Record<'a> {
+    fn from(tag: &'a NewTag) -> Record<'a> {
+        Record {
+            uuid: &tag.uuid,
+            source_kind: &tag.source_kind,
+            source_id: &tag.source_id,
+            attacker_uuid: &tag.attacker_uuid,
+            identity_uuid: &tag.identity_uuid,
+            attacker_ip: &tag.attacker_ip,
+            session_id: &tag.session_id,
+            decky_id: &tag.decky_id,
+            tactic: &tag.tactic,
+            technique_id: &tag.technique_id,
+            sub_technique_id: &tag.sub_technique_id,
+            confidence: tag.confidence,
+            rule_id: &tag.rule_id,
+            rule_version: tag.rule_version,
+            evidence: &tag.evidence,
+        }
+    }
+}
+
+/// `ttp.tagged`: DECNET's five keys, then ours.
+#[derive(Serialize)]
+struct Tagged<'a> {
+    attacker_uuid: &'a Option<String>,
+    identity_uuid: &'a Option<String>,
+    session_id: &'a Option<String>,
+    tag_uuids: Vec<&'a str>,
+    techniques_added: Vec<&'a str>,
+    /// The full records, so a fleet-level collector can keep tags without reading each
+    /// appliance's database. Left out only when the message would exceed the bus limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<Record<'a>>>,
+}
+
+/// `ttp.rule.fired.<T>`: exactly DECNET's five keys.
+#[derive(Serialize)]
+struct Fired<'a> {
+    technique_id: &'a str,
+    tag_uuids: &'a [&'a str],
+    attacker_uuid: &'a Option<String>,
+    identity_uuid: &'a Option<String>,
+    session_id: &'a Option<String>,
 }
 
 /// Builds the announcements for `new_tags` (the inserted rows of one message, in the tagger's
@@ -35,12 +109,6 @@ pub fn announcements(new_tags: &[&NewTag]) -> (Vec<Announcement>, Vec<AnnounceEr
     let Some(first) = new_tags.first() else {
         return (Vec::new(), Vec::new());
     };
-    // Anchors of the first tag speak for the message, as in DECNET.
-    let anchors = [
-        ("attacker_uuid", json!(first.attacker_uuid)),
-        ("identity_uuid", json!(first.identity_uuid)),
-        ("session_id", json!(first.session_id)),
-    ];
     let mut by_technique: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for tag in new_tags {
         by_technique
@@ -48,100 +116,70 @@ pub fn announcements(new_tags: &[&NewTag]) -> (Vec<Announcement>, Vec<AnnounceEr
             .or_default()
             .push(tag.uuid.as_str());
     }
-
-    let mut tagged = Map::new();
-    for (key, value) in &anchors {
-        tagged.insert((*key).into(), value.clone());
-    }
-    tagged.insert(
-        "tag_uuids".into(),
-        json!(new_tags.iter().map(|t| t.uuid.as_str()).collect::<Vec<_>>()),
-    );
-    tagged.insert(
-        "techniques_added".into(),
-        json!(by_technique.keys().collect::<Vec<_>>()),
-    );
-    // Our addition: the full records, so a fleet-level collector can keep tags without
-    // reading each appliance's database.
-    tagged.insert(
-        "tags".into(),
-        Value::Array(new_tags.iter().map(|t| tag_record(t)).collect()),
-    );
-
-    let mut out = vec![Announcement {
-        subject: TAGGED.to_owned(),
-        envelope: Envelope::new("tagged", tagged),
-    }];
+    let mut out = Vec::with_capacity(1 + by_technique.len());
     let mut errors = Vec::new();
-    for (technique, uuids) in by_technique {
+
+    // Anchors of the first tag speak for the message, as in DECNET.
+    let mut tagged = Tagged {
+        attacker_uuid: &first.attacker_uuid,
+        identity_uuid: &first.identity_uuid,
+        session_id: &first.session_id,
+        tag_uuids: new_tags.iter().map(|t| t.uuid.as_str()).collect(),
+        techniques_added: by_technique.keys().copied().collect(),
+        tags: Some(new_tags.iter().map(|t| Record::from(*t)).collect()),
+    };
+    let encoded = match encode(TAGGED, "tagged", &tagged) {
+        Err(EncodeError::TooLarge { size, .. }) => {
+            log::warn!(
+                "ttp.tagged with {size} bytes of tag records is over the bus limit; sending it without the records"
+            );
+            tagged.tags = None;
+            encode(TAGGED, "tagged", &tagged)
+        }
+        other => other,
+    };
+    match encoded {
+        Ok(bytes) => out.push(Announcement {
+            subject: TAGGED.to_owned(),
+            bytes,
+        }),
+        Err(err) => errors.push(err.into()),
+    }
+
+    for (technique, uuids) in &by_technique {
         let subject = match topics::rule_fired(technique) {
             Ok(subject) => subject,
             Err(source) => {
                 errors.push(AnnounceError::BadTechnique {
-                    technique: technique.to_owned(),
+                    technique: (*technique).to_owned(),
                     source,
                 });
                 continue;
             }
         };
-        let mut fired = Map::new();
-        fired.insert("technique_id".into(), json!(technique));
-        fired.insert("tag_uuids".into(), json!(uuids));
-        for (key, value) in &anchors {
-            fired.insert((*key).into(), value.clone());
+        let fired = Fired {
+            technique_id: technique,
+            tag_uuids: uuids,
+            attacker_uuid: &first.attacker_uuid,
+            identity_uuid: &first.identity_uuid,
+            session_id: &first.session_id,
+        };
+        match encode(&subject, "rule.fired", &fired) {
+            Ok(bytes) => out.push(Announcement { subject, bytes }),
+            Err(err) => errors.push(err.into()),
         }
-        out.push(Announcement {
-            subject,
-            envelope: Envelope::new("rule.fired", fired),
-        });
     }
     (out, errors)
 }
 
-/// A tag as the `tag` command prints it and `ttp.tagged` carries it: the same keys in the
-/// same order (a test holds the two together).
-pub fn tag_record(tag: &NewTag) -> Value {
-    let mut record = Map::with_capacity(15);
-    record.insert("uuid".into(), json!(tag.uuid));
-    record.insert("source_kind".into(), json!(tag.source_kind));
-    record.insert("source_id".into(), json!(tag.source_id));
-    record.insert("attacker_uuid".into(), json!(tag.attacker_uuid));
-    record.insert("identity_uuid".into(), json!(tag.identity_uuid));
-    record.insert("attacker_ip".into(), json!(tag.attacker_ip));
-    record.insert("session_id".into(), json!(tag.session_id));
-    record.insert("decky_id".into(), json!(tag.decky_id));
-    record.insert("tactic".into(), json!(tag.tactic));
-    record.insert("technique_id".into(), json!(tag.technique_id));
-    record.insert("sub_technique_id".into(), json!(tag.sub_technique_id));
-    record.insert("confidence".into(), json!(tag.confidence));
-    record.insert("rule_id".into(), json!(tag.rule_id));
-    record.insert("rule_version".into(), json!(tag.rule_version));
-    record.insert("evidence".into(), Value::Object(tag.evidence.clone()));
-    Value::Object(record)
-}
-
-/// Encodes an announcement. A `ttp.tagged` too large for the bus (a huge session) loses its
-/// `tags` records rather than the whole announcement: the uuids still say what is new.
-pub fn encode(announcement: &Announcement) -> Result<Vec<u8>, EncodeError> {
-    match announcement.envelope.encode(&announcement.subject) {
-        Err(EncodeError::TooLarge { size, .. })
-            if announcement.envelope.payload.contains_key("tags") =>
-        {
-            log::warn!(
-                "ttp.tagged with {} bytes of tag records is over the bus limit; sending it without the records",
-                size
-            );
-            let mut lean = announcement.envelope.clone();
-            lean.payload.remove("tags");
-            lean.encode(&announcement.subject)
-        }
-        other => other,
-    }
+fn encode(subject: &str, kind: &str, payload: &impl Serialize) -> Result<Vec<u8>, EncodeError> {
+    encode_parts(subject, &fresh_id(), kind, now_epoch_secs(), payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn tag(uuid: &str, technique: &str, sub: Option<&str>) -> NewTag {
         NewTag {
@@ -164,31 +202,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_have_the_tag_commands_keys_in_its_order() {
-        let printed = crate::tagging::Tag {
-            uuid: "u".into(),
-            source_kind: "command".into(),
-            source_id: "s".into(),
-            attacker_uuid: None,
-            identity_uuid: None,
-            attacker_ip: Some("192.0.2.1".into()),
-            session_id: None,
-            decky_id: None,
-            tactic: "TA0007".into(),
-            technique_id: "T1082".into(),
-            sub_technique_id: None,
-            confidence: 0.5,
-            rule_id: "R0018".into(),
-            rule_version: 1,
-            evidence: Map::new(),
-        };
-        let stored = crate::pipeline::new_tag(printed.clone());
-        assert_eq!(
-            tag_record(&stored),
-            serde_json::to_value(&printed).unwrap(),
-            "ttp.tagged records must read exactly like `ttp-worker tag` lines"
-        );
+    /// The decoded envelope of an announcement, after checking its wire form.
+    fn wire(announcement: &Announcement) -> Value {
+        let value: Value = serde_json::from_slice(&announcement.bytes).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["v", "id", "topic", "type", "ts", "payload"]);
+        assert_eq!(value["topic"], announcement.subject.as_str());
+        assert_eq!(value["id"].as_str().unwrap().len(), 32);
+        value
+    }
+
+    fn keys(value: &Value) -> Vec<&str> {
+        value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
     }
 
     #[test]
@@ -213,11 +248,11 @@ mod tests {
             ["ttp.tagged", "ttp.rule.fired.T1082", "ttp.rule.fired.T1105"]
         );
 
-        let tagged = &out[0].envelope;
-        assert_eq!(tagged.kind, "tagged");
-        let keys: Vec<&str> = tagged.payload.keys().map(String::as_str).collect();
+        let tagged = wire(&out[0]);
+        assert_eq!(tagged["type"], "tagged");
+        let payload = &tagged["payload"];
         assert_eq!(
-            keys,
+            keys(payload),
             [
                 "attacker_uuid",
                 "identity_uuid",
@@ -228,22 +263,18 @@ mod tests {
             ]
         );
         assert_eq!(
-            tagged.payload["tag_uuids"],
+            payload["tag_uuids"],
             json!([a.uuid, b.uuid, c.uuid]),
             "tagger order"
         );
-        assert_eq!(
-            tagged.payload["techniques_added"],
-            json!(["T1082", "T1105"])
-        );
-        assert_eq!(tagged.payload["tags"][2]["sub_technique_id"], "T1105.001");
-        assert_eq!(tagged.payload["tags"][0]["attacker_ip"], "203.0.113.45");
+        assert_eq!(payload["techniques_added"], json!(["T1082", "T1105"]));
+        assert_eq!(payload["tags"][2]["sub_technique_id"], "T1105.001");
+        assert_eq!(payload["tags"][0]["attacker_ip"], "203.0.113.45");
 
-        let fired = &out[2].envelope;
-        assert_eq!(fired.kind, "rule.fired");
-        let keys: Vec<&str> = fired.payload.keys().map(String::as_str).collect();
+        let fired = wire(&out[2]);
+        assert_eq!(fired["type"], "rule.fired");
         assert_eq!(
-            keys,
+            keys(&fired["payload"]),
             [
                 "technique_id",
                 "tag_uuids",
@@ -252,8 +283,8 @@ mod tests {
                 "session_id"
             ]
         );
-        assert_eq!(fired.payload["tag_uuids"], json!([a.uuid, c.uuid]));
-        assert_eq!(fired.payload["attacker_uuid"], json!(a.attacker_uuid));
+        assert_eq!(fired["payload"]["tag_uuids"], json!([a.uuid, c.uuid]));
+        assert_eq!(fired["payload"]["attacker_uuid"], json!(a.attacker_uuid));
     }
 
     #[test]
@@ -273,10 +304,37 @@ mod tests {
         let mut big = tag("u1", "T1082", None);
         big.evidence
             .insert("command_text".into(), json!("x".repeat(1_100_000)));
-        let (out, _) = announcements(&[&big]);
-        let bytes = encode(&out[0]).unwrap();
-        let wire: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(wire["payload"]["tag_uuids"], json!(["u1"]));
-        assert!(wire["payload"].get("tags").is_none());
+        let (out, errors) = announcements(&[&big]);
+        assert!(errors.is_empty());
+        let tagged = wire(&out[0]);
+        assert_eq!(tagged["payload"]["tag_uuids"], json!(["u1"]));
+        assert!(tagged["payload"].get("tags").is_none());
+    }
+
+    #[test]
+    fn records_have_the_tag_commands_keys_in_its_order() {
+        let printed = crate::tagging::Tag {
+            uuid: "u".into(),
+            source_kind: "command".into(),
+            source_id: "s".into(),
+            attacker_uuid: None,
+            identity_uuid: None,
+            attacker_ip: Some("192.0.2.1".into()),
+            session_id: None,
+            decky_id: None,
+            tactic: "TA0007".into(),
+            technique_id: "T1082".into(),
+            sub_technique_id: None,
+            confidence: 0.5,
+            rule_id: "R0018".into(),
+            rule_version: 1,
+            evidence: Map::from_iter([("command_text".to_owned(), json!("uname -a"))]),
+        };
+        let stored = crate::pipeline::new_tag(printed.clone());
+        assert_eq!(
+            serde_json::to_string(&Record::from(&stored)).unwrap(),
+            serde_json::to_string(&printed).unwrap(),
+            "ttp.tagged records must read exactly like `ttp-worker tag` lines"
+        );
     }
 }

@@ -118,37 +118,49 @@ impl Envelope {
 
     /// Writes the exact bytes DECNET would publish for this envelope on `subject` (bus.md §2.2).
     pub fn encode(&self, subject: &str) -> Result<Vec<u8>, EncodeError> {
-        /// Field order here *is* the wire order.
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            v: u8,
-            id: &'a str,
-            topic: &'a str,
-            #[serde(rename = "type")]
-            kind: &'a str,
-            ts: f64,
-            payload: &'a Map<String, Value>,
-        }
-        let wire = Wire {
-            v: ENVELOPE_VERSION,
-            id: &self.id,
-            topic: subject,
-            kind: &self.kind,
-            ts: self.ts,
-            payload: &self.payload,
-        };
-        let bytes = serde_json::to_vec(&wire).map_err(|e| EncodeError::Serialise {
-            subject: subject.to_owned(),
-            reason: e.to_string(),
-        })?;
-        if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(EncodeError::TooLarge {
-                subject: subject.to_owned(),
-                size: bytes.len(),
-            });
-        }
-        Ok(bytes)
+        encode_parts(subject, &self.id, &self.kind, self.ts, &self.payload)
     }
+}
+
+/// Encodes an envelope from its parts, with any serialisable payload: announcements borrow
+/// their tags instead of copying them into a JSON map first.
+pub fn encode_parts(
+    subject: &str,
+    id: &str,
+    kind: &str,
+    ts: f64,
+    payload: &impl Serialize,
+) -> Result<Vec<u8>, EncodeError> {
+    /// Field order here *is* the wire order.
+    #[derive(Serialize)]
+    struct Wire<'a, P> {
+        v: u8,
+        id: &'a str,
+        topic: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        ts: f64,
+        payload: P,
+    }
+    let wire = Wire {
+        v: ENVELOPE_VERSION,
+        id,
+        topic: subject,
+        kind,
+        ts,
+        payload,
+    };
+    let bytes = serde_json::to_vec(&wire).map_err(|e| EncodeError::Serialise {
+        subject: subject.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(EncodeError::TooLarge {
+            subject: subject.to_owned(),
+            size: bytes.len(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// A message as the main loop sees it: the subject it arrived on, and what it carried.

@@ -39,15 +39,9 @@ impl TaggingPipeline {
             log::warn!("{error}");
         }
         for announcement in announcements {
-            let sent = match announce::encode(&announcement) {
-                Ok(bytes) => outbox.publish(&announcement.subject, bytes),
-                Err(err) => {
-                    Counters::bump(&self.counters.publish_errors);
-                    log::warn!("{err}");
-                    false
-                }
-            };
-            if sent && announcement.subject == crate::topics::TAGGED {
+            let is_tagged = announcement.subject == crate::topics::TAGGED;
+            let sent = outbox.publish(&announcement.subject, announcement.bytes);
+            if sent && is_tagged {
                 Counters::bump(&self.counters.tagged_published);
             }
         }
