@@ -4,13 +4,16 @@
 //! `termination` feature would take SIGHUP as well and make it a stop, and a reload must not
 //! stop the worker. A second SIGINT or SIGTERM while a shutdown is under way exits at once,
 //! for the operator whose clean shutdown is stuck.
+//!
+//! SIGXFSZ (a file-size limit reached) would kill the process by default; caught, the write
+//! simply fails, the store reports it, and the batch is held until the limit is lifted.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Sender, bounded, select};
-use signal_hook::consts::{SIGHUP, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::{Handle, Signals};
 
 use crate::worker::{ShutdownCause, Wake};
@@ -40,7 +43,7 @@ pub fn install(
     let on_interrupt = shutdown.clone();
     ctrlc::set_handler(move || request_stop(&on_interrupt, "SIGINT"))?;
 
-    let mut signals = Signals::new([SIGTERM, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGHUP, SIGXFSZ])?;
     let handle = signals.handle();
     let (stop, stopped) = bounded::<()>(0);
     let thread = thread::Builder::new()
@@ -49,6 +52,7 @@ pub fn install(
             for signal in signals.forever() {
                 match signal {
                     SIGTERM => request_stop(&shutdown, "SIGTERM"),
+                    SIGXFSZ => log::warn!("a file reached the process's size limit (SIGXFSZ)"),
                     SIGHUP => select! {
                         send(wake, Wake::Reload) -> _ => {}
                         recv(stopped) -> _ => break,

@@ -223,3 +223,56 @@ fn a_nats_server_crash_mid_replay_loses_nothing() {
     );
     assert_converged(&db, &lines, &BTreeMap::new());
 }
+
+/// A full disk, as the daemon meets it: its file-size limit is lowered below the store's
+/// size with `prlimit`, so every write to the database fails until the limit is lifted.
+#[test]
+fn a_full_disk_holds_events_unacked_and_nothing_is_lost_once_space_returns() {
+    let server = NatsServer::start_jetstream();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttp.db");
+    let health = HealthWatch::new(&server);
+    let mut worker = start_durable_worker(&server, &db);
+    health.next_beat();
+    let lines: Vec<String> = corpus_lines().into_iter().take(200).collect();
+
+    let size_limit = std::fs::metadata(&db).unwrap().len().to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &worker.pid().to_string(),
+            &format!("--fsize={size_limit}:unlimited"),
+        ])
+        .status()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(limited.success());
+
+    publish_to_stream(&server.url(), &lines);
+    let beat = health.beat_where("the store refused a batch", |beat| {
+        counter(beat, "store_errors") >= 1
+    });
+    assert_eq!(counter(&beat, "processed"), 0);
+    assert!(worker.is_running(), "the worker died on a full disk");
+    worker.wait_for_log("holding it and retrying");
+
+    let lifted = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &worker.pid().to_string(),
+            "--fsize=unlimited:unlimited",
+        ])
+        .status()
+        .unwrap();
+    assert!(lifted.success());
+    health.beat_within(PATIENCE * 3, "every event was processed", |beat| {
+        counter(beat, "processed") >= lines.len() as u64
+    });
+    wait_until_drained(&server);
+    worker.signal("TERM");
+    assert!(
+        worker
+            .wait_exit(Duration::from_secs(2))
+            .is_some_and(|s| s.success())
+    );
+    assert_converged(&db, &lines, &BTreeMap::new());
+}
