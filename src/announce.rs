@@ -11,10 +11,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::envelope::{EncodeError, encode_parts, fresh_id, now_epoch_secs};
-use crate::store::NewTag;
+use crate::tagging::Tag;
 use crate::topics::{self, SegmentError, TAGGED};
 
 /// One message ready to publish: exact envelope bytes.
@@ -36,49 +35,6 @@ pub enum AnnounceError {
     Encode(#[from] EncodeError),
 }
 
-/// A stored row as the `tag` command prints it (same keys, same order; a test holds the two
-/// together).
-#[derive(Serialize)]
-struct Record<'a> {
-    uuid: &'a str,
-    source_kind: &'a str,
-    source_id: &'a str,
-    attacker_uuid: &'a Option<String>,
-    identity_uuid: &'a Option<String>,
-    attacker_ip: &'a Option<String>,
-    session_id: &'a Option<String>,
-    decky_id: &'a Option<String>,
-    tactic: &'a str,
-    technique_id: &'a str,
-    sub_technique_id: &'a Option<String>,
-    confidence: f64,
-    rule_id: &'a str,
-    rule_version: i64,
-    evidence: &'a Map<String, Value>,
-}
-
-impl<'a> From<&'a NewTag> for Record<'a> {
-    fn from(tag: &'a NewTag) -> Record<'a> {
-        Record {
-            uuid: &tag.uuid,
-            source_kind: &tag.source_kind,
-            source_id: &tag.source_id,
-            attacker_uuid: &tag.attacker_uuid,
-            identity_uuid: &tag.identity_uuid,
-            attacker_ip: &tag.attacker_ip,
-            session_id: &tag.session_id,
-            decky_id: &tag.decky_id,
-            tactic: &tag.tactic,
-            technique_id: &tag.technique_id,
-            sub_technique_id: &tag.sub_technique_id,
-            confidence: tag.confidence,
-            rule_id: &tag.rule_id,
-            rule_version: tag.rule_version,
-            evidence: &tag.evidence,
-        }
-    }
-}
-
 /// `ttp.tagged`: DECNET's five keys, then ours.
 #[derive(Serialize)]
 struct Tagged<'a> {
@@ -87,10 +43,11 @@ struct Tagged<'a> {
     session_id: &'a Option<String>,
     tag_uuids: Vec<&'a str>,
     techniques_added: Vec<&'a str>,
-    /// The full records, so a fleet-level collector can keep tags without reading each
-    /// appliance's database. Left out only when the message would exceed the bus limit.
+    /// The full records (what `ttp-worker tag` prints), so a fleet-level collector can keep
+    /// tags without reading each appliance's database. Left out only when the message would
+    /// exceed the bus limit.
     #[serde(skip_serializing_if = "Option::is_none")]
-    tags: Option<Vec<Record<'a>>>,
+    tags: Option<&'a [&'a Tag]>,
 }
 
 /// `ttp.rule.fired.<T>`: exactly DECNET's five keys.
@@ -105,7 +62,7 @@ struct Fired<'a> {
 
 /// Builds the announcements for `new_tags` (the inserted rows of one message, in the tagger's
 /// order). Empty input, empty output.
-pub fn announcements(new_tags: &[&NewTag]) -> (Vec<Announcement>, Vec<AnnounceError>) {
+pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError>) {
     let Some(first) = new_tags.first() else {
         return (Vec::new(), Vec::new());
     };
@@ -126,7 +83,7 @@ pub fn announcements(new_tags: &[&NewTag]) -> (Vec<Announcement>, Vec<AnnounceEr
         session_id: &first.session_id,
         tag_uuids: new_tags.iter().map(|t| t.uuid.as_str()).collect(),
         techniques_added: by_technique.keys().copied().collect(),
-        tags: Some(new_tags.iter().map(|t| Record::from(*t)).collect()),
+        tags: Some(new_tags),
     };
     let encoded = match encode(TAGGED, "tagged", &tagged) {
         Err(EncodeError::TooLarge { size, .. }) => {
@@ -179,10 +136,10 @@ fn encode(subject: &str, kind: &str, payload: &impl Serialize) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, Value, json};
 
-    fn tag(uuid: &str, technique: &str, sub: Option<&str>) -> NewTag {
-        NewTag {
+    fn tag(uuid: &str, technique: &str, sub: Option<&str>) -> Tag {
+        Tag {
             uuid: uuid.into(),
             source_kind: "command".into(),
             source_id: "s#1".into(),
@@ -198,7 +155,6 @@ mod tests {
             rule_id: "R0012".into(),
             rule_version: 1,
             evidence: Map::new(),
-            mitre_url: None,
         }
     }
 
@@ -309,32 +265,5 @@ mod tests {
         let tagged = wire(&out[0]);
         assert_eq!(tagged["payload"]["tag_uuids"], json!(["u1"]));
         assert!(tagged["payload"].get("tags").is_none());
-    }
-
-    #[test]
-    fn records_have_the_tag_commands_keys_in_its_order() {
-        let printed = crate::tagging::Tag {
-            uuid: "u".into(),
-            source_kind: "command".into(),
-            source_id: "s".into(),
-            attacker_uuid: None,
-            identity_uuid: None,
-            attacker_ip: Some("192.0.2.1".into()),
-            session_id: None,
-            decky_id: None,
-            tactic: "TA0007".into(),
-            technique_id: "T1082".into(),
-            sub_technique_id: None,
-            confidence: 0.5,
-            rule_id: "R0018".into(),
-            rule_version: 1,
-            evidence: Map::from_iter([("command_text".to_owned(), json!("uname -a"))]),
-        };
-        let stored = crate::pipeline::new_tag(printed.clone());
-        assert_eq!(
-            serde_json::to_string(&Record::from(&stored)).unwrap(),
-            serde_json::to_string(&printed).unwrap(),
-            "ttp.tagged records must read exactly like `ttp-worker tag` lines"
-        );
     }
 }

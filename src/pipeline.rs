@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::announce;
 use crate::counters::Counters;
 use crate::envelope::Inbound;
-use crate::store::{Anchor, NewTag, Store};
+use crate::store::{Anchor, Store};
 use crate::tagging::{Tag, Tagger};
 use crate::worker::{BatchFailed, Handler, Outbox};
 
@@ -31,8 +31,8 @@ impl TaggingPipeline {
         }
     }
 
-    fn announce(&self, tags: &[NewTag], new: &[usize], outbox: &dyn Outbox) {
-        let new_tags: Vec<&NewTag> = new.iter().filter_map(|&i| tags.get(i)).collect();
+    fn announce(&self, tags: &[Tag], new: &[usize], outbox: &dyn Outbox) {
+        let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
         let (announcements, errors) = announce::announcements(&new_tags);
         for error in errors {
             Counters::bump(&self.counters.publish_errors);
@@ -68,7 +68,7 @@ impl Handler for TaggingPipeline {
                 );
             }
             anchors.extend(revealed_anchor(message));
-            tags_per_message.push(tagged.tags.into_iter().map(new_tag).collect::<Vec<_>>());
+            tags_per_message.push(tagged.tags);
         }
         let rows = tags_per_message;
 
@@ -151,74 +151,11 @@ fn revealed_anchor(message: &Inbound) -> Option<Anchor> {
     })
 }
 
-/// The engine's tag as a store row; moved, not copied: evidence can be large.
-pub fn new_tag(tag: Tag) -> NewTag {
-    let mitre_url = mitre_url(&tag.technique_id, tag.sub_technique_id.as_deref());
-    NewTag {
-        uuid: tag.uuid,
-        source_kind: tag.source_kind,
-        source_id: tag.source_id,
-        attacker_uuid: tag.attacker_uuid,
-        identity_uuid: tag.identity_uuid,
-        attacker_ip: tag.attacker_ip,
-        session_id: tag.session_id,
-        decky_id: tag.decky_id,
-        tactic: tag.tactic,
-        technique_id: tag.technique_id,
-        sub_technique_id: tag.sub_technique_id,
-        confidence: tag.confidence,
-        rule_id: tag.rule_id,
-        rule_version: tag.rule_version,
-        evidence: tag.evidence,
-        mitre_url,
-    }
-}
-
-/// The technique's page on attack.mitre.org: `T1059.004` → `.../techniques/T1059/004`.
-/// DECNET looks ids up in its ATT&CK bundle; ids that do not look like ATT&CK ids get none.
-fn mitre_url(technique: &str, sub_technique: Option<&str>) -> Option<String> {
-    let id = sub_technique.filter(|s| !s.is_empty()).unwrap_or(technique);
-    let (parent, sub) = match id.split_once('.') {
-        Some((parent, sub)) => (parent, Some(sub)),
-        None => (id, None),
-    };
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    if !(parent.starts_with('T') && digits(&parent[1..], 4)) {
-        return None;
-    }
-    match sub {
-        None => Some(format!("https://attack.mitre.org/techniques/{parent}")),
-        Some(sub) if digits(sub, 3) => Some(format!(
-            "https://attack.mitre.org/techniques/{parent}/{sub}"
-        )),
-        Some(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::Envelope;
     use serde_json::json;
-
-    #[test]
-    fn mitre_urls() {
-        assert_eq!(
-            mitre_url("T1083", None).as_deref(),
-            Some("https://attack.mitre.org/techniques/T1083")
-        );
-        assert_eq!(
-            mitre_url("T1059", Some("T1059.004")).as_deref(),
-            Some("https://attack.mitre.org/techniques/T1059/004")
-        );
-        assert_eq!(
-            mitre_url("T1059", Some("")).as_deref(),
-            Some("https://attack.mitre.org/techniques/T1059")
-        );
-        for bad in ["", "T12", "X1083", "T1083.4", "T1083/004"] {
-            assert_eq!(mitre_url(bad, None), None, "{bad}");
-        }
-    }
 
     #[test]
     fn anchors_come_from_payloads_naming_both_uuid_and_ip() {

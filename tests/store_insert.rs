@@ -6,7 +6,8 @@ mod store_support;
 use std::collections::HashMap;
 
 use store_support::*;
-use ttp_worker::store::{Anchor, NewTag, SkipReason, Store, TagsQuery};
+use ttp_worker::store::{Anchor, SkipReason, Store, TagsQuery};
+use ttp_worker::tagging::Tag;
 
 fn all(store: &Store) -> Vec<ttp_worker::store::TagRow> {
     store
@@ -55,15 +56,15 @@ fn new_rows_are_reported_per_message_and_a_uuid_counts_once_per_batch() {
 fn rows_violating_the_checks_are_skipped_and_reported_without_losing_the_rest() {
     let (_dir, path) = temp_db();
     let mut store = Store::open(&path).unwrap();
-    let too_sure = NewTag {
+    let too_sure = Tag {
         confidence: 1.5,
         ..tag("too-sure")
     };
-    let nan = NewTag {
+    let nan = Tag {
         confidence: f64::NAN,
         ..tag("nan")
     };
-    let anchorless = NewTag {
+    let anchorless = Tag {
         attacker_uuid: None,
         attacker_ip: None,
         ..tag("anchorless")
@@ -128,7 +129,7 @@ fn learning_an_anchor_upgrades_only_that_addresses_ip_anchored_rows() {
             ip_tag("p2", IP),
             ip_tag("q", other_ip),
             identity_tag("roll-up", Some(IP)),
-            NewTag {
+            Tag {
                 attacker_uuid: Some(OTHER_ATTACKER.into()),
                 ..tag("already-anchored")
             },

@@ -12,12 +12,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
 
-use super::{NewTag, Store, StoreError};
+use super::{Store, StoreError};
+use crate::tagging::Tag;
 
-fn tag(n: usize, evidence_bytes: usize) -> NewTag {
+fn tag(n: usize, evidence_bytes: usize) -> Tag {
     let mut evidence = Map::new();
     evidence.insert("padding".into(), Value::String("x".repeat(evidence_bytes)));
-    NewTag {
+    Tag {
         uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("fault-{n}").as_bytes())
             .to_string(),
         source_kind: "command".into(),
@@ -34,12 +35,11 @@ fn tag(n: usize, evidence_bytes: usize) -> NewTag {
         rule_id: "R0014".into(),
         rule_version: 2,
         evidence,
-        mitre_url: None,
     }
 }
 
 /// Twenty messages of bulky tags: enough pages that the failure lands mid-batch.
-fn big_batch() -> Vec<Vec<NewTag>> {
+fn big_batch() -> Vec<Vec<Tag>> {
     (0..20)
         .map(|m| vec![tag(2 * m, 3000), tag(2 * m + 1, 3000)])
         .collect()

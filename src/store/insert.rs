@@ -10,35 +10,11 @@
 use std::time::SystemTime;
 
 use rusqlite::{ErrorCode, TransactionBehavior};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::clock::format_utc;
 use super::{ATTACK_RELEASE, Store, StoreError, anchors};
-
-/// One tag as the store takes it: plain data, converted from the tagging engine's own type.
-/// Field meanings are tagging.md §4.1, plus `attacker_ip` for tags anchored only by an address
-/// the resolver did not know yet.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewTag {
-    /// Lowercase hyphenated UUIDv5 (tagging.md §4.2); the idempotency key.
-    pub uuid: String,
-    pub source_kind: String,
-    pub source_id: String,
-    pub attacker_uuid: Option<String>,
-    pub identity_uuid: Option<String>,
-    pub attacker_ip: Option<String>,
-    pub session_id: Option<String>,
-    pub decky_id: Option<String>,
-    pub tactic: String,
-    pub technique_id: String,
-    pub sub_technique_id: Option<String>,
-    /// Must lie in `0.0..=1.0`; other values are skipped, not stored.
-    pub confidence: f64,
-    pub rule_id: String,
-    pub rule_version: i64,
-    pub evidence: Map<String, Value>,
-    pub mitre_url: Option<String>,
-}
+use crate::tagging::Tag;
 
 /// An `attacker_ip → attacker_uuid` pair the resolver learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +84,7 @@ ON CONFLICT (uuid) DO NOTHING";
 
 impl Store {
     /// Inserts every tag of every message in one transaction and reports which were new.
-    pub fn insert_batch(&mut self, messages: &[Vec<NewTag>]) -> Result<BatchOutcome, StoreError> {
+    pub fn insert_batch(&mut self, messages: &[Vec<Tag>]) -> Result<BatchOutcome, StoreError> {
         self.commit_batch(messages, &[])
     }
 
@@ -117,7 +93,7 @@ impl Store {
     /// same call can simply be repeated later.
     pub fn commit_batch(
         &mut self,
-        messages: &[Vec<NewTag>],
+        messages: &[Vec<Tag>],
         anchors: &[Anchor],
     ) -> Result<BatchOutcome, StoreError> {
         self.commit_batch_at(messages, anchors, SystemTime::now())
@@ -127,7 +103,7 @@ impl Store {
     /// and tests that need rows of a known age.
     pub fn commit_batch_at(
         &mut self,
-        messages: &[Vec<NewTag>],
+        messages: &[Vec<Tag>],
         anchors: &[Anchor],
         now: SystemTime,
     ) -> Result<BatchOutcome, StoreError> {
@@ -174,7 +150,7 @@ impl Store {
                         tag.rule_version,
                         evidence,
                         ATTACK_RELEASE,
-                        tag.mitre_url,
+                        mitre_url(&tag.technique_id, tag.sub_technique_id.as_deref()),
                         now,
                     ]);
                     match result {
@@ -209,7 +185,7 @@ impl Store {
 }
 
 /// The schema's CHECKs, tested in Rust so a bad row is reported with a reason and skipped.
-fn validate(tag: &NewTag) -> Result<(), SkipReason> {
+fn validate(tag: &Tag) -> Result<(), SkipReason> {
     // Written so NaN fails too.
     if !(0.0..=1.0).contains(&tag.confidence) {
         return Err(SkipReason::ConfidenceOutOfRange(tag.confidence));
@@ -238,8 +214,8 @@ fn is_canonical_uuid(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn tag(uuid: &str) -> NewTag {
-        NewTag {
+    fn tag(uuid: &str) -> Tag {
+        Tag {
             uuid: uuid.to_string(),
             source_kind: "command".into(),
             source_id: "cmd_42".into(),
@@ -254,8 +230,7 @@ mod tests {
             confidence: 0.5,
             rule_id: "R0014".into(),
             rule_version: 2,
-            evidence: Map::new(),
-            mitre_url: None,
+            evidence: serde_json::Map::new(),
         }
     }
 
@@ -265,7 +240,7 @@ mod tests {
         assert_eq!(validate(&ok), Ok(()));
         for c in [0.0, 1.0] {
             assert_eq!(
-                validate(&NewTag {
+                validate(&Tag {
                     confidence: c,
                     ..ok.clone()
                 }),
@@ -274,25 +249,25 @@ mod tests {
         }
         for c in [-0.01, 1.01, f64::NAN, f64::INFINITY] {
             assert!(matches!(
-                validate(&NewTag {
+                validate(&Tag {
                     confidence: c,
                     ..ok.clone()
                 }),
                 Err(SkipReason::ConfidenceOutOfRange(_))
             ));
         }
-        let anchorless = NewTag {
+        let anchorless = Tag {
             attacker_uuid: None,
             ..ok.clone()
         };
         assert_eq!(validate(&anchorless), Err(SkipReason::NoAnchor));
-        let blank = NewTag {
+        let blank = Tag {
             attacker_uuid: Some(String::new()),
             attacker_ip: Some(" ".into()),
             ..ok.clone()
         };
         assert_eq!(validate(&blank), Err(SkipReason::NoAnchor));
-        let by_ip = NewTag {
+        let by_ip = Tag {
             attacker_uuid: None,
             attacker_ip: Some("203.0.113.7".into()),
             ..ok.clone()
@@ -306,12 +281,57 @@ mod tests {
             "not-a-uuid",
         ] {
             assert!(matches!(
-                validate(&NewTag {
+                validate(&Tag {
                     uuid: bad.into(),
                     ..ok.clone()
                 }),
                 Err(SkipReason::MalformedUuid(_))
             ));
+        }
+    }
+}
+
+/// The technique's page on attack.mitre.org: `T1059.004` → `.../techniques/T1059/004`.
+/// DECNET looks ids up in its ATT&CK bundle; ids that do not look like ATT&CK ids get none.
+pub fn mitre_url(technique: &str, sub_technique: Option<&str>) -> Option<String> {
+    let id = sub_technique.filter(|s| !s.is_empty()).unwrap_or(technique);
+    let (parent, sub) = match id.split_once('.') {
+        Some((parent, sub)) => (parent, Some(sub)),
+        None => (id, None),
+    };
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !(parent.starts_with('T') && digits(&parent[1..], 4)) {
+        return None;
+    }
+    match sub {
+        None => Some(format!("https://attack.mitre.org/techniques/{parent}")),
+        Some(sub) if digits(sub, 3) => Some(format!(
+            "https://attack.mitre.org/techniques/{parent}/{sub}"
+        )),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod mitre_url_tests {
+    use super::mitre_url;
+
+    #[test]
+    fn canonical_attack_urls() {
+        assert_eq!(
+            mitre_url("T1083", None).as_deref(),
+            Some("https://attack.mitre.org/techniques/T1083")
+        );
+        assert_eq!(
+            mitre_url("T1059", Some("T1059.004")).as_deref(),
+            Some("https://attack.mitre.org/techniques/T1059/004")
+        );
+        assert_eq!(
+            mitre_url("T1059", Some("")).as_deref(),
+            Some("https://attack.mitre.org/techniques/T1059")
+        );
+        for bad in ["", "T12", "X1083", "T1083.4", "T1083/004"] {
+            assert_eq!(mitre_url(bad, None), None, "{bad}");
         }
     }
 }

@@ -32,7 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use clock::{DurationError, format_utc, parse_since};
 pub use error::StoreError;
-pub use insert::{Anchor, BatchOutcome, NewTag, SkipReason, SkippedAnchor, SkippedTag};
+pub use insert::{Anchor, BatchOutcome, SkipReason, SkippedAnchor, SkippedTag, mitre_url};
 pub use location::{DB_FILE_NAME, NoDefaultLocation, default_db_path};
 pub use lock::lock_path;
 pub use query::{DEFAULT_LIMIT, Format, TagRow, TagsQuery, run_tags};

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
-use ttp_worker::store::{NewTag, Store};
+use ttp_worker::store::Store;
+use ttp_worker::tagging::Tag;
 
 pub const ATTACKER: &str = "0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20";
 pub const OTHER_ATTACKER: &str = "f67bddf8-ae6d-4426-8a7e-480eafa90871";
@@ -27,10 +28,10 @@ pub fn uuid_for(key: &str) -> String {
 }
 
 /// An attacker-anchored T1083 tag keyed by `key`.
-pub fn tag(key: &str) -> NewTag {
+pub fn tag(key: &str) -> Tag {
     let mut evidence = Map::new();
     evidence.insert("command".into(), Value::String(format!("ls {key}")));
-    NewTag {
+    Tag {
         uuid: uuid_for(key),
         source_kind: "command".into(),
         source_id: format!("cmd-{key}"),
@@ -46,13 +47,12 @@ pub fn tag(key: &str) -> NewTag {
         rule_id: "R0014".into(),
         rule_version: 2,
         evidence,
-        mitre_url: Some("https://attack.mitre.org/techniques/T1083".into()),
     }
 }
 
 /// A tag anchored only by `ip` (the resolver did not know the address yet).
-pub fn ip_tag(key: &str, ip: &str) -> NewTag {
-    NewTag {
+pub fn ip_tag(key: &str, ip: &str) -> Tag {
+    Tag {
         attacker_uuid: None,
         attacker_ip: Some(ip.into()),
         ..tag(key)
@@ -60,8 +60,8 @@ pub fn ip_tag(key: &str, ip: &str) -> NewTag {
 }
 
 /// An identity roll-up: no attacker UUID by design, though it may carry an address.
-pub fn identity_tag(key: &str, ip: Option<&str>) -> NewTag {
-    NewTag {
+pub fn identity_tag(key: &str, ip: Option<&str>) -> Tag {
+    Tag {
         attacker_uuid: None,
         identity_uuid: Some(IDENTITY.into()),
         attacker_ip: ip.map(String::from),
@@ -70,8 +70,8 @@ pub fn identity_tag(key: &str, ip: Option<&str>) -> NewTag {
 }
 
 /// A brute-force tag: technique T1110, optionally with a sub-technique.
-pub fn brute_tag(key: &str, sub: Option<&str>) -> NewTag {
-    NewTag {
+pub fn brute_tag(key: &str, sub: Option<&str>) -> Tag {
+    Tag {
         tactic: "TA0006".into(),
         technique_id: "T1110".into(),
         sub_technique_id: sub.map(String::from),
