@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::pyre::PyRegex;
+use super::pyre::{Dollar, PyRegex, translate_with};
 use super::rules::{Owner, Rule};
 
 /// `match` keys of lifter rules that hold lists of Python regexes.
@@ -50,23 +50,21 @@ fn default_field(source_kind: &str) -> Option<&'static str> {
     })
 }
 
-/// How one rule is evaluated for one source kind.
-enum Matcher {
-    /// Index into the field group's `RegexSet`.
-    InSet(usize),
-    Single(PyRegex),
-}
-
 struct KindRule {
     rule: Arc<Rule>,
     field: String,
-    matcher: Matcher,
+    /// Exact on every text.
+    regex: PyRegex,
+    /// `(set, index)` in [`KindPlan::sets`]: the set answers for texts that do not end with
+    /// `\n` (its members translate `$` as the end of the text, [`Dollar::EndOfText`]).
+    in_set: Option<(usize, usize)>,
 }
 
 /// All engine rules of one source kind, in evaluation order.
 struct KindPlan {
     rules: Vec<KindRule>,
-    sets: HashMap<String, regex::RegexSet>,
+    /// One set per field read by the kind's rules.
+    sets: Vec<regex::RegexSet>,
 }
 
 /// Compiled engine for every source kind its rules apply to.
@@ -83,11 +81,18 @@ pub struct Fired<'a> {
 impl PatternEngine {
     pub fn new(rules: &[Arc<Rule>]) -> PatternEngine {
         let mut plans: HashMap<String, KindPlan> = HashMap::new();
-        let mut set_sources: HashMap<(String, String), Vec<String>> = HashMap::new();
+        // Per kind: (field, set member sources) in first-use order.
+        let mut set_sources: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
         for rule in rules.iter().filter(|r| r.owner() == Owner::Engine) {
             let Some(Value::String(pattern)) = rule.param("pattern") else {
                 continue; // absent or null pattern: never fires
             };
+            let Ok(regex) = PyRegex::new(pattern) else {
+                continue; // rejected at load; kept defensive
+            };
+            let unterminated = translate_with(pattern, Dollar::EndOfText, true)
+                .ok()
+                .filter(|t| !t.fancy);
             for kind in &rule.applies_to {
                 let field = match rule.param("field") {
                     Some(Value::String(f)) if !f.is_empty() => f.clone(),
@@ -97,39 +102,47 @@ impl PatternEngine {
                         None => continue,
                     },
                 };
-                let Ok(translated) = super::pyre::translate(pattern) else {
-                    continue; // rejected at load; kept defensive
-                };
-                let matcher = if translated.fancy {
-                    match PyRegex::new(pattern) {
-                        Ok(re) => Matcher::Single(re),
-                        Err(_) => continue,
-                    }
-                } else {
-                    let sources = set_sources
-                        .entry((kind.clone(), field.clone()))
-                        .or_default();
-                    sources.push(translated.source);
-                    Matcher::InSet(sources.len() - 1)
-                };
+                let in_set = unterminated.as_ref().map(|t| {
+                    let groups = set_sources.entry(kind.clone()).or_default();
+                    let set = match groups.iter().position(|(f, _)| *f == field) {
+                        Some(set) => set,
+                        None => {
+                            groups.push((field.clone(), Vec::new()));
+                            groups.len() - 1
+                        }
+                    };
+                    groups[set].1.push(t.source.clone());
+                    (set, groups[set].1.len() - 1)
+                });
                 plans
                     .entry(kind.clone())
                     .or_insert_with(|| KindPlan {
                         rules: Vec::new(),
-                        sets: HashMap::new(),
+                        sets: Vec::new(),
                     })
                     .rules
                     .push(KindRule {
                         rule: Arc::clone(rule),
                         field,
-                        matcher,
+                        regex: regex.clone(),
+                        in_set,
                     });
             }
         }
-        for ((kind, field), sources) in set_sources {
-            let set = regex::RegexSet::new(&sources).unwrap_or_else(|_| regex::RegexSet::empty());
+        for (kind, groups) in set_sources {
             if let Some(plan) = plans.get_mut(&kind) {
-                plan.sets.insert(field, set);
+                plan.sets = groups
+                    .iter()
+                    .map(|(_, sources)| {
+                        regex::RegexSet::new(sources).unwrap_or_else(|_| regex::RegexSet::empty())
+                    })
+                    .collect();
+                if plan.sets.iter().any(|s| s.is_empty()) {
+                    // A set that failed to build: every rule answers on its own.
+                    for kr in &mut plan.rules {
+                        kr.in_set = None;
+                    }
+                }
             }
         }
         PatternEngine { plans }
@@ -151,7 +164,7 @@ impl PatternEngine {
         let Some(plan) = self.plans.get(source_kind) else {
             return Vec::new();
         };
-        let mut set_hits: HashMap<&str, regex::SetMatches> = HashMap::new();
+        let mut set_hits: Vec<Option<regex::SetMatches>> = vec![None; plan.sets.len()];
         let mut fired = Vec::new();
         for kr in &plan.rules {
             if !kr.rule.state.is_active(now) {
@@ -160,17 +173,11 @@ impl PatternEngine {
             let Some(Value::String(haystack)) = payload.get(&kr.field) else {
                 continue;
             };
-            let hit = match &kr.matcher {
-                Matcher::InSet(i) => {
-                    let hits = set_hits.entry(kr.field.as_str()).or_insert_with(|| {
-                        plan.sets.get(&kr.field).map_or_else(
-                            || regex::RegexSet::empty().matches(""),
-                            |s| s.matches(haystack),
-                        )
-                    });
-                    hits.matched(*i)
-                }
-                Matcher::Single(re) => re.search(haystack).unwrap_or_else(|_| {
+            let hit = match kr.in_set {
+                Some((set, index)) if !haystack.ends_with('\n') => set_hits[set]
+                    .get_or_insert_with(|| plan.sets[set].matches(haystack))
+                    .matched(index),
+                _ => kr.regex.search(haystack).unwrap_or_else(|_| {
                     *regex_errors += 1;
                     false
                 }),
@@ -209,4 +216,51 @@ fn engine_evidence(
         }
     }
     evidence
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tagging::lifters::testkit::rule;
+    use crate::tagging::pyre::tests::{DIALECT_CASES, reference, token_strings};
+
+    /// The engine (rule sets, end-of-text `$`, folded look-aheads, fall-back to the exact
+    /// regex on texts ending in a newline) fires exactly the rules whose faithful translation
+    /// matches.
+    #[test]
+    fn engine_fires_exactly_what_the_faithful_patterns_match() {
+        let rules: Vec<Arc<Rule>> = DIALECT_CASES
+            .iter()
+            .enumerate()
+            .map(|(i, (pattern, _))| {
+                rule(&format!(
+                    "rule_id: R{i}\nrule_version: 1\nname: n\napplies_to: [command]\n\
+                     match: {{field: command_text, pattern: '{pattern}'}}\n\
+                     emits: [{{tactic: TA1, technique_id: T1, confidence: 0.5}}]\n"
+                ))
+            })
+            .collect();
+        let references: Vec<_> = DIALECT_CASES.iter().map(|(p, _)| reference(p)).collect();
+        let engine = PatternEngine::new(&rules);
+        let mut errors = 0;
+        for (_, tokens) in DIALECT_CASES {
+            for text in token_strings(tokens, 4) {
+                let mut payload = Map::new();
+                payload.insert("command_text".into(), Value::String(text.clone()));
+                let fired: Vec<&str> = engine
+                    .evaluate("command", &payload, 0.0, &mut errors)
+                    .iter()
+                    .map(|f| f.rule.rule_id.as_str())
+                    .collect();
+                let want: Vec<&str> = rules
+                    .iter()
+                    .zip(&references)
+                    .filter(|(_, re)| re.is_match(&text).unwrap_or(false))
+                    .map(|(r, _)| r.rule_id.as_str())
+                    .collect();
+                assert_eq!(fired, want, "{text:?}");
+            }
+        }
+        assert_eq!(errors, 0);
+    }
 }

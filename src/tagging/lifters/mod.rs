@@ -78,12 +78,6 @@ impl RegexCache {
             None => PyRegex::new(pattern).is_ok_and(|re| re.search(text).unwrap_or(false)),
         }
     }
-
-    pub fn find<'t>(&self, pattern: &str, text: &'t str) -> Option<&'t str> {
-        self.compiled
-            .get(pattern)
-            .and_then(|re| re.find(text).ok().flatten())
-    }
 }
 
 /// §8.0 step 4: the payload's `evidence_fields` (present keys, verbatim), overlaid with extras.
