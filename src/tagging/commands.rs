@@ -74,6 +74,9 @@ pub fn tag_with(
     for problem in tagger.problems() {
         writeln!(err, "{problem}")?;
     }
+    for warning in tagger.warnings() {
+        writeln!(err, "{warning}")?;
+    }
     let mut out = std::io::BufWriter::new(out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
@@ -130,8 +133,9 @@ pub fn parse_line(line: &str) -> Result<Inbound, String> {
     })
 }
 
-/// Loads and compiles everything, prints a summary on `out` and each problem on `err` as
-/// `FILE: rule ID: message`. Exit status: 0 when everything loaded, 1 otherwise.
+/// Loads and compiles everything, prints a summary on `out` and each problem and warning on
+/// `err` as `FILE: rule ID: message` (`FILE: rule ID: warning: message`). Exit status: 0 when
+/// every file loaded (warnings allowed), 1 otherwise.
 pub fn run_check_rules(options: &EngineOptions, mut out: impl Write, mut err: impl Write) -> i32 {
     let tagger = match Tagger::new(options) {
         Ok(t) => t,
@@ -172,6 +176,15 @@ pub fn run_check_rules(options: &EngineOptions, mut out: impl Write, mut err: im
     for problem in tagger.problems() {
         let _ = writeln!(err, "{problem}");
     }
-    let _ = writeln!(out, "{} problems", tagger.problems().len());
+    for warning in tagger.warnings() {
+        let _ = writeln!(err, "{warning}");
+    }
+    let _ = writeln!(
+        out,
+        "{} problems, {} warnings",
+        tagger.problems().len(),
+        tagger.warnings().len()
+    );
+    // Warnings (rules that can never fire) do not fail the check.
     i32::from(!tagger.problems().is_empty())
 }

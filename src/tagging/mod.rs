@@ -140,6 +140,7 @@ pub struct Tagger {
     options: EngineOptions,
     rules: Vec<Arc<Rule>>,
     problems: Vec<RuleProblem>,
+    warnings: Vec<RuleProblem>,
     by_owner: HashMap<Owner, Vec<Arc<Rule>>>,
     pattern: PatternEngine,
     regexes: RegexCache,
@@ -193,18 +194,36 @@ impl Tagger {
         intel_maps: IntelMaps,
         anchors: AnchorResolver,
     ) -> Tagger {
+        // Our divergence (§5.5, §13.2): DECNET loads a rule no tagger owns and never runs it;
+        // we say so and leave it out, so that the rule count is the count of rules that can fire.
+        let (rules, unowned): (Vec<Arc<Rule>>, Vec<Arc<Rule>>) = set
+            .rules
+            .into_iter()
+            .partition(|rule| rule.owner() != Owner::Nobody);
+        let warnings = unowned
+            .iter()
+            .map(|rule| RuleProblem {
+                file: rule.origin.clone(),
+                rule_id: Some(rule.rule_id.clone()),
+                message: format!(
+                    "warning: match.kind {:?} has no lifter, so the rule can never fire; not loaded",
+                    rule.kind().unwrap_or_default()
+                ),
+            })
+            .collect();
         let mut by_owner: HashMap<Owner, Vec<Arc<Rule>>> = HashMap::new();
-        for rule in &set.rules {
+        for rule in &rules {
             by_owner
                 .entry(rule.owner())
                 .or_default()
                 .push(Arc::clone(rule));
         }
         Tagger {
-            pattern: PatternEngine::new(&set.rules),
-            regexes: RegexCache::new(&set.rules),
-            rules: set.rules,
+            pattern: PatternEngine::new(&rules),
+            regexes: RegexCache::new(&rules),
+            rules,
             problems: set.problems,
+            warnings,
             by_owner,
             intel_maps,
             anchors,
@@ -237,6 +256,12 @@ impl Tagger {
     /// Rule and intel-map files that failed to load (each was skipped).
     pub fn problems(&self) -> &[RuleProblem] {
         &self.problems
+    }
+
+    /// Rules that loaded but can never fire, so were left out (R0030: its `match.kind` has no
+    /// lifter). Worth telling the operator; not a load failure.
+    pub fn warnings(&self) -> &[RuleProblem] {
+        &self.warnings
     }
 
     pub fn counters(&self) -> &Counters {
