@@ -1,14 +1,15 @@
 //! Library side of the `tag` and `check-rules` commands: `main.rs` only parses flags and
 //! calls these, so tests drive exactly what users run.
 
-use std::borrow::Cow;
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use serde::Deserialize;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Map, Value};
 
+use super::py::truthy;
 use super::{EngineError, EngineOptions, Tagger};
-use crate::envelope::{Envelope, Inbound};
+use crate::envelope::{DecodeError, Envelope, Inbound};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -44,13 +45,6 @@ impl TagSummary {
     }
 }
 
-/// Only the subject: the rest of the line is read by the envelope decoder.
-#[derive(Deserialize)]
-struct TopicOnly<'a> {
-    #[serde(borrow)]
-    topic: Option<Cow<'a, str>>,
-}
-
 /// Reads one envelope per line (`topic` = subject), tags it with the daemon's code path and
 /// writes one compact JSON object per tag, in input order. Malformed lines are reported on
 /// `err` with their line number and skipped; a one-line summary ends `err`.
@@ -67,7 +61,7 @@ pub fn run_tag(
 /// [`run_tag`] with an engine already built (benchmarks, tests).
 pub fn tag_with(
     mut tagger: Tagger,
-    input: impl BufRead,
+    mut input: impl BufRead,
     out: impl Write,
     mut err: impl Write,
 ) -> Result<TagSummary, CommandError> {
@@ -77,31 +71,42 @@ pub fn tag_with(
     for warning in tagger.warnings() {
         writeln!(err, "{warning}")?;
     }
-    let mut out = std::io::BufWriter::new(out);
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
-    for (index, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let mut line = Vec::with_capacity(1 << 12);
+    let mut json = Vec::with_capacity(1 << 12);
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
         }
-        let msg = match parse_line(&line) {
-            Ok(msg) => msg,
+        number += 1;
+        let mut message = match decode_line(&line) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
             Err(reason) => {
                 summary.malformed += 1;
-                writeln!(err, "line {}: {reason}", index + 1)?;
+                writeln!(err, "line {number}: {reason}")?;
                 continue;
             }
         };
-        let tagged = tagger.tag_message(&msg);
+        let tagged = tagger.tag_payload_in_place(
+            &message.subject,
+            &message.envelope_type,
+            &mut message.payload,
+        );
         summary.events += 1;
         summary.tagger_events += tagged.events as u64;
         summary.below_floor += tagged.below_floor.len() as u64;
+        json.clear();
         for tag in &tagged.tags {
-            serde_json::to_writer(&mut out, tag).map_err(std::io::Error::from)?;
-            out.write_all(b"\n")?;
-            summary.tags += 1;
+            tag.write_json(&mut json);
+            json.push(b'\n');
         }
+        out.write_all(&json)?;
+        summary.tags += tagged.tags.len() as u64;
     }
     out.flush()?;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -116,6 +121,134 @@ pub fn tag_with(
         summary.events_per_second()
     )?;
     Ok(summary)
+}
+
+/// One input line of the `tag` command, as far as tagging reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineMessage {
+    /// The line's `topic`: the subject the message would have arrived on.
+    pub subject: String,
+    /// The envelope `type` (`""` when absent or not a string).
+    pub envelope_type: String,
+    /// The envelope payload, decoded as the daemon decodes it (a falsy payload is `{}`).
+    pub payload: Map<String, Value>,
+}
+
+/// Decodes one input line in a single pass (trailing `\n`/`\r\n` allowed). `Ok(None)` for a
+/// blank line; `Err` says why the line is not an envelope with a `topic`.
+pub fn decode_line(line: &[u8]) -> Result<Option<LineMessage>, String> {
+    let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8.to_string())?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let raw: RawLine = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let subject = raw
+        .topic
+        .filter(|t| !t.is_empty())
+        .ok_or("no string `topic` member")?;
+    let payload = match raw.payload {
+        None => Map::new(),
+        Some(Value::Object(map)) => map,
+        // DECNET writes `payload or {}`: every falsy payload is an empty one.
+        Some(other) if !truthy(&other) => Map::new(),
+        Some(other) => {
+            return Err(DecodeError::PayloadNotAnObject(json_type_name(&other)).to_string());
+        }
+    };
+    Ok(Some(LineMessage {
+        subject,
+        envelope_type: raw.kind.unwrap_or_default(),
+        payload,
+    }))
+}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The members of an envelope line that tagging reads; the others are skipped unparsed. A
+/// member given twice keeps its last value, as when the daemon decodes the envelope.
+struct RawLine {
+    topic: Option<String>,
+    kind: Option<String>,
+    payload: Option<Value>,
+}
+
+enum Member {
+    Topic,
+    Type,
+    Payload,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
+        struct MemberVisitor;
+        impl Visitor<'_> for MemberVisitor {
+            type Value = Member;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "topic" => Member::Topic,
+                    "type" => Member::Type,
+                    "payload" => Member::Payload,
+                    _ => Member::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawLine {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawLine, D::Error> {
+        struct LineVisitor;
+        impl<'de> Visitor<'de> for LineVisitor {
+            type Value = RawLine;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawLine, A::Error> {
+                let mut line = RawLine {
+                    topic: None,
+                    kind: None,
+                    payload: None,
+                };
+                let string = |v: Value| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                };
+                while let Some(member) = map.next_key::<Member>()? {
+                    match member {
+                        Member::Topic => line.topic = string(map.next_value()?),
+                        Member::Type => line.kind = string(map.next_value()?),
+                        Member::Payload => line.payload = Some(map.next_value()?),
+                        Member::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(line)
+            }
+        }
+        deserializer.deserialize_map(LineVisitor)
+    }
+}
+
+/// Only the subject: the rest of the line is read by the envelope decoder.
+#[derive(serde::Deserialize)]
+struct TopicOnly<'a> {
+    #[serde(borrow)]
+    topic: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// One JSON line → the message the daemon would have received.
@@ -187,4 +320,64 @@ pub fn run_check_rules(options: &EngineOptions, mut out: impl Write, mut err: im
     );
     // Warnings (rules that can never fire) do not fail the check.
     i32::from(!tagger.problems().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(line: &str) -> Result<Option<(String, String, Value)>, String> {
+        decode_line(line.as_bytes())
+            .map(|m| m.map(|m| (m.subject, m.envelope_type, Value::Object(m.payload))))
+    }
+
+    #[test]
+    fn lines_decode_as_the_daemon_decodes_envelopes() {
+        let ok = |line: &str, subject: &str, kind: &str, payload: Value| {
+            assert_eq!(
+                decoded(line),
+                Ok(Some((subject.into(), kind.into(), payload))),
+                "{line}"
+            );
+        };
+        ok(
+            r#"{"v":1,"id":"x","topic":"a.b","type":"t","ts":"?","payload":{"k":[1,{"z":null}]}}"#,
+            "a.b",
+            "t",
+            serde_json::json!({"k": [1, {"z": null}]}),
+        );
+        // Last duplicate wins; a non-string type is "", a falsy payload is {}.
+        ok(
+            "{\"topic\":\"x\",\"payload\":{\"a\":1,\"a\":2},\"topic\":\"y\",\"type\":5}\r\n",
+            "y",
+            "",
+            serde_json::json!({"a": 2}),
+        );
+        for falsy in ["null", "0", "false", "\"\"", "[]", "{}"] {
+            ok(
+                &format!(r#"{{"topic":"t","payload":{falsy}}}"#),
+                "t",
+                "",
+                serde_json::json!({}),
+            );
+        }
+        assert_eq!(decoded("  \n"), Ok(None));
+        assert_eq!(decoded(""), Ok(None));
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        let err = |line: &[u8]| decode_line(line).err().unwrap_or_default();
+        assert!(err(b"not json").starts_with("not a JSON object"));
+        assert!(err(b"[1]").starts_with("not a JSON object"));
+        assert!(err(b"{\"topic\":\"t\"} x").starts_with("not a JSON object"));
+        assert_eq!(err(b"{\"payload\":{}}"), "no string `topic` member");
+        assert_eq!(err(b"{\"topic\":5}"), "no string `topic` member");
+        assert_eq!(err(b"{\"topic\":\"\"}"), "no string `topic` member");
+        assert_eq!(
+            err(b"{\"topic\":\"t\",\"payload\":[1]}"),
+            "payload is a non-empty array, not an object"
+        );
+        assert_eq!(err(b"{\"topic\":\"t\xff\"}"), "body is not valid UTF-8");
+    }
 }

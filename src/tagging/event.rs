@@ -59,72 +59,154 @@ fn usable_ip(v: Option<&Value>) -> Option<&str> {
     }
 }
 
-/// Builds the tagger events of one message: base event first, then its commands (§3.4, §3.5).
+/// How a message is anchored (§3.2, with our divergence), decided on its payload as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchoring<'p> {
+    pub source_kind: String,
+    /// The attacker's IP, as tags carry it (`attacker_ip`; canary triggers: `src_ip`).
+    pub ip: Option<&'p str>,
+    /// The attacker UUID the resolver found for an IP-only payload: DECNET continues with a
+    /// copy of the payload whose `attacker_uuid` is set to it.
+    pub resolved: Option<String>,
+    /// The IP stands where the attacker UUID would in the source id: the payload had no UUID
+    /// anchor and the IP did not resolve, or resolved only through an anchor learned from the
+    /// bus.
+    pub ip_anchored: bool,
+}
+
+/// Decides the source kind and the anchor of one message, without building anything.
 ///
 /// Anchors (§3.2, with our divergence): a payload without a truthy `attacker_uuid` or
 /// `identity_uuid` is anchored through `resolver` on `attacker_ip` (canary triggers:
 /// `src_ip`); when that fails the event is still tagged, anchored on the IP itself. An
 /// anchor learned from the bus fills `attacker_uuid` but the IP keeps its place in the
 /// source id, so tags do not depend on arrival order (see `anchors.rs`).
+pub fn anchor<'p>(
+    subject: &str,
+    envelope_type: &str,
+    payload: &'p Map<String, Value>,
+    resolver: &AnchorResolver,
+) -> Result<Anchoring<'p>, Unbuildable> {
+    let source_kind = source_kind(subject, envelope_type).ok_or(Unbuildable::NoSourceKind)?;
+    let anchored_by_uuid = payload.get("attacker_uuid").is_some_and(truthy)
+        || payload.get("identity_uuid").is_some_and(truthy);
+    let mut ip = usable_ip(payload.get("attacker_ip"));
+    if ip.is_none() && source_kind == "canary_fingerprint" && !anchored_by_uuid {
+        ip = usable_ip(payload.get("src_ip")).filter(|s| *s != "0.0.0.0");
+    }
+    let mut resolved = None;
+    let mut ip_anchored = false;
+    if !anchored_by_uuid {
+        let ip = ip.ok_or(Unbuildable::NoAnchor)?;
+        match resolver.resolve_with_origin(ip) {
+            Some(found) => {
+                resolved = Some(found.attacker_uuid.to_owned());
+                // A learned anchor names the attacker but leaves the tag identity alone.
+                ip_anchored = !found.seeded;
+            }
+            None => ip_anchored = true,
+        }
+    }
+    Ok(Anchoring {
+        source_kind,
+        ip,
+        resolved,
+        ip_anchored,
+    })
+}
+
+/// Builds the tagger events of one message: base event first, then its commands (§3.4, §3.5).
+/// The payload is copied only when anchor resolution has to set its `attacker_uuid`.
 pub fn build_events<'a>(
     subject: &str,
     envelope_type: &str,
     payload: &'a Map<String, Value>,
     resolver: &AnchorResolver,
 ) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
-    let kind = source_kind(subject, envelope_type).ok_or(Unbuildable::NoSourceKind)?;
-    let anchored_by_uuid = payload.get("attacker_uuid").is_some_and(truthy)
-        || payload.get("identity_uuid").is_some_and(truthy);
-    let mut ip = usable_ip(payload.get("attacker_ip"));
-    if ip.is_none() && kind == "canary_fingerprint" && !anchored_by_uuid {
-        ip = usable_ip(payload.get("src_ip")).filter(|s| *s != "0.0.0.0");
+    let anchoring = anchor(subject, envelope_type, payload, resolver)?;
+    let ip = anchoring.ip.map(str::to_owned);
+    let mut resolved: Cow<'a, Map<String, Value>> = Cow::Borrowed(payload);
+    if let Some(uuid) = &anchoring.resolved {
+        resolved
+            .to_mut()
+            .insert("attacker_uuid".into(), Value::String(uuid.clone()));
     }
-    let original = payload;
-    let mut payload: Cow<'a, Map<String, Value>> = Cow::Borrowed(payload);
-    let mut ip_anchor = None;
-    if !anchored_by_uuid {
-        let ip = ip.ok_or(Unbuildable::NoAnchor)?;
-        match resolver.resolve_with_origin(ip) {
-            Some(resolved) => {
-                payload.to_mut().insert(
-                    "attacker_uuid".into(),
-                    Value::String(resolved.attacker_uuid.to_owned()),
-                );
-                // A learned anchor names the attacker but leaves the tag identity alone.
-                if !resolved.seeded {
-                    ip_anchor = Some(ip);
-                }
-            }
-            None => ip_anchor = Some(ip),
-        }
-    }
+    Ok(build_anchored(
+        subject,
+        anchoring.source_kind,
+        ip,
+        anchoring.ip_anchored,
+        resolved,
+        payload,
+    ))
+}
 
+/// [`build_events`] on a payload the caller owns: the resolved `attacker_uuid` is written into
+/// it (as DECNET does on its copy), so that nothing is copied.
+pub fn build_events_in_place<'a>(
+    subject: &str,
+    envelope_type: &str,
+    payload: &'a mut Map<String, Value>,
+    resolver: &AnchorResolver,
+) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
+    let anchoring = anchor(subject, envelope_type, payload, resolver)?;
+    let (source_kind, ip, ip_anchored) = (
+        anchoring.source_kind,
+        anchoring.ip.map(str::to_owned),
+        anchoring.ip_anchored,
+    );
+    if let Some(uuid) = anchoring.resolved {
+        payload.insert("attacker_uuid".into(), Value::String(uuid));
+    }
+    let payload: &'a Map<String, Value> = payload;
+    Ok(build_anchored(
+        subject,
+        source_kind,
+        ip,
+        ip_anchored,
+        Cow::Borrowed(payload),
+        payload,
+    ))
+}
+
+/// The events of an anchored message. `payload` is the (possibly resolved) payload the base
+/// event carries; `original` the message's own, which the commands are read from (resolution
+/// never edits them).
+fn build_anchored<'a>(
+    subject: &str,
+    source_kind: String,
+    ip: Option<String>,
+    ip_anchored: bool,
+    payload: Cow<'a, Map<String, Value>>,
+    original: &'a Map<String, Value>,
+) -> Vec<TaggerEvent<'a>> {
+    let ip_anchor = if ip_anchored { ip.as_deref() } else { None };
     let source_id = base_source_id(&payload, ip_anchor).unwrap_or_else(|| subject.to_owned());
     let base = TaggerEvent {
-        source_kind: kind,
+        source_kind,
         source_id,
         attacker_uuid: opt_py_str(payload.get("attacker_uuid")),
         identity_uuid: opt_py_str(payload.get("identity_uuid")),
-        attacker_ip: ip.map(str::to_owned),
+        attacker_ip: ip,
         session_id: opt_py_str(payload.get("session_id")),
         decky_id: opt_py_str(payload.get("decky_id")),
         payload,
     };
     let mut events = Vec::with_capacity(1);
-    // Commands are read from the message itself (resolution never edits them), so that their
-    // events can borrow from it.
     if base.source_kind == "session"
         && let Some(Value::Array(commands)) = original.get("commands")
     {
-        events.reserve(commands.len());
+        events.reserve(commands.len() + 1);
+        events.push(base);
         for (idx, element) in commands.iter().enumerate() {
-            if let Some(ev) = command_event(&base, idx, element) {
+            if let Some(ev) = command_event(&events[0], idx, element) {
                 events.push(ev);
             }
         }
+    } else {
+        events.push(base);
     }
-    events.insert(0, base);
-    Ok(events)
+    events
 }
 
 /// The first truthy id-ish payload member (§3.4); an IP anchor stands where the attacker UUID

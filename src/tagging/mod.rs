@@ -312,8 +312,28 @@ impl Tagger {
     ) -> MessageTags {
         self.counters.messages += 1;
         self.anchors.learn(payload);
+        let events = event::build_events(subject, envelope_type, payload, &self.anchors);
+        self.tag_events(events)
+    }
+
+    /// [`Tagger::tag_payload`] on a payload the caller owns and no longer needs as it was:
+    /// when the attacker UUID is resolved from the IP (§3.2) it is written into `payload`
+    /// (DECNET edits a copy) instead of copying the whole payload. The tags are the same.
+    pub fn tag_payload_in_place(
+        &mut self,
+        subject: &str,
+        envelope_type: &str,
+        payload: &mut Map<String, Value>,
+    ) -> MessageTags {
+        self.counters.messages += 1;
+        self.anchors.learn(payload);
+        let events = event::build_events_in_place(subject, envelope_type, payload, &self.anchors);
+        self.tag_events(events)
+    }
+
+    fn tag_events(&mut self, events: Result<Vec<TaggerEvent<'_>>, Unbuildable>) -> MessageTags {
         let mut out = MessageTags::default();
-        let events = match event::build_events(subject, envelope_type, payload, &self.anchors) {
+        let events = match events {
             Ok(events) => events,
             Err(why) => {
                 match why {

@@ -38,6 +38,73 @@ pub struct Tag {
     pub evidence: Map<String, Value>,
 }
 
+impl Tag {
+    /// Appends the tag as one compact JSON object, byte for byte what `serde_json` writes for
+    /// it (same member order, escapes and number forms), without going through a serializer.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"uuid\":");
+        write_str(out, &self.uuid);
+        out.extend_from_slice(b",\"source_kind\":");
+        write_str(out, &self.source_kind);
+        out.extend_from_slice(b",\"source_id\":");
+        write_str(out, &self.source_id);
+        out.extend_from_slice(b",\"attacker_uuid\":");
+        write_opt_str(out, self.attacker_uuid.as_deref());
+        out.extend_from_slice(b",\"identity_uuid\":");
+        write_opt_str(out, self.identity_uuid.as_deref());
+        out.extend_from_slice(b",\"attacker_ip\":");
+        write_opt_str(out, self.attacker_ip.as_deref());
+        out.extend_from_slice(b",\"session_id\":");
+        write_opt_str(out, self.session_id.as_deref());
+        out.extend_from_slice(b",\"decky_id\":");
+        write_opt_str(out, self.decky_id.as_deref());
+        out.extend_from_slice(b",\"tactic\":");
+        write_str(out, &self.tactic);
+        out.extend_from_slice(b",\"technique_id\":");
+        write_str(out, &self.technique_id);
+        out.extend_from_slice(b",\"sub_technique_id\":");
+        write_opt_str(out, self.sub_technique_id.as_deref());
+        out.extend_from_slice(b",\"confidence\":");
+        write_serde(out, &self.confidence);
+        out.extend_from_slice(b",\"rule_id\":");
+        write_str(out, &self.rule_id);
+        out.extend_from_slice(b",\"rule_version\":");
+        out.extend_from_slice(self.rule_version.to_string().as_bytes());
+        out.extend_from_slice(b",\"evidence\":");
+        write_serde(out, &self.evidence);
+        out.push(b'}');
+    }
+}
+
+/// A JSON string; only strings that need escapes go through `serde_json`.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Branch-free over the bytes so that it vectorises: the common case is plain text.
+    let needs_escape = s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        write_serde(out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => write_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing JSON into a Vec cannot fail for these types (string keys, finite or not floats
+    // become `null`).
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
 /// The UUIDv5 of a tag: only these six inputs identify it (tagging.md §4.2). The key joins
 /// them with `|` unescaped, exactly as DECNET does, so that both sides compute equal keys.
 pub fn tag_uuid(
@@ -60,6 +127,49 @@ pub fn tag_uuid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_json_is_what_serde_json_writes() {
+        let mut evidence = Map::new();
+        evidence.insert(
+            "command_text".into(),
+            Value::String("echo \"a\\b\"\n\t\u{1}é/".into()),
+        );
+        evidence.insert(
+            "n".into(),
+            serde_json::json!([1, 2.5, null, true, {"k": "v"}]),
+        );
+        let base = Tag {
+            uuid: tag_uuid("command", "s#1", "R1", 3, "T1", None),
+            source_kind: "command".into(),
+            source_id: "s\"#1\u{7f}\u{1f}".into(),
+            attacker_uuid: Some("a".into()),
+            identity_uuid: None,
+            attacker_ip: Some(String::new()),
+            session_id: None,
+            decky_id: Some("d\\".into()),
+            tactic: "TA1".into(),
+            technique_id: "T1".into(),
+            sub_technique_id: Some("T1.001".into()),
+            confidence: 0.63,
+            rule_id: "R1".into(),
+            rule_version: -3,
+            evidence,
+        };
+        for confidence in [0.63, 1.0, 0.0, 1e-7, 0.1 + 0.2, f64::NAN, 123456789.0] {
+            let tag = Tag {
+                confidence,
+                ..base.clone()
+            };
+            let mut ours = Vec::new();
+            tag.write_json(&mut ours);
+            let theirs = serde_json::to_vec(&tag).unwrap_or_default();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
+    }
 
     #[test]
     fn namespace_is_decnets() {
