@@ -401,7 +401,7 @@ impl Tagger {
                         if let Err(e) = lifters::emit_all(
                             ev,
                             f.rule,
-                            &f.evidence,
+                            f.evidence,
                             lifters::AnchorMode::Event,
                             &mut engine_tags,
                         ) {

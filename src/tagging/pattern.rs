@@ -52,19 +52,22 @@ fn default_field(source_kind: &str) -> Option<&'static str> {
 
 struct KindRule {
     rule: Arc<Rule>,
-    field: String,
+    /// Index into [`KindPlan::fields`].
+    field: usize,
     /// Exact on every text.
     regex: PyRegex,
-    /// `(set, index)` in [`KindPlan::sets`]: the set answers for texts that do not end with
-    /// `\n` (its members translate `$` as the end of the text, [`Dollar::EndOfText`]).
-    in_set: Option<(usize, usize)>,
+    /// Index in the field's set, which answers for texts that do not end with `\n` (its
+    /// members translate `$` as the end of the text, [`Dollar::EndOfText`]).
+    in_set: Option<usize>,
 }
 
 /// All engine rules of one source kind, in evaluation order.
 struct KindPlan {
     rules: Vec<KindRule>,
-    /// One set per field read by the kind's rules.
-    sets: Vec<regex::RegexSet>,
+    /// The payload fields the kind's rules read, each looked up once per event.
+    fields: Vec<String>,
+    /// Per field, the set of its rules' patterns (when any can be in a set).
+    sets: Vec<Option<regex::RegexSet>>,
 }
 
 /// Compiled engine for every source kind its rules apply to.
@@ -81,8 +84,8 @@ pub struct Fired<'a> {
 impl PatternEngine {
     pub fn new(rules: &[Arc<Rule>]) -> PatternEngine {
         let mut plans: HashMap<String, KindPlan> = HashMap::new();
-        // Per kind: (field, set member sources) in first-use order.
-        let mut set_sources: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
+        // Per kind, per field: the set members' sources.
+        let mut set_sources: HashMap<String, Vec<Vec<String>>> = HashMap::new();
         for rule in rules.iter().filter(|r| r.owner() == Owner::Engine) {
             let Some(Value::String(pattern)) = rule.param("pattern") else {
                 continue; // absent or null pattern: never fires
@@ -102,44 +105,45 @@ impl PatternEngine {
                         None => continue,
                     },
                 };
-                let in_set = unterminated.as_ref().map(|t| {
-                    let groups = set_sources.entry(kind.clone()).or_default();
-                    let set = match groups.iter().position(|(f, _)| *f == field) {
-                        Some(set) => set,
-                        None => {
-                            groups.push((field.clone(), Vec::new()));
-                            groups.len() - 1
-                        }
-                    };
-                    groups[set].1.push(t.source.clone());
-                    (set, groups[set].1.len() - 1)
+                let plan = plans.entry(kind.clone()).or_insert_with(|| KindPlan {
+                    rules: Vec::new(),
+                    fields: Vec::new(),
+                    sets: Vec::new(),
                 });
-                plans
-                    .entry(kind.clone())
-                    .or_insert_with(|| KindPlan {
-                        rules: Vec::new(),
-                        sets: Vec::new(),
-                    })
-                    .rules
-                    .push(KindRule {
-                        rule: Arc::clone(rule),
-                        field,
-                        regex: regex.clone(),
-                        in_set,
-                    });
+                let sources = set_sources.entry(kind.clone()).or_default();
+                let field = match plan.fields.iter().position(|f| *f == field) {
+                    Some(i) => i,
+                    None => {
+                        plan.fields.push(field);
+                        sources.push(Vec::new());
+                        plan.fields.len() - 1
+                    }
+                };
+                let in_set = unterminated.as_ref().map(|t| {
+                    sources[field].push(t.source.clone());
+                    sources[field].len() - 1
+                });
+                plan.rules.push(KindRule {
+                    rule: Arc::clone(rule),
+                    field,
+                    regex: regex.clone(),
+                    in_set,
+                });
             }
         }
-        for (kind, groups) in set_sources {
+        for (kind, per_field) in set_sources {
             if let Some(plan) = plans.get_mut(&kind) {
-                plan.sets = groups
+                plan.sets = per_field
                     .iter()
-                    .map(|(_, sources)| {
-                        regex::RegexSet::new(sources).unwrap_or_else(|_| regex::RegexSet::empty())
+                    .map(|sources| {
+                        (!sources.is_empty())
+                            .then(|| regex::RegexSet::new(sources).ok())
+                            .flatten()
                     })
                     .collect();
-                if plan.sets.iter().any(|s| s.is_empty()) {
-                    // A set that failed to build: every rule answers on its own.
-                    for kr in &mut plan.rules {
+                for kr in &mut plan.rules {
+                    if plan.sets[kr.field].is_none() {
+                        // No set (or one that failed to build): the rule answers on its own.
                         kr.in_set = None;
                     }
                 }
@@ -164,18 +168,32 @@ impl PatternEngine {
         let Some(plan) = self.plans.get(source_kind) else {
             return Vec::new();
         };
-        let mut set_hits: Vec<Option<regex::SetMatches>> = vec![None; plan.sets.len()];
+        /// Per field: its text, and the set's verdicts once asked.
+        struct Field<'p> {
+            text: Option<&'p str>,
+            hits: Option<regex::SetMatches>,
+        }
+        let mut fields: Vec<Field<'_>> = plan
+            .fields
+            .iter()
+            .map(|name| Field {
+                text: payload.get(name).and_then(Value::as_str),
+                hits: None,
+            })
+            .collect();
         let mut fired = Vec::new();
         for kr in &plan.rules {
+            let field = &mut fields[kr.field];
+            let Some(haystack) = field.text else {
+                continue;
+            };
             if !kr.rule.state.is_active(now) {
                 continue;
             }
-            let Some(Value::String(haystack)) = payload.get(&kr.field) else {
-                continue;
-            };
-            let hit = match kr.in_set {
-                Some((set, index)) if !haystack.ends_with('\n') => set_hits[set]
-                    .get_or_insert_with(|| plan.sets[set].matches(haystack))
+            let hit = match (kr.in_set, &plan.sets[kr.field]) {
+                (Some(index), Some(set)) if !haystack.ends_with('\n') => field
+                    .hits
+                    .get_or_insert_with(|| set.matches(haystack))
                     .matched(index),
                 _ => kr.regex.search(haystack).unwrap_or_else(|_| {
                     *regex_errors += 1;

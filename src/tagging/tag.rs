@@ -115,13 +115,21 @@ pub fn tag_uuid(
     technique_id: &str,
     sub_technique_id: Option<&str>,
 ) -> String {
-    let key = format!(
-        "{source_kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{}",
-        sub_technique_id.unwrap_or("")
+    use std::io::Write as _;
+    let sub = sub_technique_id.unwrap_or("");
+    let mut key = Vec::with_capacity(
+        source_kind.len() + source_id.len() + rule_id.len() + technique_id.len() + sub.len() + 32,
     );
-    Uuid::new_v5(&TAG_NAMESPACE, key.as_bytes())
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        key,
+        "{source_kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{sub}"
+    );
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Uuid::new_v5(&TAG_NAMESPACE, &key)
         .hyphenated()
-        .to_string()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub fn lift(
                 ("metric", Value::String(metric.to_owned())),
                 ("matched_signature", Value::String(signature)),
             ]);
-            emit_all(ev, rule, &evidence, AnchorMode::Event, &mut tags)?;
+            emit_all(ev, rule, evidence, AnchorMode::Event, &mut tags)?;
         }
     }
     Ok(tags)

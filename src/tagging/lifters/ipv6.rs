@@ -73,7 +73,7 @@ pub fn lift(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        emit_all(ev, rule, &evidence, AnchorMode::Event, &mut tags)?;
+        emit_all(ev, rule, evidence, AnchorMode::Event, &mut tags)?;
     }
     Ok(tags)
 }

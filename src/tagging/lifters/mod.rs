@@ -150,15 +150,19 @@ pub fn build_tag(
     })
 }
 
-/// One tag per emit entry, all with the same evidence (§8.0 step 5).
+/// One tag per emit entry, all with the same evidence (§8.0 step 5). The last tag takes the
+/// evidence itself; the others get copies.
 pub fn emit_all(
     ev: &TaggerEvent,
     rule: &Rule,
-    evidence: &Map<String, Value>,
+    evidence: Map<String, Value>,
     mode: AnchorMode,
     out: &mut Vec<Tag>,
 ) -> Result<(), LiftError> {
-    for emit in &rule.emits {
+    let Some((last, others)) = rule.emits.split_last() else {
+        return Ok(());
+    };
+    for emit in others {
         let confidence = rule.state.apply_ceiling(emit.confidence);
         out.push(build_tag(
             ev,
@@ -169,6 +173,8 @@ pub fn emit_all(
             mode,
         )?);
     }
+    let confidence = rule.state.apply_ceiling(last.confidence);
+    out.push(build_tag(ev, rule, last, confidence, evidence, mode)?);
     Ok(())
 }
 
@@ -197,7 +203,7 @@ where
         let Some(kind) = rule.kind() else { continue };
         if let Some(extras) = predicate(kind, rule, &ev.payload, ctx)? {
             let evidence = standard_evidence(rule, &ev.payload, extras);
-            emit_all(ev, rule, &evidence, mode, &mut tags)?;
+            emit_all(ev, rule, evidence, mode, &mut tags)?;
         }
     }
     Ok(tags)
