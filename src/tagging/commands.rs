@@ -58,7 +58,37 @@ pub fn run_tag(
     tag_with(tagger, input, out, err)
 }
 
+/// Lines decoded per batch handed to the tagging thread (fewer when the batch fills
+/// [`BATCH_BYTES`] first).
+const BATCH_LINES: usize = 256;
+const BATCH_BYTES: usize = 1 << 18;
+/// Batches in flight each way between the two threads.
+const BATCH_QUEUE: usize = 4;
+
+/// Decoded messages on their way to the tagging thread.
+struct Batch(Vec<LineMessage>);
+
+/// What the tagging thread gives back for a batch: its tags as JSON lines, and the messages,
+/// to be freed by the thread that allocated them.
+struct Tagged {
+    json: Vec<u8>,
+    messages: Vec<LineMessage>,
+}
+
+/// Counts the tagging thread keeps.
+#[derive(Default)]
+struct TagCounts {
+    events: u64,
+    tagger_events: u64,
+    tags: u64,
+    below_floor: u64,
+}
+
 /// [`run_tag`] with an engine already built (benchmarks, tests).
+///
+/// Two threads: the calling one reads and decodes lines and writes what comes back; the
+/// other tags the messages strictly in input order (anchor learning depends on it) and
+/// writes their tags as JSON lines. Output order and content are those of a single thread.
 pub fn tag_with(
     mut tagger: Tagger,
     mut input: impl BufRead,
@@ -74,41 +104,80 @@ pub fn tag_with(
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
-    let mut line = Vec::with_capacity(1 << 12);
-    let mut json = Vec::with_capacity(1 << 12);
-    let mut number = 0usize;
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        number += 1;
-        let mut message = match decode_line(&line) {
-            Ok(Some(message)) => message,
-            Ok(None) => continue,
-            Err(reason) => {
-                summary.malformed += 1;
-                writeln!(err, "line {number}: {reason}")?;
+    let counts = std::thread::scope(|scope| -> Result<TagCounts, CommandError> {
+        let (to_tagger, batches) = crossbeam_channel::bounded::<Batch>(BATCH_QUEUE);
+        let (results, from_tagger) = crossbeam_channel::bounded::<Tagged>(BATCH_QUEUE);
+        let tagging = std::thread::Builder::new()
+            .name("tag".into())
+            .spawn_scoped(scope, move || tag_batches(&mut tagger, &batches, &results))?;
+        let mut write = |tagged: Tagged| -> std::io::Result<()> {
+            out.write_all(&tagged.json)?;
+            drop(tagged.messages);
+            Ok(())
+        };
+        let mut line = Vec::with_capacity(1 << 12);
+        let mut number = 0usize;
+        let mut at_end = false;
+        while !at_end {
+            let mut batch = Vec::with_capacity(BATCH_LINES);
+            let mut bytes = 0;
+            while batch.len() < BATCH_LINES && bytes < BATCH_BYTES {
+                line.clear();
+                if input.read_until(b'\n', &mut line)? == 0 {
+                    at_end = true;
+                    break;
+                }
+                number += 1;
+                bytes += line.len();
+                match decode_line(&line) {
+                    Ok(Some(message)) => batch.push(message),
+                    Ok(None) => {}
+                    Err(reason) => {
+                        summary.malformed += 1;
+                        writeln!(err, "line {number}: {reason}")?;
+                    }
+                }
+            }
+            if batch.is_empty() {
                 continue;
             }
-        };
-        let tagged = tagger.tag_payload_in_place(
-            &message.subject,
-            &message.envelope_type,
-            &mut message.payload,
-        );
-        summary.events += 1;
-        summary.tagger_events += tagged.events as u64;
-        summary.below_floor += tagged.below_floor.len() as u64;
-        json.clear();
-        for tag in &tagged.tags {
-            tag.write_json(&mut json);
-            json.push(b'\n');
+            // Hand the batch over; while the tagger is busy, write what it has finished.
+            let mut pending = Some(Batch(batch));
+            let mut tagger_gone = false;
+            while let Some(batch) = pending.take() {
+                while let Ok(tagged) = from_tagger.try_recv() {
+                    write(tagged)?;
+                }
+                match to_tagger.try_send(batch) {
+                    Ok(()) => {}
+                    Err(crossbeam_channel::TrySendError::Full(back)) => match from_tagger.recv() {
+                        Ok(tagged) => {
+                            write(tagged)?;
+                            pending = Some(back);
+                        }
+                        Err(_) => tagger_gone = true,
+                    },
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => tagger_gone = true,
+                }
+            }
+            if tagger_gone {
+                break; // it panicked: the join below says why
+            }
         }
-        out.write_all(&json)?;
-        summary.tags += tagged.tags.len() as u64;
-    }
+        drop(to_tagger);
+        for tagged in &from_tagger {
+            write(tagged)?;
+        }
+        match tagging.join() {
+            Ok(counts) => Ok(counts),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })?;
     out.flush()?;
+    summary.events = counts.events;
+    summary.tagger_events = counts.tagger_events;
+    summary.tags = counts.tags;
+    summary.below_floor = counts.below_floor;
     summary.seconds = started.elapsed().as_secs_f64();
     writeln!(
         err,
@@ -121,6 +190,38 @@ pub fn tag_with(
         summary.events_per_second()
     )?;
     Ok(summary)
+}
+
+/// The tagging thread: batches in, in order; tags out as JSON lines. Ends when the batches
+/// end or nobody takes the results any more.
+fn tag_batches(
+    tagger: &mut Tagger,
+    batches: &crossbeam_channel::Receiver<Batch>,
+    results: &crossbeam_channel::Sender<Tagged>,
+) -> TagCounts {
+    let mut counts = TagCounts::default();
+    for Batch(mut messages) in batches {
+        let mut json = Vec::with_capacity(1 << 16);
+        for message in &mut messages {
+            let tagged = tagger.tag_payload_in_place(
+                &message.subject,
+                &message.envelope_type,
+                &mut message.payload,
+            );
+            counts.events += 1;
+            counts.tagger_events += tagged.events as u64;
+            counts.below_floor += tagged.below_floor.len() as u64;
+            counts.tags += tagged.tags.len() as u64;
+            for tag in &tagged.tags {
+                tag.write_json(&mut json);
+                json.push(b'\n');
+            }
+        }
+        if results.send(Tagged { json, messages }).is_err() {
+            break;
+        }
+    }
+    counts
 }
 
 /// One input line of the `tag` command, as far as tagging reads it.
@@ -363,6 +464,50 @@ mod tests {
         }
         assert_eq!(decoded("  \n"), Ok(None));
         assert_eq!(decoded(""), Ok(None));
+    }
+
+    /// Many batches in flight (the queues fill up both ways): the output is, byte for byte,
+    /// what tagging the lines one by one on this thread gives, and malformed lines are
+    /// reported with their numbers.
+    #[test]
+    fn the_tagging_thread_keeps_input_order() {
+        let mut input = String::new();
+        for n in 0..(BATCH_LINES * BATCH_QUEUE * 3 + 7) {
+            if n % 1000 == 999 {
+                input.push_str("not json\n");
+                continue;
+            }
+            // Alternating IPs, each first seen with its UUID: learning depends on the order.
+            input.push_str(&format!(
+                "{{\"topic\":\"attacker.session.ended\",\"payload\":{{\"session_id\":\"s{n}\",                 \"attacker_ip\":\"10.0.{}.{}\",\"attacker_uuid\":{},\"commands\":[\"whoami\",\"id\"]}}}}\n",
+                n % 7,
+                n % 5,
+                if n % 3 == 0 { format!("\"U{}\"", n % 11) } else { "null".into() }
+            ));
+        }
+        let tagger = || Tagger::new(&EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let summary = tag_with(tagger(), input.as_bytes(), &mut out, &mut err)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut want = Vec::new();
+        let mut one_by_one = tagger();
+        for line in input.lines() {
+            if let Ok(Some(m)) = decode_line(line.as_bytes()) {
+                let tagged = one_by_one.tag_payload(&m.subject, &m.envelope_type, &m.payload);
+                for tag in &tagged.tags {
+                    tag.write_json(&mut want);
+                    want.push(b'\n');
+                }
+            }
+        }
+        assert!(summary.tags > 1000, "{summary:?}");
+        assert_eq!(summary.malformed, 3);
+        assert!(out == want, "outputs differ");
+        let err = String::from_utf8_lossy(&err);
+        assert!(
+            err.contains("line 1000: ") && err.contains("line 3000: "),
+            "{err}"
+        );
     }
 
     #[test]
