@@ -56,7 +56,7 @@ struct KindRule {
     field: usize,
     /// Exact on every text.
     regex: PyRegex,
-    /// Index in the field's set, which answers for texts that do not end with `\n` (its
+    /// Index in the field's set, which answers for ASCII texts that do not end with `\n` (its
     /// members translate `$` as the end of the text, [`Dollar::EndOfText`]).
     in_set: Option<usize>,
 }
@@ -191,10 +191,14 @@ impl PatternEngine {
                 continue;
             }
             let hit = match (kr.in_set, &plan.sets[kr.field]) {
-                (Some(index), Some(set)) if !haystack.ends_with('\n') => field
-                    .hits
-                    .get_or_insert_with(|| set.matches(haystack))
-                    .matched(index),
+                // The set's lazy DFA gives up on non-ASCII text when a pattern has a Unicode
+                // `\b`, and its fall-back is far slower than asking each rule.
+                (Some(index), Some(set)) if haystack.is_ascii() && !haystack.ends_with('\n') => {
+                    field
+                        .hits
+                        .get_or_insert_with(|| set.matches(haystack))
+                        .matched(index)
+                }
                 _ => kr.regex.search(haystack).unwrap_or_else(|_| {
                     *regex_errors += 1;
                     false
