@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::anchors::AnchorResolver;
-use super::py::{first_truthy, opt_py_str, py_str, truthy};
+use super::py::{Fields as _, first_truthy, opt_py_str, py_str, truthy};
 
 /// What the taggers see (tagging.md §2).
 #[derive(Debug, Clone, PartialEq)]
@@ -88,11 +88,11 @@ pub fn anchor<'p>(
     resolver: &AnchorResolver,
 ) -> Result<Anchoring<'p>, Unbuildable> {
     let source_kind = source_kind(subject, envelope_type).ok_or(Unbuildable::NoSourceKind)?;
-    let anchored_by_uuid = payload.get("attacker_uuid").is_some_and(truthy)
-        || payload.get("identity_uuid").is_some_and(truthy);
-    let mut ip = usable_ip(payload.get("attacker_ip"));
+    let anchored_by_uuid = payload.field("attacker_uuid").is_some_and(truthy)
+        || payload.field("identity_uuid").is_some_and(truthy);
+    let mut ip = usable_ip(payload.field("attacker_ip"));
     if ip.is_none() && source_kind == "canary_fingerprint" && !anchored_by_uuid {
-        ip = usable_ip(payload.get("src_ip")).filter(|s| *s != "0.0.0.0");
+        ip = usable_ip(payload.field("src_ip")).filter(|s| *s != "0.0.0.0");
     }
     let mut resolved = None;
     let mut ip_anchored = false;
@@ -185,16 +185,16 @@ fn build_anchored<'a>(
     let base = TaggerEvent {
         source_kind,
         source_id,
-        attacker_uuid: opt_py_str(payload.get("attacker_uuid")),
-        identity_uuid: opt_py_str(payload.get("identity_uuid")),
+        attacker_uuid: opt_py_str(payload.field("attacker_uuid")),
+        identity_uuid: opt_py_str(payload.field("identity_uuid")),
         attacker_ip: ip,
-        session_id: opt_py_str(payload.get("session_id")),
-        decky_id: opt_py_str(payload.get("decky_id")),
+        session_id: opt_py_str(payload.field("session_id")),
+        decky_id: opt_py_str(payload.field("decky_id")),
         payload,
     };
     let mut events = Vec::with_capacity(1);
     if base.source_kind == "session"
-        && let Some(Value::Array(commands)) = original.get("commands")
+        && let Some(Value::Array(commands)) = original.field("commands")
     {
         events.reserve(commands.len() + 1);
         events.push(base);
@@ -220,7 +220,7 @@ fn base_source_id(payload: &Map<String, Value>, ip_anchor: Option<&str>) -> Opti
         "credential_id",
     ];
     for key in BEFORE {
-        if let Some(v) = payload.get(key).filter(|v| truthy(v)) {
+        if let Some(v) = payload.field(key).filter(|v| truthy(v)) {
             return Some(py_str(v));
         }
     }
@@ -229,7 +229,7 @@ fn base_source_id(payload: &Map<String, Value>, ip_anchor: Option<&str>) -> Opti
     }
     ["attacker_uuid", "uuid"]
         .iter()
-        .filter_map(|k| payload.get(*k))
+        .filter_map(|k| payload.field(k))
         .find(|v| truthy(v))
         .map(py_str)
 }
@@ -253,19 +253,19 @@ fn command_event<'a>(
             };
             let id = ["id", "uuid", "command_id"]
                 .iter()
-                .filter_map(|k| obj.get(*k))
+                .filter_map(|k| obj.field(k))
                 .find(|v| truthy(v))
                 .map_or_else(fallback_id, py_str);
             // The payload is the object with `command_text` set to the chosen text; when it
             // already holds that text the object is used as it is.
-            let payload = if obj.get("command_text").and_then(Value::as_str) == Some(text.as_str())
-            {
-                Cow::Borrowed(obj)
-            } else {
-                let mut p = obj.clone();
-                p.insert("command_text".into(), Value::String(text.clone()));
-                Cow::Owned(p)
-            };
+            let payload =
+                if obj.field("command_text").and_then(Value::as_str) == Some(text.as_str()) {
+                    Cow::Borrowed(obj)
+                } else {
+                    let mut p = obj.clone();
+                    p.insert("command_text".into(), Value::String(text.clone()));
+                    Cow::Owned(p)
+                };
             (id, payload)
         }
         _ => return None,

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::pyre::{Dollar, PyRegex, translate_with};
 use super::rules::{Owner, Rule};
+use crate::tagging::py::Fields as _;
 
 /// `match` keys of lifter rules that hold lists of Python regexes.
 pub const LIFTER_REGEX_LISTS: [&str; 3] = ["patterns", "paths", "filename_patterns"];
@@ -177,7 +178,7 @@ impl PatternEngine {
             .fields
             .iter()
             .map(|name| Field {
-                text: payload.get(name).and_then(Value::as_str),
+                text: payload.field(name).and_then(Value::as_str),
                 hits: None,
             })
             .collect();
@@ -224,14 +225,14 @@ fn engine_evidence(
 ) -> Map<String, Value> {
     let mut evidence = Map::new();
     for name in &rule.evidence_fields {
-        if let Some(v) = payload.get(name) {
+        if let Some(v) = payload.field(name) {
             evidence.insert(name.clone(), v.clone());
         }
     }
     if source_kind == "command" {
         for name in ["uid", "user", "src", "pwd"] {
             if !evidence.contains_key(name)
-                && let Some(v) = payload.get(name)
+                && let Some(v) = payload.field(name)
             {
                 evidence.insert(name.to_owned(), v.clone());
             }

@@ -115,18 +115,27 @@ pub fn tag_uuid(
     technique_id: &str,
     sub_technique_id: Option<&str>,
 ) -> String {
-    use std::io::Write as _;
+    use sha1::Digest as _;
     let sub = sub_technique_id.unwrap_or("");
     let mut key = Vec::with_capacity(
         source_kind.len() + source_id.len() + rule_id.len() + technique_id.len() + sub.len() + 32,
     );
     // Writing into a Vec cannot fail.
-    let _ = write!(
-        key,
-        "{source_kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{sub}"
+    let _ = std::io::Write::write_fmt(
+        &mut key,
+        format_args!("{source_kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{sub}"),
     );
+    // UUIDv5 (RFC 9562 §5.5) = SHA-1 of namespace and name; the `sha1` crate uses the CPU's
+    // SHA instructions where there are some.
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(TAG_NAMESPACE.as_bytes());
+    hasher.update(&key);
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    Uuid::new_v5(&TAG_NAMESPACE, &key)
+    uuid::Builder::from_sha1_bytes(bytes)
+        .into_uuid()
         .hyphenated()
         .encode_lower(&mut text)
         .to_owned()
@@ -175,6 +184,25 @@ mod tests {
             assert_eq!(
                 String::from_utf8_lossy(&ours),
                 String::from_utf8_lossy(&theirs)
+            );
+        }
+    }
+
+    #[test]
+    fn tag_uuid_is_uuid_v5_of_the_key() {
+        for n in 0..300 {
+            let source_id = "x".repeat(n) + "é|";
+            let key = format!("command|{source_id}|R{n}|{n}|T1|");
+            assert_eq!(
+                tag_uuid(
+                    "command",
+                    &source_id,
+                    &format!("R{n}"),
+                    n as i64,
+                    "T1",
+                    None
+                ),
+                Uuid::new_v5(&TAG_NAMESPACE, key.as_bytes()).to_string()
             );
         }
     }

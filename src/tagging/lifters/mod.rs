@@ -23,6 +23,7 @@ use super::event::TaggerEvent;
 use super::pyre::PyRegex;
 use super::rules::{Emit, Rule};
 use super::tag::{Tag, tag_uuid};
+use crate::tagging::py::Fields as _;
 
 /// Evidence entries a predicate adds on top of the rule's `evidence_fields`.
 pub type Extras = Map<String, Value>;
@@ -88,7 +89,7 @@ pub fn standard_evidence(
 ) -> Map<String, Value> {
     let mut evidence = Map::new();
     for name in &rule.evidence_fields {
-        if let Some(v) = payload.get(name) {
+        if let Some(v) = payload.field(name) {
             evidence.insert(name.clone(), v.clone());
         }
     }
