@@ -22,7 +22,7 @@ pub fn validate_rule_regexes(rule: &Rule) -> Result<(), String> {
         match rule.param("pattern") {
             None | Some(Value::Null) => {}
             Some(Value::String(p)) => {
-                PyRegex::new(p).map_err(|e| e.to_string())?;
+                PyRegex::cached(p).map_err(|e| e.to_string())?;
             }
             Some(other) => return Err(format!("match.pattern must be a string, got {other}")),
         }
@@ -30,7 +30,7 @@ pub fn validate_rule_regexes(rule: &Rule) -> Result<(), String> {
     for key in LIFTER_REGEX_LISTS {
         if let Some(Value::Array(items)) = rule.param(key) {
             for p in items.iter().filter_map(Value::as_str) {
-                PyRegex::new(p).map_err(|e| format!("match.{key}: {e}"))?;
+                PyRegex::cached(p).map_err(|e| format!("match.{key}: {e}"))?;
             }
         }
     }
@@ -91,7 +91,7 @@ impl PatternEngine {
             let Some(Value::String(pattern)) = rule.param("pattern") else {
                 continue; // absent or null pattern: never fires
             };
-            let Ok(regex) = PyRegex::new(pattern) else {
+            let Ok(regex) = PyRegex::cached(pattern) else {
                 continue; // rejected at load; kept defensive
             };
             let unterminated = translate_with(pattern, Dollar::EndOfText, true)

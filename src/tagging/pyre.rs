@@ -6,7 +6,9 @@
 //! that need look-around or back-references go to `fancy-regex`; all others stay on `regex`,
 //! which can then evaluate a whole rule set in one pass (`RegexSet`).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 /// Why a Python pattern could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +102,22 @@ impl PyRegex {
                 Some(Engine::new(&unterminated).map_err(err)?)
             },
         })
+    }
+
+    /// [`PyRegex::new`], compiled once per process: rule validation, the pattern engine and
+    /// the lifters' regex cache all ask for the same patterns, and compiling is the bulk of
+    /// loading a rule pack. The memo holds every distinct pattern text seen (reloads add
+    /// edited patterns), which rule packs keep small.
+    pub fn cached(pattern: &str) -> Result<PyRegex, PatternError> {
+        type Memo = HashMap<String, Result<PyRegex, PatternError>>;
+        static COMPILED: LazyLock<Mutex<Memo>> = LazyLock::new(Mutex::default);
+        let memo = || COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hit) = memo().get(pattern) {
+            return hit.clone();
+        }
+        let compiled = PyRegex::new(pattern);
+        memo().insert(pattern.to_owned(), compiled.clone());
+        compiled
     }
 
     /// `re.search(pattern, text) is not None`.

@@ -62,7 +62,7 @@ impl RegexCache {
             for key in super::pattern::LIFTER_REGEX_LISTS {
                 if let Some(Value::Array(items)) = rule.param(key) {
                     for p in items.iter().filter_map(Value::as_str) {
-                        if let Ok(re) = PyRegex::new(p) {
+                        if let Ok(re) = PyRegex::cached(p) {
                             compiled.insert(p.to_owned(), re);
                         }
                     }
