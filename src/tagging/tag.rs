@@ -69,11 +69,30 @@ impl Tag {
         out.extend_from_slice(b",\"rule_id\":");
         write_str(out, &self.rule_id);
         out.extend_from_slice(b",\"rule_version\":");
-        out.extend_from_slice(self.rule_version.to_string().as_bytes());
+        push_decimal(out, self.rule_version);
         out.extend_from_slice(b",\"evidence\":");
         write_serde(out, &self.evidence);
         out.push(b'}');
     }
+}
+
+/// `n` in base 10, as Python's `str(int)` and Rust's `Display` write it.
+fn push_decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A JSON string; only strings that need escapes go through `serde_json`.
@@ -120,11 +139,15 @@ pub fn tag_uuid(
     let mut key = Vec::with_capacity(
         source_kind.len() + source_id.len() + rule_id.len() + technique_id.len() + sub.len() + 32,
     );
-    // Writing into a Vec cannot fail.
-    let _ = std::io::Write::write_fmt(
-        &mut key,
-        format_args!("{source_kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{sub}"),
-    );
+    for part in [source_kind, source_id, rule_id] {
+        key.extend_from_slice(part.as_bytes());
+        key.push(b'|');
+    }
+    push_decimal(&mut key, rule_version);
+    for part in [technique_id, sub] {
+        key.push(b'|');
+        key.extend_from_slice(part.as_bytes());
+    }
     // UUIDv5 (RFC 9562 §5.5) = SHA-1 of namespace and name; the `sha1` crate uses the CPU's
     // SHA instructions where there are some.
     let mut hasher = sha1::Sha1::new();
@@ -204,6 +227,15 @@ mod tests {
                 ),
                 Uuid::new_v5(&TAG_NAMESPACE, key.as_bytes()).to_string()
             );
+        }
+    }
+
+    #[test]
+    fn decimals_are_displayed_integers() {
+        for n in [0, 1, -1, 9, 10, -10, 1234567890, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(String::from_utf8_lossy(&out), n.to_string());
         }
     }
 
