@@ -4,11 +4,13 @@
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{
+    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::{Map, Value};
 
 use super::py::truthy;
-use super::{EngineError, EngineOptions, Tagger};
+use super::{EngineError, EngineOptions, Tag, Tagger};
 use crate::envelope::{DecodeError, Envelope, Inbound};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,30 +50,43 @@ impl TagSummary {
 /// Reads one envelope per line (`topic` = subject), tags it with the daemon's code path and
 /// writes one compact JSON object per tag, in input order. Malformed lines are reported on
 /// `err` with their line number and skipped; a one-line summary ends `err`.
+///
+/// The engine is built on the tagging thread while this one starts reading; nothing is
+/// written before it is built, so a failure to build it is the only thing reported.
 pub fn run_tag(
     options: &EngineOptions,
     input: impl BufRead,
     out: impl Write,
     err: impl Write,
 ) -> Result<TagSummary, CommandError> {
-    let tagger = Tagger::new(options)?;
-    tag_with(tagger, input, out, err)
+    tag_stream(|| Tagger::new(options), input, out, err)
+}
+
+/// [`run_tag`] with an engine already built (benchmarks, tests).
+pub fn tag_with(
+    tagger: Tagger,
+    input: impl BufRead,
+    out: impl Write,
+    err: impl Write,
+) -> Result<TagSummary, CommandError> {
+    tag_stream(move || Ok(tagger), input, out, err)
 }
 
 /// Lines decoded per batch handed to the tagging thread (fewer when the batch fills
 /// [`BATCH_BYTES`] first).
 const BATCH_LINES: usize = 256;
 const BATCH_BYTES: usize = 1 << 18;
-/// Batches in flight each way between the two threads.
-const BATCH_QUEUE: usize = 4;
+/// Batches in flight each way between the two threads: enough to keep reading while the
+/// engine is being built.
+const BATCH_QUEUE: usize = 16;
 
 /// Decoded messages on their way to the tagging thread.
 struct Batch(Vec<LineMessage>);
 
-/// What the tagging thread gives back for a batch: its tags as JSON lines, and the messages,
-/// to be freed by the thread that allocated them.
+/// What the tagging thread gives back for a batch: the tags, to be written, and the
+/// messages, to be freed by the thread that allocated them.
 struct Tagged {
-    json: Vec<u8>,
+    tags: Vec<Tag>,
     messages: Vec<LineMessage>,
 }
 
@@ -80,41 +95,71 @@ struct Tagged {
 struct TagCounts {
     events: u64,
     tagger_events: u64,
-    tags: u64,
     below_floor: u64,
 }
 
-/// [`run_tag`] with an engine already built (benchmarks, tests).
-///
-/// Two threads: the calling one reads and decodes lines and writes what comes back; the
-/// other tags the messages strictly in input order (anchor learning depends on it) and
-/// writes their tags as JSON lines. Output order and content are those of a single thread.
-pub fn tag_with(
-    mut tagger: Tagger,
+/// The engine's load report (problems, then warnings), or why it could not be built.
+type Ready = Result<Vec<String>, EngineError>;
+
+/// Two threads: the calling one reads and decodes lines, and writes the tags that come back
+/// as JSON lines; the other builds the engine, then tags the messages strictly in input order
+/// (anchor learning depends on it). Output order and content are those of a single thread.
+fn tag_stream(
+    engine: impl FnOnce() -> Result<Tagger, EngineError> + Send,
     mut input: impl BufRead,
     out: impl Write,
     mut err: impl Write,
 ) -> Result<TagSummary, CommandError> {
-    for problem in tagger.problems() {
-        writeln!(err, "{problem}")?;
-    }
-    for warning in tagger.warnings() {
-        writeln!(err, "{warning}")?;
-    }
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
-    let counts = std::thread::scope(|scope| -> Result<TagCounts, CommandError> {
+    let (counts, tags) = std::thread::scope(|scope| -> Result<(TagCounts, u64), CommandError> {
+        let (ready_tx, ready) = crossbeam_channel::bounded::<Ready>(1);
         let (to_tagger, batches) = crossbeam_channel::bounded::<Batch>(BATCH_QUEUE);
         let (results, from_tagger) = crossbeam_channel::bounded::<Tagged>(BATCH_QUEUE);
         let tagging = std::thread::Builder::new()
             .name("tag".into())
-            .spawn_scoped(scope, move || tag_batches(&mut tagger, &batches, &results))?;
-        let mut write = |tagged: Tagged| -> std::io::Result<()> {
-            out.write_all(&tagged.json)?;
-            drop(tagged.messages);
+            .spawn_scoped(scope, move || {
+                let mut tagger = match engine() {
+                    Ok(tagger) => tagger,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return TagCounts::default();
+                    }
+                };
+                let report = tagger.problems().iter().chain(tagger.warnings());
+                let _ = ready_tx.send(Ok(report.map(ToString::to_string).collect()));
+                tag_batches(&mut tagger, &batches, &results)
+            })?;
+        // Line reports wait until the engine's own report is out (and say nothing if it
+        // cannot be built).
+        let mut held: Option<Vec<String>> = Some(Vec::new());
+        fn release(
+            err: &mut impl Write,
+            report: Ready,
+            held: &mut Option<Vec<String>>,
+        ) -> Result<(), CommandError> {
+            let lines = held.take().unwrap_or_default();
+            for line in report? {
+                writeln!(err, "{line}")?;
+            }
+            for line in lines {
+                writeln!(err, "{line}")?;
+            }
             Ok(())
+        }
+        let mut json = Vec::with_capacity(1 << 16);
+        let mut write = |tagged: Tagged, out: &mut std::io::BufWriter<_>| -> std::io::Result<u64> {
+            json.clear();
+            for tag in &tagged.tags {
+                tag.write_json(&mut json);
+                json.push(b'\n');
+            }
+            out.write_all(&json)?;
+            drop(tagged.messages);
+            Ok(tagged.tags.len() as u64)
         };
+        let mut tags = 0;
         let mut line = Vec::with_capacity(1 << 12);
         let mut number = 0usize;
         let mut at_end = false;
@@ -134,9 +179,18 @@ pub fn tag_with(
                     Ok(None) => {}
                     Err(reason) => {
                         summary.malformed += 1;
-                        writeln!(err, "line {number}: {reason}")?;
+                        let report = format!("line {number}: {reason}");
+                        match &mut held {
+                            Some(lines) => lines.push(report),
+                            None => writeln!(err, "{report}")?,
+                        }
                     }
                 }
+            }
+            if held.is_some()
+                && let Ok(report) = ready.try_recv()
+            {
+                release(&mut err, report, &mut held)?;
             }
             if batch.is_empty() {
                 continue;
@@ -146,13 +200,13 @@ pub fn tag_with(
             let mut tagger_gone = false;
             while let Some(batch) = pending.take() {
                 while let Ok(tagged) = from_tagger.try_recv() {
-                    write(tagged)?;
+                    tags += write(tagged, &mut out)?;
                 }
                 match to_tagger.try_send(batch) {
                     Ok(()) => {}
                     Err(crossbeam_channel::TrySendError::Full(back)) => match from_tagger.recv() {
                         Ok(tagged) => {
-                            write(tagged)?;
+                            tags += write(tagged, &mut out)?;
                             pending = Some(back);
                         }
                         Err(_) => tagger_gone = true,
@@ -161,22 +215,28 @@ pub fn tag_with(
                 }
             }
             if tagger_gone {
-                break; // it panicked: the join below says why
+                break; // the engine failed to build, or the thread panicked: see below
             }
         }
         drop(to_tagger);
+        if held.is_some() {
+            // No report: the thread panicked before sending one, and the join says why.
+            if let Ok(report) = ready.recv() {
+                release(&mut err, report, &mut held)?;
+            }
+        }
         for tagged in &from_tagger {
-            write(tagged)?;
+            tags += write(tagged, &mut out)?;
         }
         match tagging.join() {
-            Ok(counts) => Ok(counts),
+            Ok(counts) => Ok((counts, tags)),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })?;
     out.flush()?;
     summary.events = counts.events;
     summary.tagger_events = counts.tagger_events;
-    summary.tags = counts.tags;
+    summary.tags = tags;
     summary.below_floor = counts.below_floor;
     summary.seconds = started.elapsed().as_secs_f64();
     writeln!(
@@ -192,8 +252,8 @@ pub fn tag_with(
     Ok(summary)
 }
 
-/// The tagging thread: batches in, in order; tags out as JSON lines. Ends when the batches
-/// end or nobody takes the results any more.
+/// The tagging thread: batches in, in order; their tags out. Ends when the batches end or
+/// nobody takes the results any more.
 fn tag_batches(
     tagger: &mut Tagger,
     batches: &crossbeam_channel::Receiver<Batch>,
@@ -201,9 +261,9 @@ fn tag_batches(
 ) -> TagCounts {
     let mut counts = TagCounts::default();
     for Batch(mut messages) in batches {
-        let mut json = Vec::with_capacity(1 << 16);
+        let mut tags = Vec::new();
         for message in &mut messages {
-            let tagged = tagger.tag_payload_in_place(
+            let mut tagged = tagger.tag_payload_in_place(
                 &message.subject,
                 &message.envelope_type,
                 &mut message.payload,
@@ -211,13 +271,9 @@ fn tag_batches(
             counts.events += 1;
             counts.tagger_events += tagged.events as u64;
             counts.below_floor += tagged.below_floor.len() as u64;
-            counts.tags += tagged.tags.len() as u64;
-            for tag in &tagged.tags {
-                tag.write_json(&mut json);
-                json.push(b'\n');
-            }
+            tags.append(&mut tagged.tags);
         }
-        if results.send(Tagged { json, messages }).is_err() {
+        if results.send(Tagged { tags, messages }).is_err() {
             break;
         }
     }
@@ -310,6 +366,94 @@ impl<'de> Deserialize<'de> for Member {
     }
 }
 
+/// Decodes a JSON value exactly as `serde_json::Value`'s own `Deserialize` does, but sizes
+/// every object and array once, from its members, instead of growing it member by member:
+/// decoding is most of the `tag` command's reading thread, and growth most of its allocations.
+struct ValueSeed;
+
+/// Member lists of the objects and arrays being decoded, one per nesting level, reused.
+type Scratch = (Vec<Vec<(String, Value)>>, Vec<Vec<Value>>);
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = SCRATCH.with_borrow_mut(|(_, lists)| lists.pop().unwrap_or_default());
+        let result = (|| {
+            while let Some(item) = seq.next_element_seed(ValueSeed)? {
+                items.push(item);
+            }
+            Ok(())
+        })();
+        let mut array = Vec::with_capacity(items.len());
+        array.append(&mut items);
+        SCRATCH.with_borrow_mut(|(_, lists)| lists.push(items));
+        result.map(|()| Value::Array(array))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = SCRATCH.with_borrow_mut(|(maps, _)| maps.pop().unwrap_or_default());
+        let result = (|| {
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(ValueSeed)?;
+                members.push((key, value));
+            }
+            Ok(())
+        })();
+        // Inserted in order: a repeated key keeps its first place and takes its last value,
+        // as in serde_json's own map.
+        let mut object = Map::with_capacity(members.len());
+        for (key, value) in members.drain(..) {
+            object.insert(key, value);
+        }
+        SCRATCH.with_borrow_mut(|(maps, _)| maps.push(members));
+        result.map(|()| Value::Object(object))
+    }
+}
+
 impl<'de> Deserialize<'de> for RawLine {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawLine, D::Error> {
         struct LineVisitor;
@@ -332,7 +476,7 @@ impl<'de> Deserialize<'de> for RawLine {
                     match member {
                         Member::Topic => line.topic = string(map.next_value()?),
                         Member::Type => line.kind = string(map.next_value()?),
-                        Member::Payload => line.payload = Some(map.next_value()?),
+                        Member::Payload => line.payload = Some(map.next_value_seed(ValueSeed)?),
                         Member::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -472,7 +616,8 @@ mod tests {
     #[test]
     fn the_tagging_thread_keeps_input_order() {
         let mut input = String::new();
-        for n in 0..(BATCH_LINES * BATCH_QUEUE * 3 + 7) {
+        let lines = BATCH_LINES * BATCH_QUEUE * 2 + 7;
+        for n in 0..lines {
             if n % 1000 == 999 {
                 input.push_str("not json\n");
                 continue;
@@ -501,13 +646,60 @@ mod tests {
             }
         }
         assert!(summary.tags > 1000, "{summary:?}");
-        assert_eq!(summary.malformed, 3);
+        assert_eq!(summary.malformed, (lines / 1000) as u64);
         assert!(out == want, "outputs differ");
         let err = String::from_utf8_lossy(&err);
         assert!(
             err.contains("line 1000: ") && err.contains("line 3000: "),
             "{err}"
         );
+    }
+
+    /// Payloads decode to exactly what `serde_json::Value` gives: member order, repeated
+    /// members, numbers of every kind, escapes, nesting.
+    #[test]
+    fn payloads_decode_as_serde_json_values() {
+        let payloads = [
+            r#"{"b":1,"a":[],"c":{},"b":2,"d":[{"x":[1,[2,[3]]],"x":null}],"a":"again"}"#,
+            r#"{"n":[0,-1,18446744073709551615,-9223372036854775808,1.5,-0.0,1e300,2E-5,10.0]}"#,
+            r#"{"s":"a\"b\\c\u00e9\ud83d\ude00\n","t":true,"f":false,"z":null,"":""}"#,
+            r#"{"deep":[[[[[[[[[[{"k":[{"k":[]}]}]]]]]]]]]]}"#,
+        ];
+        for payload in payloads {
+            let line = format!(r#"{{"topic":"t","payload":{payload}}}"#);
+            let ours = decode_line(line.as_bytes())
+                .ok()
+                .flatten()
+                .map(|m| Value::Object(m.payload));
+            let theirs: Value = serde_json::from_str(payload).unwrap_or_default();
+            assert_eq!(ours.as_ref(), Some(&theirs), "{payload}");
+            assert_eq!(
+                ours.map(|v| v.to_string()),
+                Some(theirs.to_string()),
+                "{payload}"
+            );
+        }
+    }
+
+    /// An engine that cannot be built is the only thing reported, although reading started.
+    #[test]
+    fn an_engine_that_fails_to_build_stops_everything() {
+        let options = EngineOptions {
+            rules_dirs: vec!["/no/such/rules/dir".into()],
+            ..EngineOptions::default()
+        };
+        let input = "not json\n".repeat(BATCH_LINES * 3)
+            + "{\"topic\":\"attacker.observed\",\"payload\":{\"attacker_ip\":\"1.2.3.4\"}}\n";
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = run_tag(&options, input.as_bytes(), &mut out, &mut err);
+        assert!(
+            matches!(
+                result,
+                Err(CommandError::Engine(EngineError::RulesDir { .. }))
+            ),
+            "{result:?}"
+        );
+        assert!(out.is_empty() && err.is_empty());
     }
 
     #[test]
