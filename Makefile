@@ -12,7 +12,7 @@ NATS_PORT ?= 4222
 # Where `make run` keeps the local nats-server's JetStream store, log and pid file.
 RUN_DIR ?= $(CURDIR)/target/run
 
-.PHONY: all build run test lint nats-server-installed local-nats stop-local-nats clean
+.PHONY: all build run test lint bench bench-tag nats-server-installed local-nats stop-local-nats clean
 
 all: build
 
@@ -24,6 +24,13 @@ run: build local-nats
 
 test: nats-server-installed lint
 	$(CARGO) test --locked
+
+# Benchmarks print measured figures; none of them is a pass/fail test.
+bench: bench-tag
+
+# `ttp-worker tag` (release) on a 20,000-envelope corpus with DECNET's rule pack.
+bench-tag:
+	$(CARGO) bench --locked --bench tag_throughput
 
 lint:
 	$(CARGO) fmt --all -- --check

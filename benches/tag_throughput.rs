@@ -1,75 +1,205 @@
-//! Throughput of the tagging engine on a JSON-lines corpus (default: the shared dev-1k corpus
-//! with DECNET's rule pack and intel tables).
+//! Throughput of `ttp-worker tag` (the release binary, as users run it) on a 20,000-envelope
+//! corpus with DECNET's rule pack: `make bench-tag`, or `cargo bench --bench tag_throughput`.
 //!
-//! `cargo run --release --example tag_throughput [CORPUS] [ROUNDS]`
+//! The corpus is built into `target/bench-data/` from the shared `dev-1k.jsonl`: 20 copies,
+//! every copy after the first with its own session, source, token, identity and command ids
+//! (and canary subjects), so that it reads as new sessions of the same attackers rather than
+//! replays. Each run is the whole process: start, load the rules, tag the file, write the
+//! tags to /dev/null. Prints envelopes/s and tags/s of the median of several runs (wall
+//! clock), and `tag`'s own summary line, which times the tagging loop alone.
 //!
-//! Measures the `tag` command's own loop (envelope decode + tagging + JSON output to a sink):
-//! once on a fresh engine, then ROUNDS passes on a warmed-up one (the daemon's case).
-//! Engine construction is not timed.
+//! `TAG_BENCH_COPIES` (default 20) and `TAG_BENCH_RUNS` (default 7) change the corpus size and
+//! the number of measured runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use ttp_worker::tagging::commands::tag_with;
-use ttp_worker::tagging::{EngineOptions, Tagger};
+use serde_json::Value;
+
+/// Payload members that identify a session, message or token rather than an attacker.
+const ID_MEMBERS: [&str; 8] = [
+    "session_id",
+    "source_id",
+    "token_id",
+    "trigger_id",
+    "identity_uuid",
+    "credential_id",
+    "id",
+    "uuid",
+];
 
 fn main() {
     let compat = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compat"));
-    let mut args = std::env::args().skip(1);
-    let corpus = args
-        .next()
-        .map_or_else(|| compat.join("corpus/dev-1k.jsonl"), PathBuf::from);
-    let rounds: u32 = args.next().and_then(|r| r.parse().ok()).unwrap_or(20);
-    let options = EngineOptions {
-        rules_dirs: vec![compat.join("decnet-rules")],
-        no_builtin_rules: true,
-        intel_maps_dir: Some(compat.join("decnet-intel")),
-        anchors_file: Some(compat.join("corpus/dev-1k.anchors.json")),
-    };
-    let input = match std::fs::read(&corpus) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            eprintln!("{}: {e}", corpus.display());
+    let source = compat.join("corpus/dev-1k.jsonl");
+    if !source.exists() {
+        eprintln!(
+            "tag bench: {} not found; the shared compat fixtures are needed",
+            source.display()
+        );
+        std::process::exit(2);
+    }
+    let copies = env_number("TAG_BENCH_COPIES", 20);
+    let runs = env_number("TAG_BENCH_RUNS", 7).max(1);
+    let binary = Path::new(env!("CARGO_BIN_EXE_ttp-worker"));
+    // target/<profile>/ttp-worker → target/bench-data/
+    let data_dir = binary
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+        .join("bench-data");
+    let corpus = data_dir.join(format!("tag-{copies}x-dev-1k.jsonl"));
+    let envelopes = build_corpus(&source, &corpus, copies).unwrap_or_else(|e| {
+        eprintln!("tag bench: cannot write {}: {e}", corpus.display());
+        std::process::exit(1)
+    });
+
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "tag bench: {} ({envelopes} envelopes = {copies} x dev-1k), DECNET rule pack and intel \
+         tables, {cores} cores",
+        corpus.display()
+    );
+    let mut results = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let started = Instant::now();
+        let output = Command::new(binary)
+            .args(["tag", "--no-builtin-rules", "--rules"])
+            .arg(compat.join("decnet-rules"))
+            .arg("--intel-maps")
+            .arg(compat.join("decnet-intel"))
+            .arg("--anchors")
+            .arg(compat.join("corpus/dev-1k.anchors.json"))
+            .arg(&corpus)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| {
+                eprintln!("tag bench: cannot run {}: {e}", binary.display());
+                std::process::exit(1)
+            });
+        let seconds = started.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let summary = stderr.lines().last().unwrap_or_default().to_owned();
+        if !output.status.success() || !summary.starts_with("tag: ") {
+            eprintln!(
+                "tag bench: ttp-worker tag failed ({}):\n{stderr}",
+                output.status
+            );
             std::process::exit(1);
         }
-    };
-    // One long-lived engine, as in the daemon: the corpus is fed ROUNDS times in one stream
-    // (replays tag identically), after a warm-up pass that fills the regex engines' caches.
-    let mut stream = Vec::with_capacity(input.len() * rounds as usize);
-    for _ in 0..rounds {
-        stream.extend_from_slice(&input);
+        let counted = count_before(&summary, " events").unwrap_or(0);
+        let tags = count_before(&summary, " tags").unwrap_or(0);
+        if counted != envelopes {
+            eprintln!("tag bench: {counted} envelopes tagged, expected {envelopes}: {summary}");
+            std::process::exit(1);
+        }
+        if run == 0 {
+            continue; // warm-up: page cache, binary loaded
+        }
+        println!(
+            "run {run}: {seconds:.3} s wall, {:.0} envelopes/s, {:.0} tags/s",
+            envelopes as f64 / seconds,
+            tags as f64 / seconds
+        );
+        results.push((seconds, tags, summary));
     }
-    let tagger = Tagger::new(&options).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(1)
-    });
-    let cold = Instant::now();
-    let first = tag_with(tagger, input.as_slice(), std::io::sink(), std::io::sink());
-    let cold = cold.elapsed().as_secs_f64();
-    let mut tagger = Tagger::new(&options).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(1)
-    });
-    for line in input.split(|b| *b == b'\n') {
-        if let Ok(msg) = ttp_worker::tagging::commands::parse_line(&String::from_utf8_lossy(line)) {
-            tagger.tag_message(&msg);
+    results.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (seconds, tags, summary) = &results[results.len() / 2];
+    println!(
+        "median of {runs}: {seconds:.3} s wall for the whole process = {:.0} envelopes/s, {:.0} \
+         tags/s ({tags} tags)",
+        envelopes as f64 / seconds,
+        *tags as f64 / seconds
+    );
+    println!("its summary (tagging loop only, after loading): {summary}");
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The number right before `word` in a summary line (`20000 events`, `31340 tags`).
+fn count_before(line: &str, word: &str) -> Option<u64> {
+    let head = &line[..line.find(word)?];
+    head.rsplit(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Writes `copies` copies of the source corpus to `out`; returns the number of envelopes.
+fn build_corpus(source: &Path, out: &Path, copies: usize) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(source)?;
+    let mut corpus = String::with_capacity(text.len() * copies);
+    let mut envelopes = 0;
+    for copy in 0..copies {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            envelopes += 1;
+            match serde_json::from_str::<Value>(line) {
+                Ok(mut envelope) if copy > 0 => {
+                    make_distinct(&mut envelope, copy);
+                    corpus.push_str(&envelope.to_string());
+                }
+                _ => corpus.push_str(line),
+            }
+            corpus.push('\n');
         }
     }
-    let started = Instant::now();
-    let summary = tag_with(tagger, stream.as_slice(), std::io::sink(), std::io::sink());
-    let seconds = started.elapsed().as_secs_f64();
-    let (events, tags) = summary.map(|s| (s.events, s.tags)).unwrap_or_default();
-    if let Ok(first) = first {
-        println!(
-            "cold engine, one pass: {} events in {cold:.3} s = {:.0} events/s",
-            first.events,
-            first.events as f64 / cold
-        );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    println!(
-        "warm engine, {} rounds over {}: {events} events, {tags} tags in {seconds:.3} s = {:.0} events/s",
-        rounds,
-        corpus.display(),
-        events as f64 / seconds
-    );
+    std::fs::write(out, corpus)?;
+    Ok(envelopes)
+}
+
+/// Copy `copy` of an envelope: new envelope id; session, message, token, identity and command
+/// ids suffixed with `-c<copy>`; a canary subject follows its token. Attackers (IPs, UUIDs)
+/// stay the same: new sessions of the same population.
+fn make_distinct(envelope: &mut Value, copy: usize) {
+    let suffix = format!("-c{copy}");
+    if let Some(Value::String(id)) = envelope.get_mut("id")
+        && id.len() >= 4
+    {
+        id.truncate(id.len() - 4);
+        id.push_str(&format!("{copy:04x}"));
+    }
+    let Some(Value::Object(payload)) = envelope.get_mut("payload") else {
+        return;
+    };
+    let old_token = payload
+        .get("token_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    for member in ID_MEMBERS {
+        if let Some(Value::String(id)) = payload.get_mut(member)
+            && !id.is_empty()
+        {
+            id.push_str(&suffix);
+        }
+    }
+    if let Some(Value::Array(commands)) = payload.get_mut("commands") {
+        for command in commands {
+            if let Some(Value::String(id)) = command.get_mut("id") {
+                id.push_str(&suffix);
+            }
+        }
+    }
+    let new_token = payload
+        .get("token_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let (Some(old), Some(new), Some(Value::String(topic))) =
+        (old_token, new_token, envelope.get_mut("topic"))
+    {
+        let parts: Vec<&str> = topic.split('.').collect();
+        if parts.len() == 3 && parts[0] == "canary" && parts[1] == old {
+            *topic = format!("canary.{new}.{}", parts[2]);
+        }
+    }
 }
