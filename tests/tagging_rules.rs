@@ -253,3 +253,41 @@ fn check_rules_warns_about_a_rule_no_lifter_runs() {
     assert!(err.contains("rule R0030: warning: "), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A confidence above 1 (an AbuseIPDB score over 100 multiplies it past 1) is set aside with
+/// its tag alone; the message's other tags stand (DECNET's database would refuse the batch).
+#[test]
+fn a_confidence_above_one_costs_only_its_own_tag() {
+    let mut tagger = Tagger::new(&EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let intel = |score: f64| -> Map<String, Value> {
+        json!({"attacker_uuid": "U", "attacker_ip": "198.51.100.1", "abuseipdb_score": score,
+               "abuseipdb_categories": [14, 18, 20, 22], "greynoise_classification": "scanner"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    };
+    let normal = tagger.tag_payload("attacker.intel.enriched", "intel.enriched", &intel(100.0));
+    assert!(normal.out_of_range.is_empty());
+    let inflated = tagger.tag_payload("attacker.intel.enriched", "intel.enriched", &intel(160.0));
+    assert!(!inflated.out_of_range.is_empty());
+    assert!(inflated.out_of_range.iter().all(|t| t.confidence > 1.0));
+    assert!(
+        inflated
+            .tags
+            .iter()
+            .all(|t| (0.3..=1.0).contains(&t.confidence))
+    );
+    // Tags the score does not scale (GreyNoise) are unaffected.
+    let greynoise = |m: &ttp_worker::tagging::MessageTags| {
+        m.tags
+            .iter()
+            .filter(|t| t.evidence.contains_key("greynoise_classification"))
+            .count()
+    };
+    assert!(greynoise(&inflated) > 0);
+    assert_eq!(greynoise(&inflated), greynoise(&normal));
+    assert_eq!(
+        tagger.counters().out_of_range,
+        inflated.out_of_range.len() as u64
+    );
+}

@@ -72,6 +72,10 @@ pub struct MessageTags {
     pub tags: Vec<Tag>,
     /// Tags the floor removed (DECNET still lists them in `ttp.tagged`, §13.21).
     pub below_floor: Vec<Tag>,
+    /// Tags whose confidence is above 1 (or not a number), e.g. from an AbuseIPDB score
+    /// over 100: set aside, never stored or published. DECNET's database refuses such a tag
+    /// and with it every tag of the message (§13.13); here it costs only itself.
+    pub out_of_range: Vec<Tag>,
     /// Tagger events built from the message (base + commands).
     pub events: usize,
     /// Why no event could be built, if so.
@@ -87,6 +91,8 @@ pub struct Counters {
     pub events: u64,
     pub tags: u64,
     pub below_floor: u64,
+    /// Tags set aside for a confidence above 1 (see [`MessageTags::out_of_range`]).
+    pub out_of_range: u64,
     /// Messages with no usable anchor (e.g. `identity.merged`).
     pub unanchored: u64,
     /// Messages whose subject and type give no source kind.
@@ -355,13 +361,24 @@ impl Tagger {
             for tag in tags {
                 if tag.confidence < CONFIDENCE_FLOOR {
                     out.below_floor.push(tag);
-                } else {
+                } else if tag.confidence <= 1.0 {
                     out.tags.push(tag);
+                } else {
+                    log::debug!(
+                        "tag {} ({} on {} {}) has confidence {}, over 1: set aside",
+                        tag.uuid,
+                        tag.rule_id,
+                        tag.source_kind,
+                        tag.source_id,
+                        tag.confidence
+                    );
+                    out.out_of_range.push(tag);
                 }
             }
         }
         self.counters.tags += out.tags.len() as u64;
         self.counters.below_floor += out.below_floor.len() as u64;
+        self.counters.out_of_range += out.out_of_range.len() as u64;
         out
     }
 
