@@ -10,7 +10,7 @@ use serde::de::{
 use serde_json::{Map, Value};
 
 use super::py::truthy;
-use super::{EngineError, EngineOptions, Tag, Tagger};
+use super::{EngineError, EngineOptions, Tagger};
 use crate::envelope::{DecodeError, Envelope, Inbound};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,8 @@ struct Batch(Vec<LineMessage>);
 /// What the tagging thread gives back for a batch: the tags, to be written, and the
 /// messages, to be freed by the thread that allocated them.
 struct Tagged {
-    tags: Vec<Tag>,
+    json: Vec<u8>,
+    tags: u64,
     messages: Vec<LineMessage>,
 }
 
@@ -148,16 +149,10 @@ fn tag_stream(
             }
             Ok(())
         }
-        let mut json = Vec::with_capacity(1 << 16);
-        let mut write = |tagged: Tagged, out: &mut std::io::BufWriter<_>| -> std::io::Result<u64> {
-            json.clear();
-            for tag in &tagged.tags {
-                tag.write_json(&mut json);
-                json.push(b'\n');
-            }
-            out.write_all(&json)?;
+        let write = |tagged: Tagged, out: &mut std::io::BufWriter<_>| -> std::io::Result<u64> {
+            out.write_all(&tagged.json)?;
             drop(tagged.messages);
-            Ok(tagged.tags.len() as u64)
+            Ok(tagged.tags)
         };
         let mut tags = 0;
         let mut line = Vec::with_capacity(1 << 12);
@@ -261,9 +256,10 @@ fn tag_batches(
 ) -> TagCounts {
     let mut counts = TagCounts::default();
     for Batch(mut messages) in batches {
-        let mut tags = Vec::new();
+        let mut json = Vec::with_capacity(1 << 16);
+        let mut tags = 0;
         for message in &mut messages {
-            let mut tagged = tagger.tag_payload_in_place(
+            let tagged = tagger.tag_payload_in_place(
                 &message.subject,
                 &message.envelope_type,
                 &mut message.payload,
@@ -271,9 +267,20 @@ fn tag_batches(
             counts.events += 1;
             counts.tagger_events += tagged.events as u64;
             counts.below_floor += tagged.below_floor.len() as u64;
-            tags.append(&mut tagged.tags);
+            tags += tagged.tags.len() as u64;
+            for tag in &tagged.tags {
+                tag.write_json(&mut json);
+                json.push(b'\n');
+            }
         }
-        if results.send(Tagged { tags, messages }).is_err() {
+        if results
+            .send(Tagged {
+                json,
+                tags,
+                messages,
+            })
+            .is_err()
+        {
             break;
         }
     }
