@@ -83,8 +83,9 @@ const BATCH_QUEUE: usize = 16;
 /// Decoded messages on their way to the tagging thread.
 struct Batch(Vec<LineMessage>);
 
-/// What the tagging thread gives back for a batch: the tags, to be written, and the
-/// messages, to be freed by the thread that allocated them.
+/// What the tagging thread gives back for a batch: its tags as JSON lines (the tags
+/// themselves are freed where they were allocated), and the messages, to be freed by the
+/// thread that allocated them.
 struct Tagged {
     json: Vec<u8>,
     tags: u64,
@@ -102,9 +103,10 @@ struct TagCounts {
 /// The engine's load report (problems, then warnings), or why it could not be built.
 type Ready = Result<Vec<String>, EngineError>;
 
-/// Two threads: the calling one reads and decodes lines, and writes the tags that come back
-/// as JSON lines; the other builds the engine, then tags the messages strictly in input order
-/// (anchor learning depends on it). Output order and content are those of a single thread.
+/// Two threads: the calling one reads and decodes lines, and writes the JSON lines that come
+/// back; the other builds the engine, then tags the messages strictly in input order (anchor
+/// learning depends on it) and writes their tags as JSON lines. Output order and content are
+/// those of a single thread.
 fn tag_stream(
     engine: impl FnOnce() -> Result<Tagger, EngineError> + Send,
     mut input: impl BufRead,
