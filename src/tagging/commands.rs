@@ -378,7 +378,17 @@ impl<'de> Deserialize<'de> for Member {
 /// Decodes a JSON value exactly as `serde_json::Value`'s own `Deserialize` does, but sizes
 /// every object and array once, from its members, instead of growing it member by member:
 /// decoding is most of the `tag` command's reading thread, and growth most of its allocations.
-struct ValueSeed;
+///
+/// An object gets room for `spare` more members: the payload keeps one free slot, so that the
+/// tagging thread can write a resolved `attacker_uuid` into it without reallocating memory
+/// this thread allocated (which takes this thread's allocator lock).
+#[derive(Clone, Copy)]
+struct ValueSeed {
+    spare: usize,
+}
+
+const NESTED: ValueSeed = ValueSeed { spare: 0 };
+const PAYLOAD: ValueSeed = ValueSeed { spare: 1 };
 
 /// Member lists of the objects and arrays being decoded, one per nesting level, reused.
 type Scratch = (Vec<Vec<(String, Value)>>, Vec<Vec<Value>>);
@@ -432,7 +442,7 @@ impl<'de> Visitor<'de> for ValueSeed {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = SCRATCH.with_borrow_mut(|(_, lists)| lists.pop().unwrap_or_default());
         let result = (|| {
-            while let Some(item) = seq.next_element_seed(ValueSeed)? {
+            while let Some(item) = seq.next_element_seed(NESTED)? {
                 items.push(item);
             }
             Ok(())
@@ -447,14 +457,14 @@ impl<'de> Visitor<'de> for ValueSeed {
         let mut members = SCRATCH.with_borrow_mut(|(maps, _)| maps.pop().unwrap_or_default());
         let result = (|| {
             while let Some(key) = map.next_key::<String>()? {
-                let value = map.next_value_seed(ValueSeed)?;
+                let value = map.next_value_seed(NESTED)?;
                 members.push((key, value));
             }
             Ok(())
         })();
         // Inserted in order: a repeated key keeps its first place and takes its last value,
         // as in serde_json's own map.
-        let mut object = Map::with_capacity(members.len());
+        let mut object = Map::with_capacity(members.len() + self.spare);
         for (key, value) in members.drain(..) {
             object.insert(key, value);
         }
@@ -485,7 +495,7 @@ impl<'de> Deserialize<'de> for RawLine {
                     match member {
                         Member::Topic => line.topic = string(map.next_value()?),
                         Member::Type => line.kind = string(map.next_value()?),
-                        Member::Payload => line.payload = Some(map.next_value_seed(ValueSeed)?),
+                        Member::Payload => line.payload = Some(map.next_value_seed(PAYLOAD)?),
                         Member::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
