@@ -387,8 +387,13 @@ impl Tagger {
     fn tag_event(&mut self, ev: &TaggerEvent, now: f64, warnings: &mut Vec<String>) -> Vec<Tag> {
         let owners = route(&ev.source_kind);
         if owners.is_empty() {
-            if self.unhandled_kinds_logged.insert(ev.source_kind.clone()) {
-                let known = KNOWN_KINDS.contains(&ev.source_kind.as_str());
+            if !self
+                .unhandled_kinds_logged
+                .contains(ev.source_kind.as_ref())
+            {
+                self.unhandled_kinds_logged
+                    .insert(ev.source_kind.to_string());
+                let known = KNOWN_KINDS.contains(&ev.source_kind.as_ref());
                 log::info!(
                     "no tagger handles source kind {:?}{}; its events yield no tags",
                     ev.source_kind,

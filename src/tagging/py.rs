@@ -199,6 +199,22 @@ fn py_str_repr(s: &str) -> String {
 }
 
 /// `None` for JSON `null`/absent, else `py_str` (tagging.md §3.4 anchor/session/decky rule).
+/// [`py_str`], borrowing a string value instead of copying it.
+pub fn py_cow(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(py_str(other)),
+    }
+}
+
+/// [`opt_py_str`], borrowing a string value instead of copying it.
+pub fn opt_py_cow(v: Option<&Value>) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(other) => Some(py_cow(other)),
+    }
+}
+
 pub fn opt_py_str(v: Option<&Value>) -> Option<String> {
     match v {
         None | Some(Value::Null) => None,

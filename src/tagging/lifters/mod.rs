@@ -115,8 +115,9 @@ pub fn build_tag(
     evidence: Map<String, Value>,
     mode: AnchorMode,
 ) -> Result<Tag, LiftError> {
+    let owned = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().map(str::to_owned);
     let (attacker_uuid, attacker_ip) = match mode {
-        AnchorMode::Event => (ev.attacker_uuid.clone(), ev.attacker_ip.clone()),
+        AnchorMode::Event => (owned(&ev.attacker_uuid), owned(&ev.attacker_ip)),
         AnchorMode::IdentityOnly => (None, None),
     };
     if attacker_uuid.is_none() && ev.identity_uuid.is_none() && attacker_ip.is_none() {
@@ -134,13 +135,13 @@ pub fn build_tag(
             &emit.technique_id,
             emit.sub_technique_id.as_deref(),
         ),
-        source_kind: ev.source_kind.clone(),
-        source_id: ev.source_id.clone(),
+        source_kind: ev.source_kind.to_string(),
+        source_id: ev.source_id.to_string(),
         attacker_uuid,
-        identity_uuid: ev.identity_uuid.clone(),
+        identity_uuid: owned(&ev.identity_uuid),
         attacker_ip,
-        session_id: ev.session_id.clone(),
-        decky_id: ev.decky_id.clone(),
+        session_id: owned(&ev.session_id),
+        decky_id: owned(&ev.decky_id),
         tactic: emit.tactic.clone(),
         technique_id: emit.technique_id.clone(),
         sub_technique_id: emit.sub_technique_id.clone(),
@@ -280,9 +281,9 @@ pub(crate) mod testkit {
 
     pub fn event(kind: &str, payload: Value) -> TaggerEvent<'static> {
         TaggerEvent {
-            source_kind: kind.to_owned(),
-            source_id: "src-1".to_owned(),
-            attacker_uuid: Some("att-1".to_owned()),
+            source_kind: kind.to_owned().into(),
+            source_id: "src-1".into(),
+            attacker_uuid: Some("att-1".into()),
             identity_uuid: None,
             attacker_ip: None,
             session_id: None,
