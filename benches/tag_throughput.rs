@@ -6,7 +6,7 @@
 //! (and canary subjects), so that it reads as new sessions of the same attackers rather than
 //! replays. Each run is the whole process: start, load the rules, tag the file, write the
 //! tags to /dev/null. Prints envelopes/s and tags/s of the median of several runs (wall
-//! clock), and `tag`'s own summary line, which times the tagging loop alone.
+//! clock), and `tag`'s own summary line, which leaves out only the process start.
 //!
 //! `TAG_BENCH_COPIES` (default 20) and `TAG_BENCH_RUNS` (default 7) change the corpus size and
 //! the number of measured runs.
@@ -114,7 +114,7 @@ fn main() {
         envelopes as f64 / seconds,
         *tags as f64 / seconds
     );
-    println!("its summary (tagging loop only, after loading): {summary}");
+    println!("its own summary (first line read to last tag written): {summary}");
 }
 
 fn env_number(name: &str, default: usize) -> usize {
