@@ -19,10 +19,11 @@ pub mod state;
 pub mod tag;
 pub mod yaml;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 pub use anchors::AnchorResolver;
@@ -147,7 +148,7 @@ pub struct Tagger {
     rules: Vec<Arc<Rule>>,
     problems: Vec<RuleProblem>,
     warnings: Vec<RuleProblem>,
-    by_owner: HashMap<Owner, Vec<Arc<Rule>>>,
+    by_owner: FxHashMap<Owner, Vec<Arc<Rule>>>,
     pattern: PatternEngine,
     regexes: RegexCache,
     intel_maps: IntelMaps,
@@ -217,7 +218,7 @@ impl Tagger {
                 ),
             })
             .collect();
-        let mut by_owner: HashMap<Owner, Vec<Arc<Rule>>> = HashMap::new();
+        let mut by_owner: FxHashMap<Owner, Vec<Arc<Rule>>> = FxHashMap::default();
         for rule in &rules {
             by_owner
                 .entry(rule.owner())

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use super::pyre::{Dollar, PyRegex, translate_with};
@@ -73,7 +74,7 @@ struct KindPlan {
 
 /// Compiled engine for every source kind its rules apply to.
 pub struct PatternEngine {
-    plans: HashMap<String, KindPlan>,
+    plans: FxHashMap<String, KindPlan>,
 }
 
 /// A rule the engine found firing, with the evidence it records.
@@ -84,7 +85,7 @@ pub struct Fired<'a> {
 
 impl PatternEngine {
     pub fn new(rules: &[Arc<Rule>]) -> PatternEngine {
-        let mut plans: HashMap<String, KindPlan> = HashMap::new();
+        let mut plans: FxHashMap<String, KindPlan> = FxHashMap::default();
         // Per kind, per field: the set members' sources.
         let mut set_sources: HashMap<String, Vec<Vec<String>>> = HashMap::new();
         for rule in rules.iter().filter(|r| r.owner() == Owner::Engine) {

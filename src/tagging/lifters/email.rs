@@ -118,7 +118,7 @@ fn finish_evidence(
     for (k, v) in extras {
         if k == "matched_headers" {
             let mut headers: Vec<String> = evidence
-                .get("matched_headers")
+                .field("matched_headers")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -136,7 +136,7 @@ fn finish_evidence(
         }
     }
     let empty_sha = evidence
-        .get("body_sha256")
+        .field("body_sha256")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty);
     if let (true, Some(Value::String(body))) = (empty_sha, p.field("body_text"))

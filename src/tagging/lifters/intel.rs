@@ -1,7 +1,7 @@
 //! Intel lifter (tagging.md §8.6): provider verdicts mapped to techniques through mapping
 //! tables, with a per-decision confidence multiplier.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,13 +19,13 @@ pub const KINDS: [&str; 1] = ["intel"];
 /// Technique ids produced by one provider signal; a threshold gates on the AbuseIPDB score.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProviderMap {
-    pub signals: HashMap<String, Vec<(String, Option<f64>)>>,
+    pub signals: FxHashMap<String, Vec<(String, Option<f64>)>>,
 }
 
 /// Mapping tables per provider (`abuseipdb`, `greynoise`, `feodo`, `threatfox`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IntelMaps {
-    pub providers: HashMap<String, ProviderMap>,
+    pub providers: FxHashMap<String, ProviderMap>,
 }
 
 const BUILTIN_MAPS: [(&str, &str); 4] = [

@@ -14,9 +14,9 @@ pub mod identity;
 pub mod intel;
 pub mod ipv6;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use super::event::TaggerEvent;
@@ -52,12 +52,12 @@ pub struct LiftContext<'a> {
 /// Pre-compiled regexes of the lifter rules' pattern lists, keyed by pattern text.
 #[derive(Default)]
 pub struct RegexCache {
-    compiled: HashMap<String, PyRegex>,
+    compiled: FxHashMap<String, PyRegex>,
 }
 
 impl RegexCache {
     pub fn new(rules: &[Arc<Rule>]) -> RegexCache {
-        let mut compiled = HashMap::new();
+        let mut compiled = FxHashMap::default();
         for rule in rules {
             for key in super::pattern::LIFTER_REGEX_LISTS {
                 if let Some(Value::Array(items)) = rule.param(key) {
