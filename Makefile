@@ -12,7 +12,7 @@ NATS_PORT ?= 4222
 # Where `make run` keeps the local nats-server's JetStream store, log and pid file.
 RUN_DIR ?= $(CURDIR)/target/run
 
-.PHONY: all build run test lint bench bench-e2e nats-server-installed local-nats stop-local-nats clean
+.PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e nats-server-installed local-nats stop-local-nats clean
 
 all: build
 
@@ -26,7 +26,15 @@ test: nats-server-installed lint
 	$(CARGO) test --locked
 
 # Benchmarks print measured figures; none of them is a pass/fail test.
-bench: bench-e2e
+bench: bench-tag bench-pipeline bench-e2e
+
+# `ttp-worker tag` (release) on a 20,000-envelope corpus with DECNET's rule pack.
+bench-tag:
+	$(CARGO) bench --locked --bench tag_throughput
+
+# The daemon's own work per event (tag, commit, announce), without the network.
+bench-pipeline:
+	$(CARGO) bench --locked --bench pipeline
 
 # Publisher -> nats-server -> ttp-worker (release) -> SQLite -> ttp.tagged subscriber.
 bench-e2e: nats-server-installed

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde_json::Value;
-use ttp_worker::tagging::EngineOptions;
-use ttp_worker::tagging::commands::run_tag;
+use ttp_worker::tagging::commands::{decode_line, parse_line, run_tag};
+use ttp_worker::tagging::{EngineOptions, Tagger};
 
 fn compat(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compat/")).join(path)
@@ -140,4 +140,46 @@ fn dev_1k_reproduces_every_decnet_tag() {
         eprintln!("UNEXPLAINED EXTRA {b}");
     }
     assert!(missing.is_empty() && different.is_empty() && bad_extras.is_empty());
+}
+
+/// The `tag` command's path (one-pass line decoding, anchor resolution written into the
+/// payload) gives exactly the daemon's tags (envelope decoding, payload copied on resolution).
+#[test]
+fn in_place_tagging_agrees_with_the_daemon_path_on_dev_1k() {
+    if !compat("corpus/dev-1k.jsonl").exists() {
+        eprintln!("shared/compat fixtures not present; skipping");
+        return;
+    }
+    let options = EngineOptions {
+        rules_dirs: vec![compat("decnet-rules")],
+        no_builtin_rules: true,
+        intel_maps_dir: Some(compat("decnet-intel")),
+        anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
+    };
+    let mut daemon = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
+    let mut command = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(compat("corpus/dev-1k.jsonl")).unwrap_or_default();
+    let mut tags = 0;
+    for (n, line) in text.lines().enumerate() {
+        let inbound = parse_line(line);
+        let decoded = decode_line(line.as_bytes());
+        let (Ok(inbound), Ok(Some(mut decoded))) = (inbound, decoded) else {
+            panic!("line {}: decoders disagree", n + 1);
+        };
+        assert_eq!(
+            (decoded.subject.as_str(), decoded.envelope_type.as_str()),
+            (inbound.subject.as_str(), inbound.envelope.kind.as_str())
+        );
+        assert_eq!(decoded.payload, inbound.envelope.payload);
+        let want = daemon.tag_message(&inbound);
+        let got = command.tag_payload_in_place(
+            &decoded.subject,
+            &decoded.envelope_type,
+            &mut decoded.payload,
+        );
+        assert_eq!(got, want, "line {}", n + 1);
+        tags += got.tags.len();
+    }
+    assert_eq!(daemon.counters(), command.counters());
+    assert!(tags > 1000, "{tags}");
 }

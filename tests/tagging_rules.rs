@@ -185,3 +185,109 @@ fn a_failed_reload_leaves_the_engine_usable() {
     assert_eq!(tagger.anchors().resolve("198.51.100.1"), Some("U-1"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn compat(path: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compat/")).join(path)
+}
+
+/// The reference pack: 58 rules load; R0030 (no lifter for `lifter:c2_fingerprint`) is a
+/// warning, not a problem, and does not fail the check. With a broken file beside them, the
+/// other rules still load, the broken file is named and the check fails.
+#[test]
+fn check_rules_warns_about_a_rule_no_lifter_runs() {
+    let pack = compat("decnet-rules");
+    if !pack.exists() {
+        eprintln!("shared/compat fixtures not present; skipping");
+        return;
+    }
+    let options = EngineOptions {
+        rules_dirs: vec![pack.clone()],
+        no_builtin_rules: true,
+        ..EngineOptions::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_check_rules(&options, &mut out, &mut err), 0);
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert!(out.starts_with("58 rules loaded"), "{out}");
+    assert!(out.contains("0 problems, 1 warnings"), "{out}");
+    let r0030 = pack.join("R0030.yaml").display().to_string();
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{r0030}: rule R0030: warning: match.kind \"lifter:c2_fingerprint\" has no lifter, \
+             so the rule can never fire; not loaded"
+        )
+    );
+    let tagger = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tagger.rules().len(), 58);
+    assert!(tagger.rules().iter().all(|r| r.rule_id != "R0030"));
+    assert!(tagger.problems().is_empty());
+    assert_eq!(tagger.warnings().len(), 1);
+    assert_eq!(tagger.warnings()[0].rule_id.as_deref(), Some("R0030"));
+
+    // The pack plus a zero-byte file.
+    let dir = scratch("pack-and-broken");
+    for entry in std::fs::read_dir(&pack).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    write(&dir, "R0031.yaml", "");
+    let options = EngineOptions {
+        rules_dirs: vec![dir.clone()],
+        no_builtin_rules: true,
+        ..EngineOptions::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_check_rules(&options, &mut out, &mut err), 1);
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert!(out.starts_with("57 rules loaded"), "{out}");
+    assert!(out.contains("1 problems, 1 warnings"), "{out}");
+    let broken = dir.join("R0031.yaml").display().to_string();
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&format!("{broken}: rule ?: top level must be a mapping"))),
+        "{err}"
+    );
+    assert!(err.contains("rule R0030: warning: "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A confidence above 1 (an AbuseIPDB score over 100 multiplies it past 1) is set aside with
+/// its tag alone; the message's other tags stand (DECNET's database would refuse the batch).
+#[test]
+fn a_confidence_above_one_costs_only_its_own_tag() {
+    let mut tagger = Tagger::new(&EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let intel = |score: f64| -> Map<String, Value> {
+        json!({"attacker_uuid": "U", "attacker_ip": "198.51.100.1", "abuseipdb_score": score,
+               "abuseipdb_categories": [14, 18, 20, 22], "greynoise_classification": "scanner"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    };
+    let normal = tagger.tag_payload("attacker.intel.enriched", "intel.enriched", &intel(100.0));
+    assert!(normal.out_of_range.is_empty());
+    let inflated = tagger.tag_payload("attacker.intel.enriched", "intel.enriched", &intel(160.0));
+    assert!(!inflated.out_of_range.is_empty());
+    assert!(inflated.out_of_range.iter().all(|t| t.confidence > 1.0));
+    assert!(
+        inflated
+            .tags
+            .iter()
+            .all(|t| (0.3..=1.0).contains(&t.confidence))
+    );
+    // Tags the score does not scale (GreyNoise) are unaffected.
+    let greynoise = |m: &ttp_worker::tagging::MessageTags| {
+        m.tags
+            .iter()
+            .filter(|t| t.evidence.contains_key("greynoise_classification"))
+            .count()
+    };
+    assert!(greynoise(&inflated) > 0);
+    assert_eq!(greynoise(&inflated), greynoise(&normal));
+    assert_eq!(
+        tagger.counters().out_of_range,
+        inflated.out_of_range.len() as u64
+    );
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::py::non_empty_str;
+use super::py::{Fields as _, non_empty_str};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnchorsError {
@@ -118,8 +118,8 @@ impl AnchorResolver {
     /// attacker are anchored on its UUID.
     pub fn learn(&mut self, payload: &Map<String, Value>) {
         if let (Some(uuid), Some(ip)) = (
-            non_empty_str(payload.get("attacker_uuid")),
-            non_empty_str(payload.get("attacker_ip")),
+            non_empty_str(payload.field("attacker_uuid")),
+            non_empty_str(payload.field("attacker_ip")),
         ) && ip != "Unknown"
             && self.learned.get(ip).is_none_or(|u| u != uuid)
         {

@@ -5,19 +5,20 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::anchors::AnchorResolver;
-use super::py::{first_truthy, opt_py_str, py_str, truthy};
+use super::py::{Fields as _, first_truthy, opt_py_cow, py_cow, truthy};
 
-/// What the taggers see (tagging.md §2).
+/// What the taggers see (tagging.md §2). The strings borrow from the message where they can:
+/// a session's command events share their anchors with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaggerEvent<'a> {
-    pub source_kind: String,
-    pub source_id: String,
-    pub attacker_uuid: Option<String>,
-    pub identity_uuid: Option<String>,
+    pub source_kind: Cow<'a, str>,
+    pub source_id: Cow<'a, str>,
+    pub attacker_uuid: Option<Cow<'a, str>>,
+    pub identity_uuid: Option<Cow<'a, str>>,
     /// The attacker's IP: the anchor itself when no UUID could be resolved.
-    pub attacker_ip: Option<String>,
-    pub session_id: Option<String>,
-    pub decky_id: Option<String>,
+    pub attacker_ip: Option<Cow<'a, str>>,
+    pub session_id: Option<Cow<'a, str>>,
+    pub decky_id: Option<Cow<'a, str>>,
     /// Borrowed from the message unless anchor resolution or command fan-out had to edit it.
     pub payload: Cow<'a, Map<String, Value>>,
 }
@@ -43,12 +44,12 @@ const KIND_BY_FRAGMENT: [(&str, &str); 8] = [
     ("canary.", "canary_fingerprint"),
 ];
 
-pub fn source_kind(subject: &str, envelope_type: &str) -> Option<String> {
+pub fn source_kind(subject: &str, envelope_type: &str) -> Option<Cow<'static, str>> {
     KIND_BY_FRAGMENT
         .iter()
         .find(|(fragment, _)| subject.contains(fragment))
-        .map(|(_, kind)| (*kind).to_owned())
-        .or_else(|| (!envelope_type.is_empty()).then(|| envelope_type.to_owned()))
+        .map(|(_, kind)| Cow::Borrowed(*kind))
+        .or_else(|| (!envelope_type.is_empty()).then(|| Cow::Owned(envelope_type.to_owned())))
 }
 
 /// A usable IP anchor: a non-empty string other than DECNET's `"Unknown"` placeholder.
@@ -59,77 +60,197 @@ fn usable_ip(v: Option<&Value>) -> Option<&str> {
     }
 }
 
-/// Builds the tagger events of one message: base event first, then its commands (§3.4, §3.5).
+/// How a message is anchored (§3.2, with our divergence), decided on its payload as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchoring<'p> {
+    pub source_kind: Cow<'static, str>,
+    /// The attacker's IP, as tags carry it (`attacker_ip`; canary triggers: `src_ip`).
+    pub ip: Option<&'p str>,
+    /// The member the IP was read from.
+    pub ip_member: Option<&'static str>,
+    /// The attacker UUID the resolver found for an IP-only payload: DECNET continues with a
+    /// copy of the payload whose `attacker_uuid` is set to it.
+    pub resolved: Option<String>,
+    /// The IP stands where the attacker UUID would in the source id: the payload had no UUID
+    /// anchor and the IP did not resolve, or resolved only through an anchor learned from the
+    /// bus.
+    pub ip_anchored: bool,
+}
+
+/// Decides the source kind and the anchor of one message, without building anything.
 ///
 /// Anchors (§3.2, with our divergence): a payload without a truthy `attacker_uuid` or
 /// `identity_uuid` is anchored through `resolver` on `attacker_ip` (canary triggers:
 /// `src_ip`); when that fails the event is still tagged, anchored on the IP itself. An
 /// anchor learned from the bus fills `attacker_uuid` but the IP keeps its place in the
 /// source id, so tags do not depend on arrival order (see `anchors.rs`).
+pub fn anchor<'p>(
+    subject: &str,
+    envelope_type: &str,
+    payload: &'p Map<String, Value>,
+    resolver: &AnchorResolver,
+) -> Result<Anchoring<'p>, Unbuildable> {
+    let source_kind = source_kind(subject, envelope_type).ok_or(Unbuildable::NoSourceKind)?;
+    let anchored_by_uuid = payload.field("attacker_uuid").is_some_and(truthy)
+        || payload.field("identity_uuid").is_some_and(truthy);
+    let mut ip_member = Some("attacker_ip");
+    let mut ip = usable_ip(payload.field("attacker_ip"));
+    if ip.is_none() && source_kind == "canary_fingerprint" && !anchored_by_uuid {
+        ip_member = Some("src_ip");
+        ip = usable_ip(payload.field("src_ip")).filter(|s| *s != "0.0.0.0");
+    }
+    let ip_member = ip.and(ip_member);
+    let mut resolved = None;
+    let mut ip_anchored = false;
+    if !anchored_by_uuid {
+        let ip = ip.ok_or(Unbuildable::NoAnchor)?;
+        match resolver.resolve_with_origin(ip) {
+            Some(found) => {
+                resolved = Some(found.attacker_uuid.to_owned());
+                // A learned anchor names the attacker but leaves the tag identity alone.
+                ip_anchored = !found.seeded;
+            }
+            None => ip_anchored = true,
+        }
+    }
+    Ok(Anchoring {
+        source_kind,
+        ip,
+        ip_member,
+        resolved,
+        ip_anchored,
+    })
+}
+
+/// Builds the tagger events of one message: base event first, then its commands (§3.4, §3.5).
+/// The payload is copied only when anchor resolution has to set its `attacker_uuid`.
 pub fn build_events<'a>(
     subject: &str,
     envelope_type: &str,
     payload: &'a Map<String, Value>,
     resolver: &AnchorResolver,
 ) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
-    let kind = source_kind(subject, envelope_type).ok_or(Unbuildable::NoSourceKind)?;
-    let anchored_by_uuid = payload.get("attacker_uuid").is_some_and(truthy)
-        || payload.get("identity_uuid").is_some_and(truthy);
-    let mut ip = usable_ip(payload.get("attacker_ip"));
-    if ip.is_none() && kind == "canary_fingerprint" && !anchored_by_uuid {
-        ip = usable_ip(payload.get("src_ip")).filter(|s| *s != "0.0.0.0");
+    let anchoring = anchor(subject, envelope_type, payload, resolver)?;
+    let mut resolved_payload: Cow<'a, Map<String, Value>> = Cow::Borrowed(payload);
+    if let Some(uuid) = &anchoring.resolved {
+        resolved_payload
+            .to_mut()
+            .insert("attacker_uuid".into(), Value::String(uuid.clone()));
     }
-    let original = payload;
-    let mut payload: Cow<'a, Map<String, Value>> = Cow::Borrowed(payload);
-    let mut ip_anchor = None;
-    if !anchored_by_uuid {
-        let ip = ip.ok_or(Unbuildable::NoAnchor)?;
-        match resolver.resolve_with_origin(ip) {
-            Some(resolved) => {
-                payload.to_mut().insert(
-                    "attacker_uuid".into(),
-                    Value::String(resolved.attacker_uuid.to_owned()),
-                );
-                // A learned anchor names the attacker but leaves the tag identity alone.
-                if !resolved.seeded {
-                    ip_anchor = Some(ip);
-                }
-            }
-            None => ip_anchor = Some(ip),
-        }
-    }
+    Ok(build_anchored(
+        subject,
+        Anchored {
+            source_kind: anchoring.source_kind,
+            ip: anchoring.ip.map(Cow::Borrowed),
+            ip_anchored: anchoring.ip_anchored,
+            resolved: anchoring.resolved.map(Cow::Owned),
+        },
+        resolved_payload,
+        payload,
+    ))
+}
 
-    let source_id = base_source_id(&payload, ip_anchor).unwrap_or_else(|| subject.to_owned());
+/// [`build_events`] on a payload the caller owns: the resolved `attacker_uuid` is written into
+/// it (as DECNET does on its copy), so that nothing is copied.
+pub fn build_events_in_place<'a>(
+    subject: &str,
+    envelope_type: &str,
+    payload: &'a mut Map<String, Value>,
+    resolver: &AnchorResolver,
+) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
+    let Anchoring {
+        source_kind,
+        ip_member,
+        resolved,
+        ip_anchored,
+        ..
+    } = anchor(subject, envelope_type, payload, resolver)?;
+    if let Some(uuid) = resolved {
+        payload.insert("attacker_uuid".into(), Value::String(uuid));
+    }
+    let payload: &'a Map<String, Value> = payload;
+    // The IP is read again from the member it came from: the payload was edited meanwhile.
+    let ip = ip_member
+        .and_then(|member| payload.field(member))
+        .and_then(Value::as_str)
+        .map(Cow::Borrowed);
+    Ok(build_anchored(
+        subject,
+        Anchored {
+            source_kind,
+            ip,
+            ip_anchored,
+            resolved: None,
+        },
+        Cow::Borrowed(payload),
+        payload,
+    ))
+}
+
+/// A message's anchoring, ready for building its events.
+struct Anchored<'a> {
+    source_kind: Cow<'static, str>,
+    ip: Option<Cow<'a, str>>,
+    ip_anchored: bool,
+    /// A resolved attacker UUID the `fields` map does not hold (the payload was copied).
+    resolved: Option<Cow<'a, str>>,
+}
+
+/// The events of an anchored message. `payload` is the (possibly resolved) payload the base
+/// event carries; `fields` the message as received (or resolved in place), which the event's
+/// members and the commands are read from: it differs from `payload` at most by the resolved
+/// `attacker_uuid`, which `anchored` then carries.
+fn build_anchored<'a>(
+    subject: &str,
+    anchored: Anchored<'a>,
+    payload: Cow<'a, Map<String, Value>>,
+    fields: &'a Map<String, Value>,
+) -> Vec<TaggerEvent<'a>> {
+    let Anchored {
+        source_kind,
+        ip,
+        ip_anchored,
+        resolved,
+    } = anchored;
+    let ip_anchor = if ip_anchored { ip.as_ref() } else { None };
+    let source_id = base_source_id(fields, ip_anchor, resolved.as_ref())
+        .unwrap_or_else(|| Cow::Owned(subject.to_owned()));
+    let attacker_uuid = resolved.or_else(|| opt_py_cow(fields.field("attacker_uuid")));
     let base = TaggerEvent {
-        source_kind: kind,
+        source_kind,
         source_id,
-        attacker_uuid: opt_py_str(payload.get("attacker_uuid")),
-        identity_uuid: opt_py_str(payload.get("identity_uuid")),
-        attacker_ip: ip.map(str::to_owned),
-        session_id: opt_py_str(payload.get("session_id")),
-        decky_id: opt_py_str(payload.get("decky_id")),
+        attacker_uuid,
+        identity_uuid: opt_py_cow(fields.field("identity_uuid")),
+        attacker_ip: ip,
+        session_id: opt_py_cow(fields.field("session_id")),
+        decky_id: opt_py_cow(fields.field("decky_id")),
         payload,
     };
     let mut events = Vec::with_capacity(1);
-    // Commands are read from the message itself (resolution never edits them), so that their
-    // events can borrow from it.
     if base.source_kind == "session"
-        && let Some(Value::Array(commands)) = original.get("commands")
+        && let Some(Value::Array(commands)) = fields.field("commands")
     {
-        events.reserve(commands.len());
+        events.reserve(commands.len() + 1);
+        events.push(base);
         for (idx, element) in commands.iter().enumerate() {
-            if let Some(ev) = command_event(&base, idx, element) {
+            if let Some(ev) = command_event(&events[0], idx, element) {
                 events.push(ev);
             }
         }
+    } else {
+        events.push(base);
     }
-    events.insert(0, base);
-    Ok(events)
+    events
 }
 
 /// The first truthy id-ish payload member (§3.4); an IP anchor stands where the attacker UUID
-/// would, so that two unresolved attackers never share a source id.
-fn base_source_id(payload: &Map<String, Value>, ip_anchor: Option<&str>) -> Option<String> {
+/// would, so that two unresolved attackers never share a source id. `resolved` is an attacker
+/// UUID resolved for a payload that `fields` does not show it in (never empty).
+fn base_source_id<'a>(
+    fields: &'a Map<String, Value>,
+    ip_anchor: Option<&Cow<'a, str>>,
+    resolved: Option<&Cow<'a, str>>,
+) -> Option<Cow<'a, str>> {
     const BEFORE: [&str; 5] = [
         "source_id",
         "session_id",
@@ -138,26 +259,29 @@ fn base_source_id(payload: &Map<String, Value>, ip_anchor: Option<&str>) -> Opti
         "credential_id",
     ];
     for key in BEFORE {
-        if let Some(v) = payload.get(key).filter(|v| truthy(v)) {
-            return Some(py_str(v));
+        if let Some(v) = fields.field(key).filter(|v| truthy(v)) {
+            return Some(py_cow(v));
         }
     }
     if let Some(ip) = ip_anchor {
-        return Some(ip.to_owned());
+        return Some(ip.clone());
+    }
+    if let Some(uuid) = resolved {
+        return Some(uuid.clone());
     }
     ["attacker_uuid", "uuid"]
         .iter()
-        .filter_map(|k| payload.get(*k))
+        .filter_map(|k| fields.field(k))
         .find(|v| truthy(v))
-        .map(py_str)
+        .map(py_cow)
 }
 
 fn command_event<'a>(
-    base: &TaggerEvent<'_>,
+    base: &TaggerEvent<'a>,
     idx: usize,
     element: &'a Value,
 ) -> Option<TaggerEvent<'a>> {
-    let fallback_id = || format!("{}#cmd{idx}", base.source_id);
+    let fallback_id = || Cow::Owned(format!("{}#cmd{idx}", base.source_id));
     let (source_id, payload) = match element {
         Value::String(s) => {
             let mut p = Map::new();
@@ -171,25 +295,25 @@ fn command_event<'a>(
             };
             let id = ["id", "uuid", "command_id"]
                 .iter()
-                .filter_map(|k| obj.get(*k))
+                .filter_map(|k| obj.field(k))
                 .find(|v| truthy(v))
-                .map_or_else(fallback_id, py_str);
+                .map_or_else(fallback_id, py_cow);
             // The payload is the object with `command_text` set to the chosen text; when it
             // already holds that text the object is used as it is.
-            let payload = if obj.get("command_text").and_then(Value::as_str) == Some(text.as_str())
-            {
-                Cow::Borrowed(obj)
-            } else {
-                let mut p = obj.clone();
-                p.insert("command_text".into(), Value::String(text.clone()));
-                Cow::Owned(p)
-            };
+            let payload =
+                if obj.field("command_text").and_then(Value::as_str) == Some(text.as_str()) {
+                    Cow::Borrowed(obj)
+                } else {
+                    let mut p = obj.clone();
+                    p.insert("command_text".into(), Value::String(text.clone()));
+                    Cow::Owned(p)
+                };
             (id, payload)
         }
         _ => return None,
     };
     Some(TaggerEvent {
-        source_kind: "command".into(),
+        source_kind: Cow::Borrowed("command"),
         source_id,
         attacker_uuid: base.attacker_uuid.clone(),
         identity_uuid: base.identity_uuid.clone(),
@@ -252,7 +376,7 @@ mod tests {
             &AnchorResolver::default(),
         )
         .unwrap_or_default();
-        let ids: Vec<&str> = events.iter().map(|e| e.source_id.as_str()).collect();
+        let ids: Vec<&str> = events.iter().map(|e| e.source_id.as_ref()).collect();
         assert_eq!(
             ids,
             [
@@ -280,7 +404,7 @@ mod tests {
         let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
             .unwrap_or_default()[0];
         assert_eq!(
-            (ev.source_id.as_str(), ev.attacker_uuid.as_deref()),
+            (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("1.2.3.4", Some("U1"))
         );
         // The seed (DECNET's view) wins and anchors as DECNET would.
@@ -288,9 +412,50 @@ mod tests {
         let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
             .unwrap_or_default()[0];
         assert_eq!(
-            (ev.source_id.as_str(), ev.attacker_uuid.as_deref()),
+            (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("U0", Some("U0"))
         );
+    }
+
+    /// Odd attacker UUIDs (numbers, falsy values) give the same source ids and anchors on the
+    /// copying and the in-place path.
+    #[test]
+    fn odd_attacker_uuids_on_both_paths() {
+        let mut resolver = AnchorResolver::default();
+        resolver.insert("1.2.3.4", "U");
+        let cases = [
+            (json!({"attacker_uuid": 5}), "5", Some("5")),
+            (
+                json!({"attacker_uuid": 0, "attacker_ip": "1.2.3.4"}),
+                "U",
+                Some("U"),
+            ),
+            (
+                json!({"attacker_uuid": "", "uuid": 0, "attacker_ip": "9.9.9.9"}),
+                "9.9.9.9",
+                Some(""),
+            ),
+            (
+                json!({"attacker_uuid": false, "uuid": 7, "identity_uuid": "I"}),
+                "I",
+                Some("False"),
+            ),
+            (json!({"identity_uuid": "I", "uuid": "x"}), "I", None),
+        ];
+        for (payload, source_id, attacker_uuid) in cases {
+            let payload = obj(payload);
+            let copied = build_events("attacker.observed", "", &payload, &resolver);
+            let mut owned = payload.clone();
+            let in_place = build_events_in_place("attacker.observed", "", &mut owned, &resolver);
+            for events in [copied, in_place] {
+                let ev = &events.unwrap_or_default()[0];
+                assert_eq!(
+                    (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
+                    (source_id, attacker_uuid),
+                    "{payload:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -301,21 +466,21 @@ mod tests {
         let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
             .unwrap_or_default()[0];
         assert_eq!(
-            (ev.source_id.as_str(), ev.attacker_uuid.as_deref()),
+            (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("U1", Some("U1"))
         );
         let payload = obj(json!({"attacker_ip": "5.6.7.8", "uuid": "zzz"}));
         let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
             .unwrap_or_default()[0];
         assert_eq!(
-            (ev.source_id.as_str(), ev.attacker_uuid.as_deref()),
+            (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("5.6.7.8", None)
         );
         assert_eq!(ev.attacker_ip.as_deref(), Some("5.6.7.8"));
         let canary = obj(json!({"token_id": "T", "src_ip": "9.9.9.9"}));
         let ev = &build_events("canary.T.triggered", "", &canary, &resolver).unwrap_or_default()[0];
         assert_eq!(
-            (ev.source_id.as_str(), ev.attacker_ip.as_deref()),
+            (ev.source_id.as_ref(), ev.attacker_ip.as_deref()),
             ("T", Some("9.9.9.9"))
         );
         for unanchored in [

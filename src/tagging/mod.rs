@@ -19,10 +19,11 @@ pub mod state;
 pub mod tag;
 pub mod yaml;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 pub use anchors::AnchorResolver;
@@ -72,6 +73,10 @@ pub struct MessageTags {
     pub tags: Vec<Tag>,
     /// Tags the floor removed (DECNET still lists them in `ttp.tagged`, §13.21).
     pub below_floor: Vec<Tag>,
+    /// Tags whose confidence is above 1 (or not a number), e.g. from an AbuseIPDB score
+    /// over 100: set aside, never stored or published. DECNET's database refuses such a tag
+    /// and with it every tag of the message (§13.13); here it costs only itself.
+    pub out_of_range: Vec<Tag>,
     /// Tagger events built from the message (base + commands).
     pub events: usize,
     /// Why no event could be built, if so.
@@ -87,6 +92,8 @@ pub struct Counters {
     pub events: u64,
     pub tags: u64,
     pub below_floor: u64,
+    /// Tags set aside for a confidence above 1 (see [`MessageTags::out_of_range`]).
+    pub out_of_range: u64,
     /// Messages with no usable anchor (e.g. `identity.merged`).
     pub unanchored: u64,
     /// Messages whose subject and type give no source kind.
@@ -140,7 +147,8 @@ pub struct Tagger {
     options: EngineOptions,
     rules: Vec<Arc<Rule>>,
     problems: Vec<RuleProblem>,
-    by_owner: HashMap<Owner, Vec<Arc<Rule>>>,
+    warnings: Vec<RuleProblem>,
+    by_owner: FxHashMap<Owner, Vec<Arc<Rule>>>,
     pattern: PatternEngine,
     regexes: RegexCache,
     intel_maps: IntelMaps,
@@ -193,18 +201,36 @@ impl Tagger {
         intel_maps: IntelMaps,
         anchors: AnchorResolver,
     ) -> Tagger {
-        let mut by_owner: HashMap<Owner, Vec<Arc<Rule>>> = HashMap::new();
-        for rule in &set.rules {
+        // Our divergence (§5.5, §13.2): DECNET loads a rule no tagger owns and never runs it;
+        // we say so and leave it out, so that the rule count is the count of rules that can fire.
+        let (rules, unowned): (Vec<Arc<Rule>>, Vec<Arc<Rule>>) = set
+            .rules
+            .into_iter()
+            .partition(|rule| rule.owner() != Owner::Nobody);
+        let warnings = unowned
+            .iter()
+            .map(|rule| RuleProblem {
+                file: rule.origin.clone(),
+                rule_id: Some(rule.rule_id.clone()),
+                message: format!(
+                    "warning: match.kind {:?} has no lifter, so the rule can never fire; not loaded",
+                    rule.kind().unwrap_or_default()
+                ),
+            })
+            .collect();
+        let mut by_owner: FxHashMap<Owner, Vec<Arc<Rule>>> = FxHashMap::default();
+        for rule in &rules {
             by_owner
                 .entry(rule.owner())
                 .or_default()
                 .push(Arc::clone(rule));
         }
         Tagger {
-            pattern: PatternEngine::new(&set.rules),
-            regexes: RegexCache::new(&set.rules),
-            rules: set.rules,
+            pattern: PatternEngine::new(&rules),
+            regexes: RegexCache::new(&rules),
+            rules,
             problems: set.problems,
+            warnings,
             by_owner,
             intel_maps,
             anchors,
@@ -237,6 +263,12 @@ impl Tagger {
     /// Rule and intel-map files that failed to load (each was skipped).
     pub fn problems(&self) -> &[RuleProblem] {
         &self.problems
+    }
+
+    /// Rules that loaded but can never fire, so were left out (R0030: its `match.kind` has no
+    /// lifter). Worth telling the operator; not a load failure.
+    pub fn warnings(&self) -> &[RuleProblem] {
+        &self.warnings
     }
 
     pub fn counters(&self) -> &Counters {
@@ -287,8 +319,28 @@ impl Tagger {
     ) -> MessageTags {
         self.counters.messages += 1;
         self.anchors.learn(payload);
+        let events = event::build_events(subject, envelope_type, payload, &self.anchors);
+        self.tag_events(events)
+    }
+
+    /// [`Tagger::tag_payload`] on a payload the caller owns and no longer needs as it was:
+    /// when the attacker UUID is resolved from the IP (§3.2) it is written into `payload`
+    /// (DECNET edits a copy) instead of copying the whole payload. The tags are the same.
+    pub fn tag_payload_in_place(
+        &mut self,
+        subject: &str,
+        envelope_type: &str,
+        payload: &mut Map<String, Value>,
+    ) -> MessageTags {
+        self.counters.messages += 1;
+        self.anchors.learn(payload);
+        let events = event::build_events_in_place(subject, envelope_type, payload, &self.anchors);
+        self.tag_events(events)
+    }
+
+    fn tag_events(&mut self, events: Result<Vec<TaggerEvent<'_>>, Unbuildable>) -> MessageTags {
         let mut out = MessageTags::default();
-        let events = match event::build_events(subject, envelope_type, payload, &self.anchors) {
+        let events = match events {
             Ok(events) => events,
             Err(why) => {
                 match why {
@@ -310,13 +362,24 @@ impl Tagger {
             for tag in tags {
                 if tag.confidence < CONFIDENCE_FLOOR {
                     out.below_floor.push(tag);
-                } else {
+                } else if tag.confidence <= 1.0 {
                     out.tags.push(tag);
+                } else {
+                    log::debug!(
+                        "tag {} ({} on {} {}) has confidence {}, over 1: set aside",
+                        tag.uuid,
+                        tag.rule_id,
+                        tag.source_kind,
+                        tag.source_id,
+                        tag.confidence
+                    );
+                    out.out_of_range.push(tag);
                 }
             }
         }
         self.counters.tags += out.tags.len() as u64;
         self.counters.below_floor += out.below_floor.len() as u64;
+        self.counters.out_of_range += out.out_of_range.len() as u64;
         out
     }
 
@@ -325,8 +388,13 @@ impl Tagger {
     fn tag_event(&mut self, ev: &TaggerEvent, now: f64, warnings: &mut Vec<String>) -> Vec<Tag> {
         let owners = route(&ev.source_kind);
         if owners.is_empty() {
-            if self.unhandled_kinds_logged.insert(ev.source_kind.clone()) {
-                let known = KNOWN_KINDS.contains(&ev.source_kind.as_str());
+            if !self
+                .unhandled_kinds_logged
+                .contains(ev.source_kind.as_ref())
+            {
+                self.unhandled_kinds_logged
+                    .insert(ev.source_kind.to_string());
+                let known = KNOWN_KINDS.contains(&ev.source_kind.as_ref());
                 log::info!(
                     "no tagger handles source kind {:?}{}; its events yield no tags",
                     ev.source_kind,
@@ -356,7 +424,7 @@ impl Tagger {
                         if let Err(e) = lifters::emit_all(
                             ev,
                             f.rule,
-                            &f.evidence,
+                            f.evidence,
                             lifters::AnchorMode::Event,
                             &mut engine_tags,
                         ) {

@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
-use super::pyre::PyRegex;
+use super::pyre::{Dollar, PyRegex, translate_with};
 use super::rules::{Owner, Rule};
+use crate::tagging::py::Fields as _;
 
 /// `match` keys of lifter rules that hold lists of Python regexes.
 pub const LIFTER_REGEX_LISTS: [&str; 3] = ["patterns", "paths", "filename_patterns"];
@@ -21,7 +23,7 @@ pub fn validate_rule_regexes(rule: &Rule) -> Result<(), String> {
         match rule.param("pattern") {
             None | Some(Value::Null) => {}
             Some(Value::String(p)) => {
-                PyRegex::new(p).map_err(|e| e.to_string())?;
+                PyRegex::cached(p).map_err(|e| e.to_string())?;
             }
             Some(other) => return Err(format!("match.pattern must be a string, got {other}")),
         }
@@ -29,7 +31,7 @@ pub fn validate_rule_regexes(rule: &Rule) -> Result<(), String> {
     for key in LIFTER_REGEX_LISTS {
         if let Some(Value::Array(items)) = rule.param(key) {
             for p in items.iter().filter_map(Value::as_str) {
-                PyRegex::new(p).map_err(|e| format!("match.{key}: {e}"))?;
+                PyRegex::cached(p).map_err(|e| format!("match.{key}: {e}"))?;
             }
         }
     }
@@ -50,28 +52,29 @@ fn default_field(source_kind: &str) -> Option<&'static str> {
     })
 }
 
-/// How one rule is evaluated for one source kind.
-enum Matcher {
-    /// Index into the field group's `RegexSet`.
-    InSet(usize),
-    Single(PyRegex),
-}
-
 struct KindRule {
     rule: Arc<Rule>,
-    field: String,
-    matcher: Matcher,
+    /// Index into [`KindPlan::fields`].
+    field: usize,
+    /// Exact on every text.
+    regex: PyRegex,
+    /// Index in the field's set, which answers for ASCII texts that do not end with `\n` (its
+    /// members translate `$` as the end of the text, [`Dollar::EndOfText`]).
+    in_set: Option<usize>,
 }
 
 /// All engine rules of one source kind, in evaluation order.
 struct KindPlan {
     rules: Vec<KindRule>,
-    sets: HashMap<String, regex::RegexSet>,
+    /// The payload fields the kind's rules read, each looked up once per event.
+    fields: Vec<String>,
+    /// Per field, the set of its rules' patterns (when any can be in a set).
+    sets: Vec<Option<regex::RegexSet>>,
 }
 
 /// Compiled engine for every source kind its rules apply to.
 pub struct PatternEngine {
-    plans: HashMap<String, KindPlan>,
+    plans: FxHashMap<String, KindPlan>,
 }
 
 /// A rule the engine found firing, with the evidence it records.
@@ -82,12 +85,19 @@ pub struct Fired<'a> {
 
 impl PatternEngine {
     pub fn new(rules: &[Arc<Rule>]) -> PatternEngine {
-        let mut plans: HashMap<String, KindPlan> = HashMap::new();
-        let mut set_sources: HashMap<(String, String), Vec<String>> = HashMap::new();
+        let mut plans: FxHashMap<String, KindPlan> = FxHashMap::default();
+        // Per kind, per field: the set members' sources.
+        let mut set_sources: HashMap<String, Vec<Vec<String>>> = HashMap::new();
         for rule in rules.iter().filter(|r| r.owner() == Owner::Engine) {
             let Some(Value::String(pattern)) = rule.param("pattern") else {
                 continue; // absent or null pattern: never fires
             };
+            let Ok(regex) = PyRegex::cached(pattern) else {
+                continue; // rejected at load; kept defensive
+            };
+            let unterminated = translate_with(pattern, Dollar::EndOfText, true)
+                .ok()
+                .filter(|t| !t.fancy);
             for kind in &rule.applies_to {
                 let field = match rule.param("field") {
                     Some(Value::String(f)) if !f.is_empty() => f.clone(),
@@ -97,39 +107,48 @@ impl PatternEngine {
                         None => continue,
                     },
                 };
-                let Ok(translated) = super::pyre::translate(pattern) else {
-                    continue; // rejected at load; kept defensive
-                };
-                let matcher = if translated.fancy {
-                    match PyRegex::new(pattern) {
-                        Ok(re) => Matcher::Single(re),
-                        Err(_) => continue,
+                let plan = plans.entry(kind.clone()).or_insert_with(|| KindPlan {
+                    rules: Vec::new(),
+                    fields: Vec::new(),
+                    sets: Vec::new(),
+                });
+                let sources = set_sources.entry(kind.clone()).or_default();
+                let field = match plan.fields.iter().position(|f| *f == field) {
+                    Some(i) => i,
+                    None => {
+                        plan.fields.push(field);
+                        sources.push(Vec::new());
+                        plan.fields.len() - 1
                     }
-                } else {
-                    let sources = set_sources
-                        .entry((kind.clone(), field.clone()))
-                        .or_default();
-                    sources.push(translated.source);
-                    Matcher::InSet(sources.len() - 1)
                 };
-                plans
-                    .entry(kind.clone())
-                    .or_insert_with(|| KindPlan {
-                        rules: Vec::new(),
-                        sets: HashMap::new(),
-                    })
-                    .rules
-                    .push(KindRule {
-                        rule: Arc::clone(rule),
-                        field,
-                        matcher,
-                    });
+                let in_set = unterminated.as_ref().map(|t| {
+                    sources[field].push(t.source.clone());
+                    sources[field].len() - 1
+                });
+                plan.rules.push(KindRule {
+                    rule: Arc::clone(rule),
+                    field,
+                    regex: regex.clone(),
+                    in_set,
+                });
             }
         }
-        for ((kind, field), sources) in set_sources {
-            let set = regex::RegexSet::new(&sources).unwrap_or_else(|_| regex::RegexSet::empty());
+        for (kind, per_field) in set_sources {
             if let Some(plan) = plans.get_mut(&kind) {
-                plan.sets.insert(field, set);
+                plan.sets = per_field
+                    .iter()
+                    .map(|sources| {
+                        (!sources.is_empty())
+                            .then(|| regex::RegexSet::new(sources).ok())
+                            .flatten()
+                    })
+                    .collect();
+                for kr in &mut plan.rules {
+                    if plan.sets[kr.field].is_none() {
+                        // No set (or one that failed to build): the rule answers on its own.
+                        kr.in_set = None;
+                    }
+                }
             }
         }
         PatternEngine { plans }
@@ -151,26 +170,38 @@ impl PatternEngine {
         let Some(plan) = self.plans.get(source_kind) else {
             return Vec::new();
         };
-        let mut set_hits: HashMap<&str, regex::SetMatches> = HashMap::new();
+        /// Per field: its text, and the set's verdicts once asked.
+        struct Field<'p> {
+            text: Option<&'p str>,
+            hits: Option<regex::SetMatches>,
+        }
+        let mut fields: Vec<Field<'_>> = plan
+            .fields
+            .iter()
+            .map(|name| Field {
+                text: payload.field(name).and_then(Value::as_str),
+                hits: None,
+            })
+            .collect();
         let mut fired = Vec::new();
         for kr in &plan.rules {
+            let field = &mut fields[kr.field];
+            let Some(haystack) = field.text else {
+                continue;
+            };
             if !kr.rule.state.is_active(now) {
                 continue;
             }
-            let Some(Value::String(haystack)) = payload.get(&kr.field) else {
-                continue;
-            };
-            let hit = match &kr.matcher {
-                Matcher::InSet(i) => {
-                    let hits = set_hits.entry(kr.field.as_str()).or_insert_with(|| {
-                        plan.sets.get(&kr.field).map_or_else(
-                            || regex::RegexSet::empty().matches(""),
-                            |s| s.matches(haystack),
-                        )
-                    });
-                    hits.matched(*i)
+            let hit = match (kr.in_set, &plan.sets[kr.field]) {
+                // The set's lazy DFA gives up on non-ASCII text when a pattern has a Unicode
+                // `\b`, and its fall-back is far slower than asking each rule.
+                (Some(index), Some(set)) if haystack.is_ascii() && !haystack.ends_with('\n') => {
+                    field
+                        .hits
+                        .get_or_insert_with(|| set.matches(haystack))
+                        .matched(index)
                 }
-                Matcher::Single(re) => re.search(haystack).unwrap_or_else(|_| {
+                _ => kr.regex.search(haystack).unwrap_or_else(|_| {
                     *regex_errors += 1;
                     false
                 }),
@@ -195,18 +226,65 @@ fn engine_evidence(
 ) -> Map<String, Value> {
     let mut evidence = Map::new();
     for name in &rule.evidence_fields {
-        if let Some(v) = payload.get(name) {
+        if let Some(v) = payload.field(name) {
             evidence.insert(name.clone(), v.clone());
         }
     }
     if source_kind == "command" {
         for name in ["uid", "user", "src", "pwd"] {
             if !evidence.contains_key(name)
-                && let Some(v) = payload.get(name)
+                && let Some(v) = payload.field(name)
             {
                 evidence.insert(name.to_owned(), v.clone());
             }
         }
     }
     evidence
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tagging::lifters::testkit::rule;
+    use crate::tagging::pyre::tests::{DIALECT_CASES, reference, token_strings};
+
+    /// The engine (rule sets, end-of-text `$`, folded look-aheads, fall-back to the exact
+    /// regex on texts ending in a newline) fires exactly the rules whose faithful translation
+    /// matches.
+    #[test]
+    fn engine_fires_exactly_what_the_faithful_patterns_match() {
+        let rules: Vec<Arc<Rule>> = DIALECT_CASES
+            .iter()
+            .enumerate()
+            .map(|(i, (pattern, _))| {
+                rule(&format!(
+                    "rule_id: R{i}\nrule_version: 1\nname: n\napplies_to: [command]\n\
+                     match: {{field: command_text, pattern: '{pattern}'}}\n\
+                     emits: [{{tactic: TA1, technique_id: T1, confidence: 0.5}}]\n"
+                ))
+            })
+            .collect();
+        let references: Vec<_> = DIALECT_CASES.iter().map(|(p, _)| reference(p)).collect();
+        let engine = PatternEngine::new(&rules);
+        let mut errors = 0;
+        for (_, tokens) in DIALECT_CASES {
+            for text in token_strings(tokens, 4) {
+                let mut payload = Map::new();
+                payload.insert("command_text".into(), Value::String(text.clone()));
+                let fired: Vec<&str> = engine
+                    .evaluate("command", &payload, 0.0, &mut errors)
+                    .iter()
+                    .map(|f| f.rule.rule_id.as_str())
+                    .collect();
+                let want: Vec<&str> = rules
+                    .iter()
+                    .zip(&references)
+                    .filter(|(_, re)| re.is_match(&text).unwrap_or(false))
+                    .map(|(r, _)| r.rule_id.as_str())
+                    .collect();
+                assert_eq!(fired, want, "{text:?}");
+            }
+        }
+        assert_eq!(errors, 0);
+    }
 }

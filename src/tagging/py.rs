@@ -7,6 +7,24 @@
 
 use serde_json::{Map, Value};
 
+/// Member lookup on payload objects: the same answer as `Map::get` (keys are unique), found
+/// by scanning the keys of small objects, which is several times cheaper than hashing the key
+/// (serde_json's maps use SipHash) on the dozen-member payloads the bus carries.
+pub trait Fields {
+    fn field(&self, key: &str) -> Option<&Value>;
+}
+
+impl Fields for Map<String, Value> {
+    #[inline]
+    fn field(&self, key: &str) -> Option<&Value> {
+        if self.len() <= 24 {
+            self.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        } else {
+            self.get(key)
+        }
+    }
+}
+
 /// Python truthiness of a JSON-decoded value.
 pub fn truthy(v: &Value) -> bool {
     match v {
@@ -24,7 +42,7 @@ pub fn truthy(v: &Value) -> bool {
 pub fn first_truthy<'a>(payload: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
     let mut last = None;
     for k in keys {
-        last = payload.get(*k);
+        last = payload.field(k);
         if last.is_some_and(truthy) {
             return last;
         }
@@ -181,6 +199,22 @@ fn py_str_repr(s: &str) -> String {
 }
 
 /// `None` for JSON `null`/absent, else `py_str` (tagging.md §3.4 anchor/session/decky rule).
+/// [`py_str`], borrowing a string value instead of copying it.
+pub fn py_cow(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(py_str(other)),
+    }
+}
+
+/// [`opt_py_str`], borrowing a string value instead of copying it.
+pub fn opt_py_cow(v: Option<&Value>) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(other) => Some(py_cow(other)),
+    }
+}
+
 pub fn opt_py_str(v: Option<&Value>) -> Option<String> {
     match v {
         None | Some(Value::Null) => None,
@@ -252,5 +286,24 @@ mod tests {
         assert_eq!(py_float(&json!("0.9")), Some(0.9));
         assert_eq!(py_float(&json!("x")), None);
         assert_eq!(py_int(&json!(" 3 ")), Some(3));
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn field_is_get() {
+        for size in [0usize, 1, 5, 24, 25, 60] {
+            let map: Map<String, Value> = (0..size)
+                .map(|i| (format!("k{i}"), Value::from(i)))
+                .collect();
+            for i in 0..size + 3 {
+                let key = format!("k{i}");
+                assert_eq!(map.field(&key), map.get(&key), "{size} {key}");
+            }
+            assert_eq!(map.field(""), None);
+        }
     }
 }

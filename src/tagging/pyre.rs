@@ -6,7 +6,9 @@
 //! that need look-around or back-references go to `fancy-regex`; all others stay on `regex`,
 //! which can then evaluate a whole rule set in one pass (`RegexSet`).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 /// Why a Python pattern could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,11 +25,52 @@ pub struct Translated {
     pub fancy: bool,
 }
 
-/// A compiled Python pattern.
+/// How a Python `$` (without MULTILINE) is translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dollar {
+    /// Exact on every text: end of text, or just before one final `\n`.
+    Python,
+    /// `\z`: exact only on texts that do not end with `\n` (where Python's `$` can only match
+    /// at the very end), and never needs the backtracking engine.
+    EndOfText,
+}
+
+/// A compiled Python pattern. Only whether it matches is asked (`re.search(...) is not None`),
+/// which is what lets the translation consume look-ahead tails (tagging.md §7.4).
 #[derive(Debug, Clone)]
-pub enum PyRegex {
+pub struct PyRegex {
+    /// Exact on every text.
+    general: Engine,
+    /// The [`Dollar::EndOfText`] translation when it differs: used on texts that do not end
+    /// with `\n`, which keeps a pattern such as R0018's `(?:\s|$)\b` off the backtracker.
+    unterminated: Option<Engine>,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
     Plain(regex::Regex),
     Fancy(fancy_regex::Regex),
+}
+
+impl Engine {
+    fn new(t: &Translated) -> Result<Engine, String> {
+        if t.fancy {
+            fancy_regex::Regex::new(&t.source)
+                .map(Engine::Fancy)
+                .map_err(|e| e.to_string())
+        } else {
+            regex::Regex::new(&t.source)
+                .map(Engine::Plain)
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    fn is_match(&self, text: &str) -> Result<bool, MatchError> {
+        match self {
+            Engine::Plain(r) => Ok(r.is_match(text)),
+            Engine::Fancy(r) => r.is_match(text).map_err(|e| MatchError(e.to_string())),
+        }
+    }
 }
 
 /// Matching gave up (fancy-regex backtracking limit): counted as a non-match by callers.
@@ -49,35 +92,46 @@ impl PyRegex {
                 .trim_start_matches("error: ")
                 .to_owned(),
         };
-        let t = translate(pattern).map_err(err)?;
-        if t.fancy {
-            fancy_regex::Regex::new(&t.source)
-                .map(PyRegex::Fancy)
-                .map_err(|e| err(e.to_string()))
-        } else {
-            regex::Regex::new(&t.source)
-                .map(PyRegex::Plain)
-                .map_err(|e| err(e.to_string()))
+        let general = translate(pattern).map_err(err)?;
+        let unterminated = translate_with(pattern, Dollar::EndOfText, true).map_err(err)?;
+        Ok(PyRegex {
+            general: Engine::new(&general).map_err(err)?,
+            unterminated: if unterminated.source == general.source {
+                None
+            } else {
+                Some(Engine::new(&unterminated).map_err(err)?)
+            },
+        })
+    }
+
+    /// [`PyRegex::new`], compiled once per process: rule validation, the pattern engine and
+    /// the lifters' regex cache all ask for the same patterns, and compiling is the bulk of
+    /// loading a rule pack. The memo holds every distinct pattern text seen (reloads add
+    /// edited patterns), which rule packs keep small.
+    pub fn cached(pattern: &str) -> Result<PyRegex, PatternError> {
+        type Memo = HashMap<String, Result<PyRegex, PatternError>>;
+        static COMPILED: LazyLock<Mutex<Memo>> = LazyLock::new(Mutex::default);
+        let memo = || COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hit) = memo().get(pattern) {
+            return hit.clone();
         }
+        let compiled = PyRegex::new(pattern);
+        memo().insert(pattern.to_owned(), compiled.clone());
+        compiled
     }
 
     /// `re.search(pattern, text) is not None`.
     pub fn search(&self, text: &str) -> Result<bool, MatchError> {
-        match self {
-            PyRegex::Plain(r) => Ok(r.is_match(text)),
-            PyRegex::Fancy(r) => r.is_match(text).map_err(|e| MatchError(e.to_string())),
+        match &self.unterminated {
+            Some(engine) if !text.ends_with('\n') => engine.is_match(text),
+            _ => self.general.is_match(text),
         }
     }
 
-    /// The text of the leftmost match, for lifters that record what matched.
-    pub fn find<'t>(&self, text: &'t str) -> Result<Option<&'t str>, MatchError> {
-        match self {
-            PyRegex::Plain(r) => Ok(r.find(text).map(|m| m.as_str())),
-            PyRegex::Fancy(r) => r
-                .find(text)
-                .map(|m| m.map(|m| m.as_str()))
-                .map_err(|e| MatchError(e.to_string())),
-        }
+    /// Whether matching may need the backtracking engine (and so may give up).
+    pub fn is_fancy(&self) -> bool {
+        matches!(self.general, Engine::Fancy(_))
+            || matches!(self.unterminated, Some(Engine::Fancy(_)))
     }
 }
 
@@ -91,17 +145,31 @@ struct Translator<'p> {
     fancy: bool,
     /// Multiline flag per open group; index 0 is the pattern level.
     multiline: Vec<bool>,
+    dollar: Dollar,
+    fold_trailing_lookahead: bool,
     pattern: &'p str,
 }
 
 /// Translates Python `re` syntax into Rust `regex`/`fancy-regex` syntax.
 pub fn translate(pattern: &str) -> Result<Translated, String> {
+    translate_with(pattern, Dollar::Python, true)
+}
+
+/// [`translate`] with a choice of `$`, optionally keeping a trailing look-ahead as a
+/// look-ahead (to test the rewrite against the original).
+pub fn translate_with(
+    pattern: &str,
+    dollar: Dollar,
+    fold_trailing_lookahead: bool,
+) -> Result<Translated, String> {
     let mut t = Translator {
         chars: pattern.chars().collect(),
         pos: 0,
         out: String::with_capacity(pattern.len() + 16),
         fancy: false,
         multiline: vec![false],
+        dollar,
+        fold_trailing_lookahead,
         pattern,
     };
     t.run()?;
@@ -156,6 +224,8 @@ impl Translator<'_> {
     fn dollar(&mut self) {
         if self.multiline_now() {
             self.out.push('$');
+        } else if self.dollar == Dollar::EndOfText {
+            self.out.push_str(r"\z");
         } else if self.nothing_consumes_after_dollar() {
             // Consuming the optional newline cannot change whether a match exists when nothing
             // after `$` needs to look at it, and keeps the pattern on the fast engine.
@@ -169,7 +239,19 @@ impl Translator<'_> {
     /// True when, after the `$` at `self.pos`, the pattern can only close groups or start other
     /// alternatives: the `$` branch's continuation consumes nothing.
     fn nothing_consumes_after_dollar(&self) -> bool {
-        let mut i = self.pos + 1;
+        self.nothing_consumes_from(self.pos + 1)
+    }
+
+    /// True when the `(?=` group opening at `self.pos` is followed by nothing that consumes
+    /// (see [`Self::nothing_consumes_from`]), itself unquantified.
+    fn lookahead_ends_pattern(&self) -> bool {
+        let close = self.end_of_group(self.pos + 3);
+        close < self.chars.len() && self.nothing_consumes_from(close + 1)
+    }
+
+    /// True when, from index `i` on, the pattern can only close (unquantified) groups or start
+    /// other alternatives: whatever ends just before `i` ends its branch of the whole pattern.
+    fn nothing_consumes_from(&self, mut i: usize) -> bool {
         loop {
             match self.chars.get(i) {
                 None => return true,
@@ -271,6 +353,15 @@ impl Translator<'_> {
                     break;
                 }
             }
+            return Ok(());
+        }
+        if rest.starts_with('=') && self.fold_trailing_lookahead && self.lookahead_ends_pattern() {
+            // A positive look-ahead with nothing consuming after it (R0016's `(?=\s|/|$)`):
+            // `P(?=X)` matches somewhere iff `PX` does, and only whether a match exists is ever
+            // asked of these patterns (tagging.md §7.4), so consume X and stay on the fast engine.
+            self.multiline.push(inherited);
+            self.out.push_str("(?:");
+            self.pos += 3;
             return Ok(());
         }
         if rest.starts_with('=')
@@ -496,7 +587,7 @@ impl Translator<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn search(p: &str, t: &str) -> bool {
@@ -547,6 +638,93 @@ mod tests {
         assert!(PyRegex::new(r"(unclosed").is_err());
     }
 
+    /// Every string of up to `len` tokens, concatenated.
+    pub(crate) fn token_strings(tokens: &[&str], len: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..len {
+            frontier = frontier
+                .iter()
+                .flat_map(|s| tokens.iter().map(move |t| format!("{s}{t}")))
+                .collect();
+            all.extend(frontier.iter().cloned());
+        }
+        all
+    }
+
+    /// The faithful translation (look-aheads kept, Python `$`) on the backtracking engine.
+    pub(crate) fn reference(pattern: &str) -> fancy_regex::Regex {
+        let kept = translate_with(pattern, Dollar::Python, false).unwrap_or_else(|e| panic!("{e}"));
+        let source = if kept.fancy {
+            kept.source
+        } else {
+            // Force the backtracker anyway, with an always-true look-ahead.
+            format!("(?=)(?:{})", kept.source)
+        };
+        fancy_regex::Regex::new(&source).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Patterns with look-aheads and `$` in the places the shipped rules put them (R0016,
+    /// R0018, R0019, R0040), and the tokens their results hinge on.
+    pub(crate) const DIALECT_CASES: [(&str, &[&str]); 7] = [
+        (
+            r"\bfind\s+/(?:home|etc|var|opt|root|tmp|usr)?(?=\s|/|$)",
+            &["find", " ", "/", "etc", "\n", "x", "\u{1c}", "é"],
+        ),
+        (
+            r"\b(?:uname\s+-\w+|lsb_release(?:\s|$)|hostnamectl(?:\s|$))\b|cat\s+/etc/(?:issue)\b",
+            &[
+                "lsb_release",
+                "uname",
+                " -a",
+                " ",
+                "\n",
+                "x",
+                "cat /etc/issue",
+            ],
+        ),
+        (
+            r"^(?:\s*sudo\s+)?(?:whoami|id|w)(?:\s|$)",
+            &["sudo", "id", "w", " ", "\n", "x"],
+        ),
+        (r"(?:-confg|\.cfg)$", &["-confg", ".cfg", "\n", "x"]),
+        (r"a(?=b|$)", &["a", "b", "\n", "c"]),
+        (r"(?:a(?=b)|c)", &["a", "b", "c", "\n"]),
+        (r"(?i)x(?=Y$)|z$\b", &["x", "y", "Y", "z", "\n"]),
+    ];
+
+    /// The trailing look-ahead rewrite (R0016) and the end-of-text `$` (R0018) never change
+    /// whether a pattern matches: checked against the faithful translation on the backtracking
+    /// engine, over every short string built from the tokens the patterns care about.
+    #[test]
+    fn dialect_shortcuts_never_change_a_result() {
+        for (pattern, tokens) in DIALECT_CASES {
+            let ours = PyRegex::new(pattern).unwrap_or_else(|e| panic!("{e}"));
+            // Texts without a final newline (nearly all) never reach the backtracker.
+            let usual = ours.unterminated.as_ref().unwrap_or(&ours.general);
+            assert!(matches!(usual, Engine::Plain(_)), "{pattern}");
+            let reference = reference(pattern);
+            for text in token_strings(tokens, 5) {
+                assert_eq!(
+                    ours.search(&text).unwrap_or(false),
+                    reference.is_match(&text).unwrap_or(false),
+                    "{pattern} on {text:?}"
+                );
+            }
+        }
+        // Not at the end of its branch, or quantified: kept as a look-ahead.
+        for pattern in [
+            r"a(?=b)c",
+            r"(?:a(?=b))*",
+            r"(a(?=b))c",
+            r"(?:a(?=b)|c)d",
+            r"a(?=b)?",
+            r"a(?=b)\b",
+        ] {
+            assert!(translate(pattern).is_ok_and(|t| t.fancy), "{pattern}");
+        }
+    }
+
     #[test]
     fn only_lookaround_goes_to_the_backtracker() {
         assert!(
@@ -554,6 +732,7 @@ mod tests {
                 .map(|t| t.fancy)
                 .unwrap_or(true)
         );
-        assert!(translate(r"a(?=b)").map(|t| t.fancy).unwrap_or(false));
+        assert!(translate(r"a(?=b)c").map(|t| t.fancy).unwrap_or(false));
+        assert!(translate(r"(?<=a)b").map(|t| t.fancy).unwrap_or(false));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::py::{py_float, py_str, truthy};
+use super::py::{Fields as _, py_float, py_str, truthy};
 use super::state::RuleState;
 use super::yaml::parse_document;
 
@@ -73,7 +73,7 @@ impl Owner {
 impl Rule {
     /// The exact `match.kind` string, if it is a string.
     pub fn kind(&self) -> Option<&str> {
-        self.match_spec.get("kind").and_then(Value::as_str)
+        self.match_spec.field("kind").and_then(Value::as_str)
     }
 
     pub fn owner(&self) -> Owner {
@@ -103,7 +103,7 @@ impl Rule {
 
     /// A `match` parameter.
     pub fn param(&self, key: &str) -> Option<&Value> {
-        self.match_spec.get(key)
+        self.match_spec.field(key)
     }
 }
 

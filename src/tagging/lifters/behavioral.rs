@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::{AnchorMode, Extras, LiftContext, LiftError, extras, run_simple};
 use crate::tagging::event::TaggerEvent;
 use crate::tagging::py::{
-    as_int, as_number, first_truthy, non_empty_str, py_float, py_int, truthy,
+    Fields as _, as_int, as_number, first_truthy, non_empty_str, py_float, py_int, truthy,
 };
 use crate::tagging::rules::Rule;
 use crate::tagging::tag::Tag;
@@ -73,8 +73,8 @@ fn predicate(
     Ok(match kind {
         "lifter:behavioral_beaconing" => {
             let (Some(interval), Some(jitter)) = (
-                p.get("beacon_interval_s").and_then(as_number),
-                p.get("beacon_jitter_pct").and_then(as_number),
+                p.field("beacon_interval_s").and_then(as_number),
+                p.field("beacon_jitter_pct").and_then(as_number),
             ) else {
                 return Ok(None);
             };
@@ -102,11 +102,11 @@ fn predicate(
             let min_bytes = float_param(rule, "min_payload_bytes", 0.0)?;
             let min_requests = int_param(rule, "request_threshold", 0)?;
             let by_bytes = p
-                .get("bytes_out")
+                .field("bytes_out")
                 .and_then(as_number)
                 .is_some_and(|b| b >= min_bytes);
             let by_requests = p
-                .get("request_count")
+                .field("request_count")
                 .and_then(as_int)
                 .is_some_and(|r| r >= min_requests);
             (by_bytes || by_requests).then(Extras::new)
@@ -115,11 +115,11 @@ fn predicate(
             let min_rows = int_param(rule, "min_rows", 0)?;
             let min_bytes = float_param(rule, "min_bytes", 0.0)?;
             let by_rows = p
-                .get("rows_read")
+                .field("rows_read")
                 .and_then(as_int)
                 .is_some_and(|r| r >= min_rows);
             let by_bytes = p
-                .get("bytes_read")
+                .field("bytes_read")
                 .and_then(as_number)
                 .is_some_and(|b| b >= min_bytes);
             (by_rows || by_bytes).then(Extras::new)
@@ -137,7 +137,7 @@ fn predicate(
                 .then(|| extras([("matched_path", Value::String(path.to_owned()))]))
         }
         "lifter:behavioral_docker_escape" => {
-            let Some(Value::Array(seen)) = p.get("signals") else {
+            let Some(Value::Array(seen)) = p.field("signals") else {
                 return Ok(None);
             };
             str_list(rule, "signals")
@@ -146,15 +146,15 @@ fn predicate(
                 .map(|sig| extras([("matched_signal", Value::String(sig))]))
         }
         "lifter:behavioral_llmnr_poisoning" => {
-            let poisoned = p.get("llmnr_poisoned") == Some(&Value::Bool(true));
+            let poisoned = p.field("llmnr_poisoned") == Some(&Value::Bool(true));
             let count = p
-                .get("llmnr_poison_count")
+                .field("llmnr_poison_count")
                 .and_then(as_int)
                 .is_some_and(|c| c >= 1);
             (poisoned || count).then(Extras::new)
         }
         "lifter:behavioral_tftp_router_config" => {
-            let Some(name) = non_empty_str(p.get("tftp_filename")) else {
+            let Some(name) = non_empty_str(p.field("tftp_filename")) else {
                 return Ok(None);
             };
             let Some(Value::Array(patterns)) = rule.param("filename_patterns") else {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{AnchorMode, LiftContext, LiftError, emit_all, extras};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{as_int, first_truthy, py_str};
+use crate::tagging::py::{Fields as _, as_int, first_truthy, py_str};
 use crate::tagging::rules::Rule;
 use crate::tagging::tag::Tag;
 
@@ -29,14 +29,14 @@ pub fn lift(
                 ("metric", Value::String(metric.to_owned())),
                 ("matched_signature", Value::String(signature)),
             ]);
-            emit_all(ev, rule, &evidence, AnchorMode::Event, &mut tags)?;
+            emit_all(ev, rule, evidence, AnchorMode::Event, &mut tags)?;
         }
     }
     Ok(tags)
 }
 
 fn is_true(p: &Map<String, Value>, key: &str) -> bool {
-    p.get(key) == Some(&Value::Bool(true))
+    p.field(key) == Some(&Value::Bool(true))
 }
 
 fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<(&'static str, String)> {
@@ -65,7 +65,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<(&'stati
         }),
         "lifter:canary_tz_lang_mismatch" => {
             let zones = p
-                .get("tz_mismatch_zones")
+                .field("tz_mismatch_zones")
                 .filter(|v| as_int(v).is_some_and(|n| n >= 3));
             if let Some(zones) = zones {
                 Some((

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{AnchorMode, Extras, LiftContext, LiftError, extras, run_simple};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{as_int, non_empty_str, truthy};
+use crate::tagging::py::{Fields as _, as_int, non_empty_str, truthy};
 use crate::tagging::rules::Rule;
 use crate::tagging::tag::Tag;
 
@@ -32,7 +32,7 @@ fn int_param(rule: &Rule, key: &str, default: i64) -> Option<i64> {
 }
 
 fn service_extra(p: &Map<String, Value>, out: &mut Extras) {
-    if let Some(s) = non_empty_str(p.get("service")) {
+    if let Some(s) = non_empty_str(p.field("service")) {
         out.insert("service".into(), Value::String(s.to_owned()));
     }
 }
@@ -40,7 +40,7 @@ fn service_extra(p: &Map<String, Value>, out: &mut Extras) {
 fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> {
     match kind {
         "lifter:credential_auth_brute_generic" => {
-            let fails = p.get("fail_count").and_then(as_int)?;
+            let fails = p.field("fail_count").and_then(as_int)?;
             (fails >= int_param(rule, "fail_threshold", 5)?).then(|| {
                 let mut x = extras([("fail_count", p["fail_count"].clone())]);
                 service_extra(p, &mut x);
@@ -48,8 +48,8 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
             })
         }
         "lifter:credential_password_guessing" => {
-            let count = p.get("password_count").and_then(as_int)?;
-            let user = non_empty_str(p.get("username"))?;
+            let count = p.field("password_count").and_then(as_int)?;
+            let user = non_empty_str(p.field("username"))?;
             (count >= int_param(rule, "pw_threshold", 5)?).then(|| {
                 extras([
                     ("username", Value::String(user.to_owned())),
@@ -58,8 +58,8 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
             })
         }
         "lifter:credential_reuse" => {
-            let hash = non_empty_str(p.get("credential_hash"))?;
-            let reuse = p.get("reuse_count").and_then(as_int)?;
+            let hash = non_empty_str(p.field("credential_hash"))?;
+            let reuse = p.field("reuse_count").and_then(as_int)?;
             (reuse >= 1).then(|| {
                 extras([
                     ("credential_hash", Value::String(hash.to_owned())),
@@ -68,24 +68,24 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
             })
         }
         "lifter:credential_valid_account_use" => {
-            if p.get("result").and_then(Value::as_str) != Some("success") {
+            if p.field("result").and_then(Value::as_str) != Some("success") {
                 return None;
             }
             if rule.param("require_prior_brute").is_some_and(truthy)
-                && p.get("prior_brute") != Some(&Value::Bool(true))
+                && p.field("prior_brute") != Some(&Value::Bool(true))
             {
                 return None;
             }
             let mut x = Extras::new();
-            if let Some(u) = non_empty_str(p.get("username")) {
+            if let Some(u) = non_empty_str(p.field("username")) {
                 x.insert("username".into(), Value::String(u.to_owned()));
             }
             service_extra(p, &mut x);
             Some(x)
         }
         "lifter:credential_default_credentials" => {
-            let user = p.get("username").and_then(Value::as_str)?;
-            let pass = p.get("password").and_then(Value::as_str)?;
+            let user = p.field("username").and_then(Value::as_str)?;
+            let pass = p.field("password").and_then(Value::as_str)?;
             let Some(Value::Array(pairs)) = rule.param("pairs") else {
                 return None;
             };

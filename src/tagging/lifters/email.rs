@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Extras, LiftContext, LiftError, build_tag, extras};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{as_int, first_truthy, py_int, truthy};
+use crate::tagging::py::{Fields as _, as_int, first_truthy, py_int, truthy};
 use crate::tagging::rules::Rule;
 use crate::tagging::tag::Tag;
 
@@ -64,13 +64,13 @@ pub fn lift(
 }
 
 fn base_evidence(p: &Map<String, Value>) -> Result<Map<String, Value>, LiftError> {
-    let body_sha = match p.get("body_sha256") {
+    let body_sha = match p.field("body_sha256") {
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
     };
     // DECNET iterates whatever `rcpt_domains` holds: a string gives its characters, an object
     // its keys, and a scalar is a TypeError.
-    let mut domains: Vec<String> = match p.get("rcpt_domains") {
+    let mut domains: Vec<String> = match p.field("rcpt_domains") {
         None => Vec::new(),
         Some(v) if !truthy(v) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -88,12 +88,12 @@ fn base_evidence(p: &Map<String, Value>) -> Result<Map<String, Value>, LiftError
     };
     domains.sort();
     domains.dedup();
-    let attachments: Vec<Value> = match p.get("attachment_sha256s") {
+    let attachments: Vec<Value> = match p.field("attachment_sha256s") {
         Some(Value::Array(items)) => items.iter().filter(|v| v.is_string()).cloned().collect(),
         _ => Vec::new(),
     };
     let rcpt_count = p
-        .get("rcpt_count")
+        .field("rcpt_count")
         .filter(|v| as_int(v).is_some())
         .cloned()
         .unwrap_or(Value::from(0));
@@ -118,7 +118,7 @@ fn finish_evidence(
     for (k, v) in extras {
         if k == "matched_headers" {
             let mut headers: Vec<String> = evidence
-                .get("matched_headers")
+                .field("matched_headers")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -136,10 +136,10 @@ fn finish_evidence(
         }
     }
     let empty_sha = evidence
-        .get("body_sha256")
+        .field("body_sha256")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty);
-    if let (true, Some(Value::String(body))) = (empty_sha, p.get("body_text"))
+    if let (true, Some(Value::String(body))) = (empty_sha, p.field("body_text"))
         && !body.is_empty()
     {
         let digest = Sha256::digest(body.as_bytes());
@@ -183,11 +183,11 @@ fn listed(rule: &Rule, key: &str, name: &str) -> bool {
 }
 
 fn is_true(p: &Map<String, Value>, key: &str) -> bool {
-    p.get(key) == Some(&Value::Bool(true))
+    p.field(key) == Some(&Value::Bool(true))
 }
 
 fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Result<Option<Extras>, LiftError> {
-    let rcpt = p.get("rcpt_count").and_then(as_int);
+    let rcpt = p.field("rcpt_count").and_then(as_int);
     Ok(match kind {
         "lifter:email_open_relay" => {
             let threshold = int_param(rule, "rcpt_threshold", 10)?;
@@ -209,18 +209,18 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Result<Option<E
         }
         "lifter:email_mass_phish" => {
             let threshold = int_param(rule, "rcpt_threshold", 25)?;
-            let simhash_ok = matches!(p.get("body_simhash"), Some(Value::String(_)))
-                || p.get("body_simhash").and_then(as_int).is_some();
+            let simhash_ok = matches!(p.field("body_simhash"), Some(Value::String(_)))
+                || p.field("body_simhash").and_then(as_int).is_some();
             (rcpt.is_some_and(|n| n >= threshold) && simhash_ok).then(Extras::new)
         }
         "lifter:email_xmailer_kit" => {
-            if p.get("x_mailer")
+            if p.field("x_mailer")
                 .and_then(Value::as_str)
                 .is_none_or(|s| s.is_empty())
             {
                 return Ok(None);
             }
-            match p.get("matched_kit") {
+            match p.field("matched_kit") {
                 Some(Value::String(kit)) if !kit.is_empty() => Some(extras([
                     ("matched_headers", headers(&["X-Mailer"])),
                     ("matched_kit", Value::String(kit.clone())),
@@ -236,7 +236,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Result<Option<E
                 Some(Value::String(s)) if !s.is_empty() => s.as_str(),
                 _ => "xn--",
             };
-            let urls = match p.get("urls") {
+            let urls = match p.field("urls") {
                 Some(Value::Array(items)) => items.as_slice(),
                 _ => &[],
             };
@@ -260,7 +260,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Result<Option<E
         "lifter:email_malicious_attachment" => malicious_attachment(rule, p),
         "lifter:email_bec" => {
             let (Some(Value::String(subject)), Some(Value::String(body))) =
-                (p.get("subject"), p.get("body_text"))
+                (p.field("subject"), p.field("body_text"))
             else {
                 return Ok(None);
             };
@@ -288,14 +288,14 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Result<Option<E
             }
         }
         "lifter:email_encoded_payload" => {
-            let Some(Value::String(body)) = p.get("body_text") else {
+            let Some(Value::String(body)) = p.field("body_text") else {
                 return Ok(None);
             };
             if body.is_empty() {
                 return Ok(None);
             }
             let min_bytes = int_param(rule, "min_bytes", 4096)?;
-            match p.get("body_base64_bytes") {
+            match p.field("body_base64_bytes") {
                 Some(v) if as_int(v).is_some_and(|n| n >= min_bytes) => {
                     Some(extras([("encoded_byte_count", v.clone())]))
                 }
@@ -308,9 +308,9 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Result<Option<E
 }
 
 fn sender_masquerade(rule: &Rule, p: &Map<String, Value>) -> Option<Extras> {
-    let from = domain_of(p.get("from_domain"));
+    let from = domain_of(p.field("from_domain"));
     let mismatch = |other: &str| {
-        let other = domain_of(p.get(other));
+        let other = domain_of(p.field(other));
         matches!((&from, &other), (Some(a), Some(b)) if a != b)
     };
     let checks = [
@@ -318,9 +318,9 @@ fn sender_masquerade(rule: &Rule, p: &Map<String, Value>) -> Option<Extras> {
         ("from_mailfrom_mismatch", mismatch("mail_from_domain")),
         (
             "dkim_fail",
-            p.get("dkim_signed") == Some(&Value::Bool(false)),
+            p.field("dkim_signed") == Some(&Value::Bool(false)),
         ),
-        ("spf_fail", p.get("spf_pass") == Some(&Value::Bool(false))),
+        ("spf_fail", p.field("spf_pass") == Some(&Value::Bool(false))),
     ];
     let matched: Vec<&str> = checks
         .iter()
@@ -356,7 +356,7 @@ fn sender_masquerade(rule: &Rule, p: &Map<String, Value>) -> Option<Extras> {
 }
 
 fn malicious_attachment(rule: &Rule, p: &Map<String, Value>) -> Option<Extras> {
-    let extensions: Vec<String> = match p.get("attachment_extensions") {
+    let extensions: Vec<String> = match p.field("attachment_extensions") {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{AnchorMode, Extras, LiftContext, LiftError, extras, run_simple};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{as_int, non_empty_str};
+use crate::tagging::py::{Fields as _, as_int, non_empty_str};
 use crate::tagging::rules::Rule;
 use crate::tagging::tag::Tag;
 
@@ -30,8 +30,8 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
     if kind != "lifter:identity_password_spraying" {
         return None;
     }
-    let hash = non_empty_str(p.get("shared_password_hash"))?;
-    let accounts = p.get("account_count").and_then(as_int)?;
+    let hash = non_empty_str(p.field("shared_password_hash"))?;
+    let accounts = p.field("account_count").and_then(as_int)?;
     let threshold = match rule.param("account_threshold") {
         None => 1,
         Some(v) => as_int(v)?,

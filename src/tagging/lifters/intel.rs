@@ -1,7 +1,7 @@
 //! Intel lifter (tagging.md §8.6): provider verdicts mapped to techniques through mapping
 //! tables, with a per-decision confidence multiplier.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{AnchorMode, Extras, LiftContext, LiftError, build_tag, extras, standard_evidence};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{as_int, as_number, first_truthy, py_str, truthy};
+use crate::tagging::py::{Fields as _, as_int, as_number, first_truthy, py_str, truthy};
 use crate::tagging::rules::{Rule, RuleProblem};
 use crate::tagging::tag::Tag;
 use crate::tagging::yaml::parse_document;
@@ -19,13 +19,13 @@ pub const KINDS: [&str; 1] = ["intel"];
 /// Technique ids produced by one provider signal; a threshold gates on the AbuseIPDB score.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProviderMap {
-    pub signals: HashMap<String, Vec<(String, Option<f64>)>>,
+    pub signals: FxHashMap<String, Vec<(String, Option<f64>)>>,
 }
 
 /// Mapping tables per provider (`abuseipdb`, `greynoise`, `feodo`, `threatfox`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IntelMaps {
-    pub providers: HashMap<String, ProviderMap>,
+    pub providers: FxHashMap<String, ProviderMap>,
 }
 
 const BUILTIN_MAPS: [(&str, &str); 4] = [
@@ -208,7 +208,7 @@ fn decide(kind: &str, p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision>
         "lifter:intel_abuseipdb" => abuseipdb(p, maps),
         "lifter:intel_greynoise" => greynoise(p, maps),
         "lifter:intel_feodo" => {
-            if p.get("feodo_listed") != Some(&Value::Bool(true)) {
+            if p.field("feodo_listed") != Some(&Value::Bool(true)) {
                 return Vec::new();
             }
             let mut x = extras([("feodo_listed", Value::Bool(true))]);
@@ -229,7 +229,10 @@ fn decide(kind: &str, p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision>
 }
 
 fn abuseipdb(p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision> {
-    let Some(score_value) = p.get("abuseipdb_score").filter(|v| as_number(v).is_some()) else {
+    let Some(score_value) = p
+        .field("abuseipdb_score")
+        .filter(|v| as_number(v).is_some())
+    else {
         return Vec::new();
     };
     let score = as_number(score_value).unwrap_or(0.0);
@@ -265,7 +268,7 @@ fn abuseipdb(p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision> {
 
 fn greynoise(p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision> {
     let classification = p
-        .get("greynoise_classification")
+        .field("greynoise_classification")
         .cloned()
         .unwrap_or(Value::Null);
     let class = classification.as_str().unwrap_or("");
@@ -278,7 +281,7 @@ fn greynoise(p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision> {
     if class == "scanner" {
         hit(&mut acc, "T1595", 1.0, "scanner");
     }
-    let tags: Vec<String> = match p.get("greynoise_tags") {
+    let tags: Vec<String> = match p.field("greynoise_tags") {
         Some(v) if !truthy(v) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
@@ -312,7 +315,7 @@ fn threatfox(p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision> {
         p,
         &["threatfox_malware_families", "malware_family"],
     ));
-    let iocs = string_or_list(p.get("threatfox_ioc_types").filter(|v| v.is_array()));
+    let iocs = string_or_list(p.field("threatfox_ioc_types").filter(|v| v.is_array()));
     let mut acc: Vec<(String, Vec<String>)> = Vec::new();
     for ty in &types {
         for (t, _) in maps.techniques("threatfox", ty) {

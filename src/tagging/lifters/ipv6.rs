@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{AnchorMode, LiftContext, LiftError, emit_all};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::truthy;
+use crate::tagging::py::{Fields as _, truthy};
 use crate::tagging::rules::Rule;
 use crate::tagging::tag::Tag;
 
@@ -25,9 +25,9 @@ pub const EVIDENCE_KEYS: [&str; 7] = [
 
 pub const KIND: &str = "lifter:ipv6_link_local_leak";
 
-/// Python `payload.get(key, default)`: an explicit `null` is kept.
+/// Python `payload.field(key, default)`: an explicit `null` is kept.
 fn get(p: &Map<String, Value>, key: &str, default: &str) -> Value {
-    p.get(key)
+    p.field(key)
         .cloned()
         .unwrap_or_else(|| Value::String(default.to_owned()))
 }
@@ -73,7 +73,7 @@ pub fn lift(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        emit_all(ev, rule, &evidence, AnchorMode::Event, &mut tags)?;
+        emit_all(ev, rule, evidence, AnchorMode::Event, &mut tags)?;
     }
     Ok(tags)
 }

@@ -14,15 +14,16 @@ pub mod identity;
 pub mod intel;
 pub mod ipv6;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use super::event::TaggerEvent;
 use super::pyre::PyRegex;
 use super::rules::{Emit, Rule};
 use super::tag::{Tag, tag_uuid};
+use crate::tagging::py::Fields as _;
 
 /// Evidence entries a predicate adds on top of the rule's `evidence_fields`.
 pub type Extras = Map<String, Value>;
@@ -51,17 +52,17 @@ pub struct LiftContext<'a> {
 /// Pre-compiled regexes of the lifter rules' pattern lists, keyed by pattern text.
 #[derive(Default)]
 pub struct RegexCache {
-    compiled: HashMap<String, PyRegex>,
+    compiled: FxHashMap<String, PyRegex>,
 }
 
 impl RegexCache {
     pub fn new(rules: &[Arc<Rule>]) -> RegexCache {
-        let mut compiled = HashMap::new();
+        let mut compiled = FxHashMap::default();
         for rule in rules {
             for key in super::pattern::LIFTER_REGEX_LISTS {
                 if let Some(Value::Array(items)) = rule.param(key) {
                     for p in items.iter().filter_map(Value::as_str) {
-                        if let Ok(re) = PyRegex::new(p) {
+                        if let Ok(re) = PyRegex::cached(p) {
                             compiled.insert(p.to_owned(), re);
                         }
                     }
@@ -78,12 +79,6 @@ impl RegexCache {
             None => PyRegex::new(pattern).is_ok_and(|re| re.search(text).unwrap_or(false)),
         }
     }
-
-    pub fn find<'t>(&self, pattern: &str, text: &'t str) -> Option<&'t str> {
-        self.compiled
-            .get(pattern)
-            .and_then(|re| re.find(text).ok().flatten())
-    }
 }
 
 /// §8.0 step 4: the payload's `evidence_fields` (present keys, verbatim), overlaid with extras.
@@ -94,7 +89,7 @@ pub fn standard_evidence(
 ) -> Map<String, Value> {
     let mut evidence = Map::new();
     for name in &rule.evidence_fields {
-        if let Some(v) = payload.get(name) {
+        if let Some(v) = payload.field(name) {
             evidence.insert(name.clone(), v.clone());
         }
     }
@@ -120,8 +115,9 @@ pub fn build_tag(
     evidence: Map<String, Value>,
     mode: AnchorMode,
 ) -> Result<Tag, LiftError> {
+    let owned = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().map(str::to_owned);
     let (attacker_uuid, attacker_ip) = match mode {
-        AnchorMode::Event => (ev.attacker_uuid.clone(), ev.attacker_ip.clone()),
+        AnchorMode::Event => (owned(&ev.attacker_uuid), owned(&ev.attacker_ip)),
         AnchorMode::IdentityOnly => (None, None),
     };
     if attacker_uuid.is_none() && ev.identity_uuid.is_none() && attacker_ip.is_none() {
@@ -139,13 +135,13 @@ pub fn build_tag(
             &emit.technique_id,
             emit.sub_technique_id.as_deref(),
         ),
-        source_kind: ev.source_kind.clone(),
-        source_id: ev.source_id.clone(),
+        source_kind: ev.source_kind.to_string(),
+        source_id: ev.source_id.to_string(),
         attacker_uuid,
-        identity_uuid: ev.identity_uuid.clone(),
+        identity_uuid: owned(&ev.identity_uuid),
         attacker_ip,
-        session_id: ev.session_id.clone(),
-        decky_id: ev.decky_id.clone(),
+        session_id: owned(&ev.session_id),
+        decky_id: owned(&ev.decky_id),
         tactic: emit.tactic.clone(),
         technique_id: emit.technique_id.clone(),
         sub_technique_id: emit.sub_technique_id.clone(),
@@ -156,15 +152,19 @@ pub fn build_tag(
     })
 }
 
-/// One tag per emit entry, all with the same evidence (§8.0 step 5).
+/// One tag per emit entry, all with the same evidence (§8.0 step 5). The last tag takes the
+/// evidence itself; the others get copies.
 pub fn emit_all(
     ev: &TaggerEvent,
     rule: &Rule,
-    evidence: &Map<String, Value>,
+    evidence: Map<String, Value>,
     mode: AnchorMode,
     out: &mut Vec<Tag>,
 ) -> Result<(), LiftError> {
-    for emit in &rule.emits {
+    let Some((last, others)) = rule.emits.split_last() else {
+        return Ok(());
+    };
+    for emit in others {
         let confidence = rule.state.apply_ceiling(emit.confidence);
         out.push(build_tag(
             ev,
@@ -175,6 +175,8 @@ pub fn emit_all(
             mode,
         )?);
     }
+    let confidence = rule.state.apply_ceiling(last.confidence);
+    out.push(build_tag(ev, rule, last, confidence, evidence, mode)?);
     Ok(())
 }
 
@@ -203,7 +205,7 @@ where
         let Some(kind) = rule.kind() else { continue };
         if let Some(extras) = predicate(kind, rule, &ev.payload, ctx)? {
             let evidence = standard_evidence(rule, &ev.payload, extras);
-            emit_all(ev, rule, &evidence, mode, &mut tags)?;
+            emit_all(ev, rule, evidence, mode, &mut tags)?;
         }
     }
     Ok(tags)
@@ -279,9 +281,9 @@ pub(crate) mod testkit {
 
     pub fn event(kind: &str, payload: Value) -> TaggerEvent<'static> {
         TaggerEvent {
-            source_kind: kind.to_owned(),
-            source_id: "src-1".to_owned(),
-            attacker_uuid: Some("att-1".to_owned()),
+            source_kind: kind.to_owned().into(),
+            source_id: "src-1".into(),
+            attacker_uuid: Some("att-1".into()),
             identity_uuid: None,
             attacker_ip: None,
             session_id: None,
