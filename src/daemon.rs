@@ -44,7 +44,7 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         Mode::Core
     };
     let mut tagger = Tagger::new(&config.engine)?;
-    for problem in tagger.problems() {
+    for problem in tagger.problems().iter().chain(tagger.warnings()) {
         log::warn!("{problem}");
     }
     let store = Store::open(&config.db)?;

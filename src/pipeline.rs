@@ -55,10 +55,20 @@ impl Handler for TaggingPipeline {
         let mut events = 0;
         let mut lifter_warnings = 0;
         let mut untaggable = 0;
+        let mut out_of_range = 0;
         for message in batch {
             let tagged = self.tagger.tag_message(message);
             events += tagged.events;
             lifter_warnings += tagged.warnings.len();
+            for tag in &tagged.out_of_range {
+                log::warn!(
+                    "tag {} of rule {} set aside: confidence {} is above 1",
+                    tag.uuid,
+                    tag.rule_id,
+                    tag.confidence
+                );
+            }
+            out_of_range += tagged.out_of_range.len();
             if let Some(why) = tagged.unbuildable {
                 untaggable += 1;
                 log::debug!(
@@ -88,6 +98,7 @@ impl Handler for TaggingPipeline {
             rows.iter().map(Vec::len).sum::<usize>() as u64,
         );
         Counters::add(&self.counters.lifter_warnings, lifter_warnings as u64);
+        Counters::add(&self.counters.tags_skipped, out_of_range as u64);
         Counters::add(&self.counters.untaggable, untaggable);
         Counters::add(
             &self.counters.tags_inserted,
@@ -121,7 +132,7 @@ impl Handler for TaggingPipeline {
     fn reload(&mut self) {
         match self.tagger.reload() {
             Ok(fresh) => {
-                for problem in fresh.problems() {
+                for problem in fresh.problems().iter().chain(fresh.warnings()) {
                     log::warn!("{problem}");
                 }
                 log::info!(
