@@ -169,7 +169,7 @@ pub struct TagsArgs {
     pub technique: Vec<String>,
 
     /// Only tags written within this long, e.g. 30m, 24h, 7d
-    #[arg(long, value_name = "DURATION", value_parser = crate::store::parse_since)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub since: Option<std::time::Duration>,
 
     /// At most this many rows [default: 100]
@@ -179,6 +179,11 @@ pub struct TagsArgs {
     /// json: one object per line; table: columns for a terminal
     #[arg(long, value_name = "FORMAT", default_value = "table")]
     pub format: crate::store::Format,
+}
+
+/// Durations read the same everywhere (`30s`, `15m`, `24h`, `7d`; see `units.rs`).
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::units::parse_duration(text).map_err(|err| err.to_string())
 }
 
 impl RunArgs {

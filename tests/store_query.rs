@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use store_support::*;
-use ttp_worker::store::{Format, Store, StoreError, TagsQuery, parse_since, run_stats, run_tags};
+use ttp_worker::store::{Format, Store, StoreError, TagsQuery, run_stats, run_tags};
+use ttp_worker::units::parse_duration;
 
 const OTHER_IP: &str = "198.51.100.9";
 
@@ -111,7 +112,7 @@ fn since_session_identity_and_limit_filter_and_rows_come_newest_first() {
     let (_dir, path) = temp_db();
     fixture(&path);
     let since = |s: &str| TagsQuery {
-        since: Some(parse_since(s).unwrap()),
+        since: Some(parse_duration(s).unwrap()),
         ..TagsQuery::default()
     };
     assert_eq!(
@@ -139,7 +140,7 @@ fn since_session_identity_and_limit_filter_and_rows_come_newest_first() {
     let both = TagsQuery {
         attacker: Some(ATTACKER.into()),
         techniques: vec!["T1110".into()],
-        since: Some(parse_since("1d").unwrap()),
+        since: Some(parse_duration("1d").unwrap()),
         ..TagsQuery::default()
     };
     assert_eq!(sorted_uuids(&path, both), sorted(&["sub1", "sub3"]));

@@ -48,51 +48,6 @@ pub fn cutoff(now: SystemTime, ago: Duration) -> String {
     format_utc(now.checked_sub(ago).unwrap_or(UNIX_EPOCH))
 }
 
-/// A `--since` value that cannot be understood; its `Display` is the line shown to the operator.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {problem} (examples: 30s, 15m, 24h, 7d)")]
-pub struct DurationError {
-    pub input: String,
-    pub problem: &'static str,
-}
-
-/// Longest accepted `--since`: ten years, far beyond any retention, and no overflow risk.
-const MAX_SINCE_SECS: u64 = 10 * 366 * 86_400;
-
-/// Parses `30s`, `15m`, `24h` or `7d`: a whole number and exactly one unit, no spaces. Kept this
-/// small on purpose: one obvious form is easier to document than a grammar.
-pub fn parse_since(input: &str) -> Result<Duration, DurationError> {
-    let err = |problem| DurationError {
-        input: input.to_string(),
-        problem,
-    };
-    let text = input.trim();
-    let Some(unit) = text.chars().last() else {
-        return Err(err("it is empty"));
-    };
-    let per_unit: u64 = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        c if c.is_ascii_digit() => return Err(err("a unit is missing (s, m, h or d)")),
-        _ => return Err(err("the unit must be s, m, h or d")),
-    };
-    let number = &text[..text.len() - unit.len_utf8()];
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err("expected a whole number before the unit"));
-    }
-    let n: u64 = number.parse().map_err(|_| err("the number is too large"))?;
-    let secs = n
-        .checked_mul(per_unit)
-        .filter(|s| *s <= MAX_SINCE_SECS)
-        .ok_or_else(|| err("longer than ten years"))?;
-    if secs == 0 {
-        return Err(err("it must be longer than zero"));
-    }
-    Ok(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,43 +86,6 @@ mod tests {
         let mut sorted = texts.clone();
         sorted.sort();
         assert_eq!(texts, sorted);
-    }
-
-    #[test]
-    fn parses_the_four_units() {
-        assert_eq!(parse_since("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_since("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_since("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_since("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_since(" 2h "), Ok(Duration::from_secs(7200)));
-    }
-
-    #[test]
-    fn rejects_everything_else_with_a_reason() {
-        for bad in [
-            "",
-            "  ",
-            "30",
-            "s",
-            "1.5h",
-            "-1h",
-            "+1h",
-            "1 h",
-            "1w",
-            "1H",
-            "0s",
-            "1h30m",
-            "é",
-            "99999999999999999999d",
-            "4000d",
-        ] {
-            match parse_since(bad) {
-                Err(e) => assert!(e.to_string().contains("examples"), "{bad:?}: {e}"),
-                Ok(d) => panic!("{bad:?} parsed as {d:?}"),
-            }
-        }
-        let e = parse_since("10").unwrap_err();
-        assert_eq!(e.problem, "a unit is missing (s, m, h or d)");
     }
 
     #[test]

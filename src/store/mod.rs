@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use clock::{DurationError, format_utc, parse_since};
+pub use clock::format_utc;
 pub use error::StoreError;
 pub use insert::{Anchor, BatchOutcome, SkipReason, SkippedAnchor, SkippedTag, mitre_url};
 pub use location::{DB_FILE_NAME, NoDefaultLocation, default_db_path};

@@ -27,7 +27,7 @@ pub struct TagsQuery {
     pub session: Option<String>,
     /// `T1110` matches the technique and all its sub-techniques; `T1110.003` only that one.
     pub techniques: Vec<String>,
-    /// Only tags created at most this long ago (see [`super::parse_since`]).
+    /// Only tags created at most this long ago.
     pub since: Option<Duration>,
     /// `None` means [`DEFAULT_LIMIT`].
     pub limit: Option<usize>,
