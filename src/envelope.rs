@@ -215,7 +215,8 @@ fn is_python_falsy(value: &Value) -> bool {
     }
 }
 
-fn json_type_name(value: &Value) -> &'static str {
+/// The JSON type of a value, as error messages name it.
+pub fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

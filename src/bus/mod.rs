@@ -174,39 +174,42 @@ impl Session {
         // On any failure below, dropping `session` would leave threads running; tear down
         // explicitly instead.
         let wired = (|| {
-            if settings.durable {
+            // Durable mode pulls TOPICS through JetStream; core mode subscribes. Either way
+            // one thread per pattern feeds the wake channel.
+            let js = if settings.durable {
                 let js = nats::jetstream::new(session.connection.clone());
                 durable::ensure_stream(&js, &settings.stream)?;
-                for pattern in TOPICS {
-                    let subscription = durable::bind_consumer(
-                        &js,
-                        &settings.stream.name,
-                        settings.stream.ack_wait,
-                        pattern,
-                    )?;
-                    let thread = durable::spawn_fetcher(
-                        pattern,
-                        subscription,
-                        wake.clone(),
-                        intake_stopped.clone(),
-                        counters.clone(),
-                    )
-                    .map_err(BusError::Spawn)?;
-                    session.intake_threads.push(thread);
-                }
+                Some(js)
             } else {
-                for pattern in TOPICS {
-                    let subscription = session.subscribe(pattern)?;
-                    let thread = intake::spawn_forwarder(
+                None
+            };
+            for pattern in TOPICS {
+                let thread = match &js {
+                    Some(js) => {
+                        let subscription = durable::bind_consumer(
+                            js,
+                            &settings.stream.name,
+                            settings.stream.ack_wait,
+                            pattern,
+                        )?;
+                        durable::spawn_fetcher(
+                            pattern,
+                            subscription,
+                            wake.clone(),
+                            intake_stopped.clone(),
+                            counters.clone(),
+                        )
+                    }
+                    None => intake::spawn_forwarder(
                         pattern,
-                        subscription,
+                        session.subscribe(pattern)?,
                         wake.clone(),
                         intake_stopped.clone(),
                         counters.clone(),
-                    )
-                    .map_err(BusError::Spawn)?;
-                    session.intake_threads.push(thread);
+                    ),
                 }
+                .map_err(BusError::Spawn)?;
+                session.intake_threads.push(thread);
             }
             let subscription = session.subscribe(CONTROL)?;
             let thread =

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::py::truthy;
 use super::{EngineError, EngineOptions, Tagger};
-use crate::envelope::{DecodeError, Envelope, Inbound};
+use crate::envelope::{DecodeError, Envelope, Inbound, json_type_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -326,17 +326,6 @@ pub fn decode_line(line: &[u8]) -> Result<Option<LineMessage>, String> {
         envelope_type: raw.kind.unwrap_or_default(),
         payload,
     }))
-}
-
-fn json_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// The members of an envelope line that tagging reads; the others are skipped unparsed. A
