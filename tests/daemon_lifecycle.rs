@@ -358,3 +358,28 @@ fn help_and_version_exit_zero() {
         assert!(status.success(), "{flag}");
     }
 }
+
+#[test]
+fn a_second_worker_on_the_same_store_stops_at_start_with_a_clear_message() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttp.db");
+    let db_text = db.to_str().unwrap();
+    let health = HealthWatch::new(&server);
+    let mut first = start_worker(&server.url(), &[("DECNET_TTP_DB", db_text)]);
+    health.next_beat();
+
+    let mut second = start_worker(&server.url(), &[("DECNET_TTP_DB", db_text)]);
+    let status = second
+        .wait_exit(PATIENCE)
+        .expect("the second worker kept running");
+    assert_eq!(status.code(), Some(1));
+    thread::sleep(Duration::from_millis(50));
+    let log = second.log_text();
+    assert!(log.contains("another ttp-worker"), "{log}");
+    assert!(log.contains(db_text), "{log}");
+
+    assert!(first.is_running());
+    first.signal("TERM");
+    assert_clean_exit_within_limit(&mut first, "SIGTERM of the owner");
+}
