@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Everything `make deb-test` checks on a built package: lintian, the unit's exposure score, and
+# the install / upgrade / remove / purge test in a throw-away root. Needs root.
+#
+#   run-all.sh target/debian/ttp-worker_VERSION_ARCH.deb
+set -euo pipefail
+deb=$(realpath "${1:?usage: run-all.sh PACKAGE.deb}")
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+cd "$top"
+
+# The upgrade: the same build repackaged with a higher Debian revision. cargo-deb clears
+# target/debian/ when it packs, so the package under test is copied aside first.
+version=$(dpkg-deb -f "$deb" Version)
+upgrade_dir=target/deb-test/upgrade
+rm -rf "$upgrade_dir"; mkdir -p "$upgrade_dir"
+[ "$deb" -ef "target/deb-test/$(basename "$deb")" ] || cp "$deb" target/deb-test/
+deb=$top/target/deb-test/$(basename "$deb")
+cargo deb --locked --no-build --deb-version "${version%-*}-$(( ${version##*-} + 1 ))" \
+    --output "$upgrade_dir/" >/dev/null
+upgrade=$(ls "$upgrade_dir"/*.deb)
+
+"$here/lintian.sh" "$deb"
+echo "== systemd-analyze security --offline=true (the shipped unit)"
+"$here/unit-security.sh" "$top/packaging/ttp-worker.service" | tail -2
+"$here/install.sh" "$deb" "$upgrade"
