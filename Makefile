@@ -6,6 +6,7 @@
 #   make deb-test  builds the package, runs lintian on it, installs it into a throw-away root
 #               and checks it there (packaging/tests/; needs root and Debian's tools)
 #   make man    regenerates packaging/ttp-worker.1 from the command-line definition
+#   make footprint  start time and idle memory of the package's binary
 #
 # Both install Debian's nats-server package when it is missing (as root, or through sudo).
 
@@ -17,7 +18,7 @@ NATS_PORT ?= 4222
 RUN_DIR ?= $(CURDIR)/target/run
 
 .PHONY: all build run test lint bench bench-e2e nats-server-installed local-nats stop-local-nats clean \
-	deb deb-test man cargo-deb-installed
+	deb deb-test man footprint cargo-deb-installed
 
 all: build
 
@@ -86,6 +87,11 @@ DEB_TEST_BASE ?= $(CURDIR)/target/deb-test/bookworm-base.tar
 deb-test: deb
 	TTP_DEB_TEST_BASE=$(DEB_TEST_BASE) \
 		packaging/tests/run-all.sh target/debian/$$(cd target/debian && ls -t *.deb | head -1)
+
+# Start to subscribed and idle memory of the package's binary (a measurement, not a test).
+footprint: nats-server-installed
+	CFLAGS="$(DEB_CFLAGS)" $(CARGO) build --locked --profile deb
+	python3 packaging/tests/footprint.py target/deb/ttp-worker
 
 man:
 	TTP_WORKER_WRITE_MANPAGE=1 $(CARGO) test --locked --test packaging_manpage
