@@ -23,4 +23,10 @@ upgrade=$(ls "$upgrade_dir"/*.deb)
 "$here/lintian.sh" "$deb"
 echo "== systemd-analyze security --offline=true (the shipped unit)"
 "$here/unit-security.sh" "$top/packaging/ttp-worker.service" | tail -2
+echo "== the unit's system call filter against the packaged daemon's real calls (strace)"
+extract=$(mktemp -d)
+chmod 755 "$extract"  # the daemon runs as nobody
+dpkg-deb -x "$deb" "$extract"
+python3 "$here/syscalls.py" "$extract/usr/bin/ttp-worker" "$extract/usr/lib/systemd/system/ttp-worker.service"
+rm -rf "$extract"
 "$here/install.sh" "$deb" "$upgrade"
