@@ -19,6 +19,8 @@ deb=$top/target/deb-test/$(basename "$deb")
 cargo deb --locked --no-build --deb-version "${version%-*}-$(( ${version##*-} + 1 ))" \
     --output "$upgrade_dir/" >/dev/null
 upgrade=$(ls "$upgrade_dir"/*.deb)
+mkdir -p target/debian
+[ -e "target/debian/$(basename "$deb")" ] || cp "$deb" target/debian/   # put back what cargo-deb cleared
 
 "$here/lintian.sh" "$deb"
 echo "== systemd-analyze security --offline=true (the shipped unit)"
