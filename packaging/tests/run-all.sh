@@ -32,3 +32,9 @@ dpkg-deb -x "$deb" "$extract"
 python3 "$here/syscalls.py" "$extract/usr/bin/ttp-worker" "$extract/usr/lib/systemd/system/ttp-worker.service"
 rm -rf "$extract"
 "$here/install.sh" "$deb" "$upgrade"
+echo "== under a real systemd: a Debian VM (qemu)"
+if command -v qemu-system-x86_64 >/dev/null && [ -f "${TTP_DEB_TEST_BASE:-}" ]; then
+    "$here/vm.sh" "$deb" "$upgrade" "$TTP_DEB_TEST_BASE"
+else
+    echo "SKIPPED: needs qemu-system-x86_64 and TTP_DEB_TEST_BASE (make deb-test sets it)"
+fi
