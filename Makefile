@@ -1,7 +1,12 @@
 # ttp-worker — build, run and test.
 #
 #   make run    build, make sure a NATS server answers on 127.0.0.1:4222, run the worker
-#   make test   everything CI checks: formatting, clippy, unit and integration tests
+#   make test   everything CI checks: formatting, clippy, unit, integration and package tests
+#   make deb    the Debian package, in target/debian/ (installs cargo-deb when missing)
+#   make deb-test  builds the package, runs lintian on it, installs it into a throw-away root
+#               and checks it there (packaging/tests/; needs root and Debian's tools)
+#   make man    regenerates packaging/ttp-worker.1 from the command-line definition
+#   make footprint  start time and idle memory of the package's binary
 #
 # Both install Debian's nats-server package when it is missing (as root, or through sudo).
 
@@ -12,7 +17,8 @@ NATS_PORT ?= 4222
 # Where `make run` keeps the local nats-server's JetStream store, log and pid file.
 RUN_DIR ?= $(CURDIR)/target/run
 
-.PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e nats-server-installed local-nats stop-local-nats clean
+.PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e nats-server-installed \
+	local-nats stop-local-nats clean deb deb-test man footprint cargo-deb-installed
 
 all: build
 
@@ -22,8 +28,13 @@ build:
 run: build local-nats
 	DECNET_BUS_URL=$${DECNET_BUS_URL:-nats://$(NATS_HOST):$(NATS_PORT)} ./target/release/ttp-worker
 
+# Every test: lint, unit and integration tests, then the package tests (lintian, the unit's
+# sandbox, install/upgrade/purge in a throw-away root). The package tests need root and
+# Debian's tools; without root they are skipped with a message saying so.
 test: nats-server-installed lint
 	$(CARGO) test --locked
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory deb-test; \
+	else echo "SKIPPED: make deb-test (the package tests) needs root"; fi
 
 # Benchmarks print measured figures; none of them is a pass/fail test.
 bench: bench-tag bench-pipeline bench-e2e
@@ -70,3 +81,30 @@ stop-local-nats:
 
 clean:
 	$(CARGO) clean
+
+# The package's binary is built with the size-optimised `deb` profile (Cargo.toml); cargo-deb
+# strips it and packs what [package.metadata.deb] lists. The C parts (bundled SQLite, ring) get
+# Debian's hardening flags; the optimisation level stays the profile's (-Os).
+DEB_CFLAGS ?= -fstack-protector-strong -D_FORTIFY_SOURCE=2 -Wformat -Werror=format-security
+deb: cargo-deb-installed
+	CFLAGS="$(DEB_CFLAGS)" $(CARGO) deb --locked
+	@ls -l target/debian/*.deb
+
+cargo-deb-installed:
+	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
+
+# Lintian, the unit's exposure score, then install / upgrade / remove / purge in a throw-away
+# root made by debootstrap (kept as a tarball in target/deb-test/ for the next run); see
+# packaging/README.md. Needs root, lintian and debootstrap (.ci/run installs them).
+DEB_TEST_BASE ?= $(CURDIR)/target/deb-test/bookworm-base.tar
+deb-test: deb
+	TTP_DEB_TEST_BASE=$(DEB_TEST_BASE) \
+		packaging/tests/run-all.sh target/debian/$$(cd target/debian && ls -t *.deb | head -1)
+
+# Start to subscribed and idle memory of the package's binary (a measurement, not a test).
+footprint: nats-server-installed
+	CFLAGS="$(DEB_CFLAGS)" $(CARGO) build --locked --profile deb
+	python3 packaging/tests/footprint.py target/deb/ttp-worker
+
+man:
+	TTP_WORKER_WRITE_MANPAGE=1 $(CARGO) test --locked --test packaging_manpage

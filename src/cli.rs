@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{EngineFlags, RunFlags};
+use crate::config::{EngineFlags, RunFlags, SecurityFlags};
 
 const ABOUT: &str = "Tags DECNET honeypot telemetry with MITRE ATT&CK techniques";
 
@@ -103,15 +103,65 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub engine: EngineArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// NATS authentication and TLS. Secrets are only ever given as files, read once at start.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "NATS authentication and TLS")]
+pub struct SecurityArgs {
+    /// User name for NATS user/password authentication; the password comes from
+    /// --bus-password-file [env: DECNET_BUS_USER]
+    #[arg(long, value_name = "NAME")]
+    pub bus_user: Option<String>,
+
+    /// File holding the NATS password for --bus-user (one line)
+    /// [env: DECNET_BUS_PASSWORD_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub bus_password_file: Option<String>,
+
+    /// File holding a NATS authentication token [env: DECNET_BUS_TOKEN_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub bus_token_file: Option<String>,
+
+    /// NATS credentials file (.creds: user JWT and nkey seed) [env: DECNET_BUS_CREDS]
+    #[arg(long, value_name = "FILE")]
+    pub bus_creds: Option<String>,
+
+    /// File holding a user nkey seed (SU...) [env: DECNET_BUS_NKEY_SEED_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub bus_nkey_seed_file: Option<String>,
+
+    /// PEM CA certificate(s) the server's certificate must chain to, instead of the system's
+    /// roots; makes TLS required [env: DECNET_BUS_TLS_CA]
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<String>,
+
+    /// PEM client certificate for servers that verify clients; needs --tls-key; makes TLS
+    /// required [env: DECNET_BUS_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key of --tls-cert [env: DECNET_BUS_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
 }
 
 /// Where the rules, intel tables and known attackers come from.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Directory of DECNET-format YAML rule files; repeat for several. Without it the built-in
-    /// pack is used [env: DECNET_TTP_RULES_DIR, ':'-separated]
+    /// Directory of DECNET-format YAML rule files replacing the built-in pack; repeat for
+    /// several [env: DECNET_TTP_RULES_DIR, ':'-separated]
     #[arg(long = "rules", value_name = "DIR")]
     pub rules: Vec<String>,
+
+    /// Directory of local YAML rule files added to the built-in pack (a rule with a built-in
+    /// rule's id replaces it); repeat for several [env: DECNET_TTP_LOCAL_RULES_DIR,
+    /// ':'-separated]
+    #[arg(long = "local-rules", value_name = "DIR")]
+    pub local_rules: Vec<String>,
 
     /// Do not load the built-in rule pack [env: DECNET_TTP_NO_BUILTIN_RULES]
     #[arg(long)]
@@ -200,6 +250,7 @@ impl RunArgs {
             ack_wait: self.ack_wait.clone(),
             db: self.db.clone(),
             engine: self.engine.to_flags(),
+            security: self.security.to_flags(),
         }
     }
 }
@@ -208,9 +259,25 @@ impl EngineArgs {
     pub fn to_flags(&self) -> EngineFlags {
         EngineFlags {
             rules: self.rules.clone(),
+            local_rules: self.local_rules.clone(),
             no_builtin_rules: self.no_builtin_rules,
             intel_maps: self.intel_maps.clone(),
             anchors: self.anchors.clone(),
+        }
+    }
+}
+
+impl SecurityArgs {
+    pub fn to_flags(&self) -> SecurityFlags {
+        SecurityFlags {
+            user: self.bus_user.clone(),
+            password_file: self.bus_password_file.clone(),
+            token_file: self.bus_token_file.clone(),
+            creds: self.bus_creds.clone(),
+            nkey_seed_file: self.bus_nkey_seed_file.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }

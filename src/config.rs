@@ -26,6 +26,15 @@ pub const ENV_STREAM: &str = "DECNET_TTP_STREAM";
 pub const ENV_STREAM_MAX_AGE: &str = "DECNET_TTP_STREAM_MAX_AGE";
 pub const ENV_STREAM_MAX_BYTES: &str = "DECNET_TTP_STREAM_MAX_BYTES";
 pub const ENV_ACK_WAIT: &str = "DECNET_TTP_ACK_WAIT";
+pub const ENV_LOCAL_RULES_DIR: &str = "DECNET_TTP_LOCAL_RULES_DIR";
+pub const ENV_BUS_USER: &str = "DECNET_BUS_USER";
+pub const ENV_BUS_PASSWORD_FILE: &str = "DECNET_BUS_PASSWORD_FILE";
+pub const ENV_BUS_TOKEN_FILE: &str = "DECNET_BUS_TOKEN_FILE";
+pub const ENV_BUS_CREDS: &str = "DECNET_BUS_CREDS";
+pub const ENV_BUS_NKEY_SEED_FILE: &str = "DECNET_BUS_NKEY_SEED_FILE";
+pub const ENV_BUS_TLS_CA: &str = "DECNET_BUS_TLS_CA";
+pub const ENV_BUS_TLS_CERT: &str = "DECNET_BUS_TLS_CERT";
+pub const ENV_BUS_TLS_KEY: &str = "DECNET_BUS_TLS_KEY";
 
 pub const DEFAULT_BUS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -61,6 +70,20 @@ pub struct RunFlags {
     pub ack_wait: Option<String>,
     pub db: Option<String>,
     pub engine: EngineFlags,
+    pub security: SecurityFlags,
+}
+
+/// NATS authentication and TLS as typed: user name and file paths, never a secret itself.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityFlags {
+    pub user: Option<String>,
+    pub password_file: Option<String>,
+    pub token_file: Option<String>,
+    pub creds: Option<String>,
+    pub nkey_seed_file: Option<String>,
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 /// Where the tagging engine's rules, intel tables and known attackers come from; shared by
@@ -68,6 +91,7 @@ pub struct RunFlags {
 #[derive(Debug, Clone, Default)]
 pub struct EngineFlags {
     pub rules: Vec<String>,
+    pub local_rules: Vec<String>,
     pub no_builtin_rules: bool,
     pub intel_maps: Option<String>,
     pub anchors: Option<String>,
@@ -88,6 +112,66 @@ pub struct Config {
     pub engine: EngineOptions,
     /// The SQLite tag store this worker owns.
     pub db: PathBuf,
+    /// NATS authentication and TLS, secrets already read from their files.
+    pub bus_security: BusSecurity,
+}
+
+/// A secret read from a file: its `Debug` never shows it, and nothing else prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself, for the NATS client and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How the worker proves who it is to the NATS server (at most one way).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BusAuth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
+    Token(Secret),
+    /// The text of a `.creds` file: user JWT and nkey seed.
+    Credentials(Secret),
+    /// A user nkey seed (`SU...`).
+    NKey(Secret),
+}
+
+/// TLS for the NATS connection; any setting here makes TLS required.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BusTls {
+    /// PEM CA certificate(s) the server must chain to, instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and private key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl BusTls {
+    pub fn required(&self) -> bool {
+        self.ca.is_some() || self.client_cert.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BusSecurity {
+    pub auth: BusAuth,
+    pub tls: BusTls,
 }
 
 /// Durable mode's stream and consumers: used as they are when they exist, created with these
@@ -216,7 +300,6 @@ impl Config {
             };
 
         Ok(Config {
-            bus_urls,
             bus_enabled,
             durable,
             poll_interval,
@@ -224,36 +307,52 @@ impl Config {
             stream,
             engine: resolve_engine(&flags.engine, &env)?,
             db: resolve_db(&flags.db, &env)?,
+            bus_security: resolve_security(&flags.security, &bus_urls, &env)?,
+            bus_urls,
         })
     }
 }
 
-/// The engine's options: `--rules` (repeatable) or `DECNET_TTP_RULES_DIR` (`:`-separated).
+/// The engine's options.
+///
+/// * `--rules` (repeatable) or `DECNET_TTP_RULES_DIR` (`:`-separated) REPLACE the built-in
+///   pack: the engine is asked for no built-in rules.
+/// * `--local-rules` (repeatable) or `DECNET_TTP_LOCAL_RULES_DIR` (`:`-separated) are ADDED to
+///   the built-in pack (unless `--no-builtin-rules`), after any `--rules` directories. A local
+///   directory holding no rule file (the packaged `/etc/ttp-worker/rules.d/` as installed) is
+///   left out, so the engine sees exactly what it would see without it.
+///
 /// Paths are checked here so a typo exits 2 at start instead of tagging with no rules.
 pub fn resolve_engine(
     flags: &EngineFlags,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<EngineOptions, ConfigError> {
-    let (setting, dirs): (&str, Vec<String>) = if flags.rules.is_empty() {
-        let from_env = env(ENV_RULES_DIR).unwrap_or_default();
-        let dirs = from_env
-            .split(':')
-            .filter(|d| !d.trim().is_empty())
-            .map(str::to_owned)
-            .collect();
-        (ENV_RULES_DIR, dirs)
-    } else {
-        ("--rules", flags.rules.clone())
-    };
-    let rules_dirs = dirs
+    let (setting, dirs) = dir_list(&flags.rules, "--rules", env, ENV_RULES_DIR);
+    let replacing = dirs
         .iter()
         .map(|dir| existing_dir(setting, dir))
         .collect::<Result<Vec<_>, _>>()?;
-    let no_builtin_rules = flags.no_builtin_rules
+    let (setting, dirs) = dir_list(
+        &flags.local_rules,
+        "--local-rules",
+        env,
+        ENV_LOCAL_RULES_DIR,
+    );
+    let mut local = Vec::new();
+    for dir in &dirs {
+        let path = existing_dir(setting, dir)?;
+        if holds_rule_files(&path) {
+            local.push(path);
+        }
+    }
+    let no_builtin_rules = !replacing.is_empty()
+        || flags.no_builtin_rules
         || match env(ENV_NO_BUILTIN_RULES) {
             Some(text) => parse_bool(ENV_NO_BUILTIN_RULES, &text)?,
             None => false,
         };
+    let mut rules_dirs = replacing;
+    rules_dirs.extend(local);
     let intel_maps_dir = match pick(&flags.intel_maps, "--intel-maps", env, ENV_INTEL_MAPS) {
         Some((setting, dir)) => Some(existing_dir(&setting, &dir)?),
         None => None,
@@ -276,6 +375,215 @@ pub fn resolve_engine(
     })
 }
 
+/// NATS authentication and TLS. Secrets are read from their files here, once, so a missing or
+/// unreadable file exits 2 at start with one line naming the setting and the path, never the
+/// content. At most one way of authenticating may be configured, credentials in the URL
+/// included.
+pub fn resolve_security(
+    flags: &SecurityFlags,
+    bus_urls: &[String],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<BusSecurity, ConfigError> {
+    let user = pick(&flags.user, "--bus-user", env, ENV_BUS_USER);
+    let password_file = pick(
+        &flags.password_file,
+        "--bus-password-file",
+        env,
+        ENV_BUS_PASSWORD_FILE,
+    );
+    let token_file = pick(
+        &flags.token_file,
+        "--bus-token-file",
+        env,
+        ENV_BUS_TOKEN_FILE,
+    );
+    let creds = pick(&flags.creds, "--bus-creds", env, ENV_BUS_CREDS);
+    let nkey_seed_file = pick(
+        &flags.nkey_seed_file,
+        "--bus-nkey-seed-file",
+        env,
+        ENV_BUS_NKEY_SEED_FILE,
+    );
+
+    let mut ways: Vec<String> = Vec::new();
+    if let Some((setting, _)) = user.as_ref().or(password_file.as_ref()) {
+        ways.push(setting.clone());
+    }
+    for (setting, _) in [&token_file, &creds, &nkey_seed_file].into_iter().flatten() {
+        ways.push(setting.clone());
+    }
+    if let (Some(url), Some(other)) = (
+        bus_urls.iter().find(|u| url_has_credentials(u)),
+        ways.first(),
+    ) {
+        return Err(invalid(
+            other,
+            &redact_url(url),
+            "the bus URL carries credentials too; give one way of authenticating",
+        ));
+    }
+    if ways.len() > 1 {
+        let (first, rest) = ways.split_first().expect("two or more");
+        return Err(invalid(
+            first,
+            "",
+            format!(
+                "conflicts with {}: give one way of authenticating",
+                rest.join(", ")
+            ),
+        ));
+    }
+
+    let auth = match (user, password_file) {
+        (Some((_, user)), Some((setting, path))) => {
+            if user.is_empty() {
+                return Err(invalid("--bus-user", "", "empty user name"));
+            }
+            BusAuth::UserPassword {
+                user,
+                password: Secret::new(read_secret(&setting, &path, SecretKind::Password)?),
+            }
+        }
+        (Some((setting, user)), None) => {
+            return Err(invalid(
+                &setting,
+                &user,
+                format!(
+                    "a user needs a password: set --bus-password-file or {ENV_BUS_PASSWORD_FILE}"
+                ),
+            ));
+        }
+        (None, Some((setting, path))) => {
+            return Err(invalid(
+                &setting,
+                &path,
+                format!("a password needs a user: set --bus-user or {ENV_BUS_USER}"),
+            ));
+        }
+        (None, None) => {
+            if let Some((setting, path)) = token_file {
+                BusAuth::Token(Secret::new(read_secret(
+                    &setting,
+                    &path,
+                    SecretKind::Token,
+                )?))
+            } else if let Some((setting, path)) = creds {
+                let text = read_secret(&setting, &path, SecretKind::File)?;
+                if nats::Options::with_static_credentials(&text).is_err() {
+                    return Err(invalid(
+                        &setting,
+                        &path,
+                        "not a NATS credentials file (a user JWT and an nkey seed)",
+                    ));
+                }
+                BusAuth::Credentials(Secret::new(text))
+            } else if let Some((setting, path)) = nkey_seed_file {
+                let seed = read_secret(&setting, &path, SecretKind::Token)?;
+                match nkeys::KeyPair::from_seed(&seed) {
+                    Ok(_) if seed.starts_with("SU") => {}
+                    _ => {
+                        return Err(invalid(
+                            &setting,
+                            &path,
+                            "the file does not hold a user nkey seed (SU...)",
+                        ));
+                    }
+                }
+                BusAuth::NKey(Secret::new(seed))
+            } else {
+                BusAuth::None
+            }
+        }
+    };
+
+    let pem =
+        |flag: &Option<String>, name: &str, var: &str| -> Result<Option<PathBuf>, ConfigError> {
+            match pick(flag, name, env, var) {
+                Some((setting, path)) => {
+                    read_secret(&setting, &path, SecretKind::Pem)?;
+                    Ok(Some(PathBuf::from(path)))
+                }
+                None => Ok(None),
+            }
+        };
+    let ca = pem(&flags.tls_ca, "--tls-ca", ENV_BUS_TLS_CA)?;
+    let cert = pem(&flags.tls_cert, "--tls-cert", ENV_BUS_TLS_CERT)?;
+    let key = pem(&flags.tls_key, "--tls-key", ENV_BUS_TLS_KEY)?;
+    let client_cert = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(invalid(
+                "--tls-cert",
+                &cert.display().to_string(),
+                format!("a client certificate needs its key: set --tls-key or {ENV_BUS_TLS_KEY}"),
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(invalid(
+                "--tls-key",
+                &key.display().to_string(),
+                format!("a client key needs its certificate: set --tls-cert or {ENV_BUS_TLS_CERT}"),
+            ));
+        }
+    };
+    Ok(BusSecurity {
+        auth,
+        tls: BusTls { ca, client_cert },
+    })
+}
+
+/// What a secret file must hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SecretKind {
+    /// The whole line; a trailing line break is not part of it.
+    Password,
+    /// One word; surrounding white space is not part of it.
+    Token,
+    /// The file as it is.
+    File,
+    /// A PEM file (certificate or key); only checked, not kept.
+    Pem,
+}
+
+/// Reads a secret file. Errors name the setting and the path, never a byte of the content.
+fn read_secret(setting: &str, path: &str, kind: SecretKind) -> Result<String, ConfigError> {
+    if path.trim().is_empty() {
+        return Err(invalid(setting, path, "empty path"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        let problem = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            _ => format!("cannot read it: {e}"),
+        };
+        invalid(setting, path, problem)
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid(setting, path, "not UTF-8 text"))?;
+    let value = match kind {
+        SecretKind::Password => {
+            let line = text.strip_suffix('\n').unwrap_or(&text);
+            line.strip_suffix('\r').unwrap_or(line).to_owned()
+        }
+        SecretKind::Token => text.trim().to_owned(),
+        SecretKind::File => text,
+        SecretKind::Pem => {
+            if !text.contains("-----BEGIN ") {
+                return Err(invalid(setting, path, "not a PEM file"));
+            }
+            String::new()
+        }
+    };
+    if kind != SecretKind::Pem && value.trim().is_empty() {
+        return Err(invalid(setting, path, "the file is empty"));
+    }
+    Ok(value)
+}
+
+fn url_has_credentials(url: &str) -> bool {
+    redact_url(url) != url
+}
+
 /// `--db` or `DECNET_TTP_DB`, else the state directory (systemd's, then XDG's).
 pub fn resolve_db(
     flag: &Option<String>,
@@ -293,6 +601,38 @@ pub fn resolve_db(
                 format!("{err}; give the database a path with --db or {ENV_DB}"),
             )
         }),
+    }
+}
+
+/// The flag's values if any were given, else the environment variable split on `:`.
+fn dir_list<'a>(
+    flag: &[String],
+    flag_name: &'a str,
+    env: &impl Fn(&str) -> Option<String>,
+    env_name: &'a str,
+) -> (&'a str, Vec<String>) {
+    if flag.is_empty() {
+        let from_env = env(env_name).unwrap_or_default();
+        let dirs = from_env
+            .split(':')
+            .filter(|d| !d.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        (env_name, dirs)
+    } else {
+        (flag_name, flag.to_vec())
+    }
+}
+
+/// Whether `dir` holds a file the engine would load as a rule file. An unreadable directory
+/// counts as holding some, so that the engine reports it.
+fn holds_rule_files(dir: &std::path::Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .any(|p| p.is_file() && crate::tagging::rules::is_rule_file_name(&p)),
+        Err(_) => true,
     }
 }
 
@@ -454,6 +794,7 @@ mod tests {
                 },
                 engine: EngineOptions::default(),
                 db: PathBuf::from("/home/ops/.local/state/ttp-worker/ttp.db"),
+                bus_security: BusSecurity::default(),
             }
         );
     }
@@ -594,7 +935,8 @@ mod tests {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let engine = resolve(RunFlags::default(), &env).unwrap().engine;
         assert_eq!(engine.rules_dirs, [dir.clone(), dir.clone()]);
-        assert!(!engine.no_builtin_rules);
+        // --rules replaces the built-in pack.
+        assert!(engine.no_builtin_rules);
 
         let flags = RunFlags {
             engine: EngineFlags {
@@ -668,5 +1010,182 @@ mod tests {
         assert!(resolve(flags, &[]).unwrap().durable);
         let err = resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "ture")]).unwrap_err();
         assert!(err.to_string().contains(ENV_BUS_DURABLE));
+    }
+    /// A file in a fresh directory, for secret-file settings.
+    fn secret_file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    fn security(env: &[(&str, &str)]) -> Result<BusSecurity, ConfigError> {
+        resolve(RunFlags::default(), env).map(|c| c.bus_security)
+    }
+
+    #[test]
+    fn local_rules_add_to_the_builtin_pack_and_empty_ones_are_left_out() {
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(empty.path().join("README"), "not a rule").unwrap();
+        let full = tempfile::tempdir().unwrap();
+        std::fs::write(full.path().join("L1.yaml"), "rule_id: L1\n").unwrap();
+        let (empty_text, full_text) = (
+            empty.path().to_str().unwrap(),
+            full.path().to_str().unwrap(),
+        );
+        let env = format!("{empty_text}:{full_text}");
+        let engine = resolve(RunFlags::default(), &[(ENV_LOCAL_RULES_DIR, &env)])
+            .unwrap()
+            .engine;
+        assert_eq!(engine.rules_dirs, [full.path().to_path_buf()]);
+        assert!(!engine.no_builtin_rules);
+
+        // The packaged default: an empty rules.d leaves the engine as without it.
+        let engine = resolve(RunFlags::default(), &[(ENV_LOCAL_RULES_DIR, empty_text)])
+            .unwrap()
+            .engine;
+        assert_eq!(engine, EngineOptions::default());
+
+        // --rules replaces the pack; local rules come after its directories.
+        let flags = RunFlags {
+            engine: EngineFlags {
+                rules: vec![empty_text.to_owned()],
+                local_rules: vec![full_text.to_owned()],
+                ..EngineFlags::default()
+            },
+            ..RunFlags::default()
+        };
+        let engine = resolve(flags, &[]).unwrap().engine;
+        assert_eq!(
+            engine.rules_dirs,
+            [empty.path().to_path_buf(), full.path().to_path_buf()]
+        );
+        assert!(engine.no_builtin_rules);
+
+        let err = resolve(
+            RunFlags::default(),
+            &[(ENV_LOCAL_RULES_DIR, "/no/such/rules.d")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(ENV_LOCAL_RULES_DIR), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = secret_file(&dir, "pw", "pa ss-w0rd\n");
+        let token = secret_file(&dir, "token", "  t0k3n-s3cr3t \n");
+        let got = security(&[(ENV_BUS_USER, "ttp"), (ENV_BUS_PASSWORD_FILE, &password)]).unwrap();
+        assert_eq!(
+            got.auth,
+            BusAuth::UserPassword {
+                user: "ttp".into(),
+                password: Secret::new("pa ss-w0rd"),
+            }
+        );
+        assert!(!format!("{got:?}").contains("w0rd"));
+        let got = security(&[(ENV_BUS_TOKEN_FILE, &token)]).unwrap();
+        assert_eq!(got.auth, BusAuth::Token(Secret::new("t0k3n-s3cr3t")));
+        assert!(!format!("{got:?}").contains("s3cr3t"));
+        assert_eq!(security(&[]).unwrap(), BusSecurity::default());
+    }
+
+    #[test]
+    fn bad_secret_settings_name_the_setting_and_path_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = secret_file(&dir, "token", "t0k3n-s3cr3t");
+        let empty = secret_file(&dir, "empty", "\n");
+        let not_pem = secret_file(&dir, "ca.pem", "t0k3n-s3cr3t");
+        let not_seed = secret_file(&dir, "seed", "t0k3n-s3cr3t");
+        let not_creds = secret_file(&dir, "x.creds", "t0k3n-s3cr3t");
+        let missing = dir.path().join("missing").to_str().unwrap().to_owned();
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![(ENV_BUS_TOKEN_FILE, &missing)],
+                ENV_BUS_TOKEN_FILE,
+                "no such file",
+            ),
+            (
+                vec![(ENV_BUS_TOKEN_FILE, &empty)],
+                ENV_BUS_TOKEN_FILE,
+                "empty",
+            ),
+            (
+                vec![(ENV_BUS_PASSWORD_FILE, &token)],
+                ENV_BUS_PASSWORD_FILE,
+                "needs a user",
+            ),
+            (
+                vec![(ENV_BUS_USER, "ttp")],
+                ENV_BUS_USER,
+                "needs a password",
+            ),
+            (
+                vec![(ENV_BUS_TOKEN_FILE, &token), (ENV_BUS_CREDS, &token)],
+                ENV_BUS_TOKEN_FILE,
+                "one way",
+            ),
+            (
+                vec![
+                    (ENV_BUS_TOKEN_FILE, &token),
+                    (ENV_BUS_URL, "nats://u:s3cr3t@h:1"),
+                ],
+                ENV_BUS_TOKEN_FILE,
+                "one way",
+            ),
+            (
+                vec![(ENV_BUS_TLS_CA, &not_pem)],
+                ENV_BUS_TLS_CA,
+                "not a PEM",
+            ),
+            (
+                vec![(ENV_BUS_NKEY_SEED_FILE, &not_seed)],
+                ENV_BUS_NKEY_SEED_FILE,
+                "nkey seed",
+            ),
+            (
+                vec![(ENV_BUS_CREDS, &not_creds)],
+                ENV_BUS_CREDS,
+                "credentials file",
+            ),
+            (
+                vec![(ENV_BUS_TLS_KEY, &missing)],
+                ENV_BUS_TLS_KEY,
+                "no such file",
+            ),
+        ];
+        for (env, setting, problem) in cases {
+            let err = security(&env).unwrap_err().to_string();
+            assert!(err.contains(setting), "{err}");
+            assert!(err.contains(problem), "{err}");
+            assert!(!err.contains("s3cr3t"), "{err}");
+        }
+    }
+
+    #[test]
+    fn nkey_seed_and_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = nkeys::KeyPair::new_user();
+        let seed = secret_file(&dir, "seed", &format!("{}\n", pair.seed().unwrap()));
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let ca = secret_file(&dir, "ca.pem", pem);
+        let cert = secret_file(&dir, "cert.pem", pem);
+        let key = secret_file(&dir, "key.pem", "-----BEGIN PRIVATE KEY-----\n");
+        let got = security(&[
+            (ENV_BUS_NKEY_SEED_FILE, &seed),
+            (ENV_BUS_TLS_CA, &ca),
+            (ENV_BUS_TLS_CERT, &cert),
+            (ENV_BUS_TLS_KEY, &key),
+        ])
+        .unwrap();
+        assert_eq!(got.auth, BusAuth::NKey(Secret::new(pair.seed().unwrap())));
+        assert!(got.tls.required());
+        assert_eq!(got.tls.ca, Some(PathBuf::from(&ca)));
+        assert_eq!(
+            got.tls.client_cert,
+            Some((PathBuf::from(&cert), PathBuf::from(&key)))
+        );
+        let err = security(&[(ENV_BUS_TLS_CERT, &cert)]).unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
     }
 }

@@ -64,6 +64,7 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         connect_timeout: CONNECT_TIMEOUT.min(config.poll_interval),
         durable: config.durable,
         stream: config.stream.clone(),
+        security: config.bus_security.clone(),
     };
     let bus = NatsBus::new(settings, wake_tx, shutdown_tx, counters.clone());
     let inbox = Inbox {

@@ -46,6 +46,7 @@ fn bad_files_are_named_and_skipped() {
     write(&dir, "notes.yaml~", "garbage");
     let options = EngineOptions {
         rules_dirs: vec![dir.clone()],
+        no_builtin_rules: true,
         ..EngineOptions::default()
     };
 
@@ -141,6 +142,7 @@ fn a_failing_lifter_costs_only_its_own_tags() {
     );
     let options = EngineOptions {
         rules_dirs: vec![dir.clone()],
+        no_builtin_rules: true,
         ..EngineOptions::default()
     };
     let mut tagger = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crossbeam_channel::bounded;
 
 use super::BusError;
+use crate::config::{BusAuth, BusSecurity};
 use crate::counters::Counters;
 use crate::redact::redact_url;
 use crate::topics::WORKER_NAME;
@@ -24,6 +25,8 @@ pub struct BusSettings {
     /// Consume `TOPICS` through JetStream instead of core subscriptions.
     pub durable: bool,
     pub stream: crate::config::StreamConfig,
+    /// Authentication and TLS; its `Debug` shows no secret.
+    pub security: BusSecurity,
 }
 
 /// Longest pause between two reconnect attempts after the server went away.
@@ -44,7 +47,11 @@ pub fn open(
 ) -> Result<nats::Connection, BusError> {
     let urls = settings.urls.join(",");
     let shown = redact_url(&urls);
-    let options = options(counters, closing);
+    let options =
+        options(&settings.security, counters, closing).map_err(|source| BusError::Connect {
+            urls: shown.clone(),
+            source,
+        })?;
     let (result_tx, result_rx) = bounded(1);
     let attempt_urls = urls.clone();
     thread::Builder::new()
@@ -67,10 +74,41 @@ pub fn open(
     }
 }
 
-fn options(counters: &Arc<Counters>, closing: &Arc<AtomicBool>) -> nats::Options {
+/// The client's options. Never log them: their `Debug` prints passwords and tokens (nats.md
+/// pitfall 15).
+fn options(
+    security: &BusSecurity,
+    counters: &Arc<Counters>,
+    closing: &Arc<AtomicBool>,
+) -> std::io::Result<nats::Options> {
     let reconnect_counters = counters.clone();
     let closing = closing.clone();
-    nats::Options::new()
+    let mut options = match &security.auth {
+        BusAuth::None => nats::Options::new(),
+        BusAuth::UserPassword { user, password } => {
+            nats::Options::with_user_pass(user, password.expose())
+        }
+        BusAuth::Token(token) => nats::Options::with_token(token.expose()),
+        // Checked when the settings were read; an error here says nothing of the content.
+        BusAuth::Credentials(text) => nats::Options::with_static_credentials(text.expose())
+            .map_err(|_| std::io::Error::other("the NATS credentials could not be parsed"))?,
+        BusAuth::NKey(seed) => {
+            let pair = nkeys::KeyPair::from_seed(seed.expose())
+                .map_err(|_| std::io::Error::other("the nkey seed could not be parsed"))?;
+            let public = pair.public_key();
+            nats::Options::with_nkey(&public, move |nonce| pair.sign(nonce).unwrap_or_default())
+        }
+    };
+    if let Some(ca) = &security.tls.ca {
+        options = options.add_root_certificate(ca);
+    }
+    if let Some((cert, key)) = &security.tls.client_cert {
+        options = options.client_cert(cert, key);
+    }
+    if security.tls.required() {
+        options = options.tls_required(true);
+    }
+    Ok(options
         .with_name(WORKER_NAME)
         .no_echo()
         // The first connect is tried once (our poll-only loop retries it); after that the
@@ -88,7 +126,7 @@ fn options(counters: &Arc<Counters>, closing: &Arc<AtomicBool>) -> nats::Options
         })
         // The default callback prints with eprintln!; route it through the logger.
         .error_callback(|err| log::warn!("NATS client: {err}"))
-        .close_callback(|| log::debug!("NATS connection closed by the client"))
+        .close_callback(|| log::debug!("NATS connection closed by the client")))
 }
 
 /// No pause before the first try of a server, then 100 ms doubling up to 2 s, plus up to

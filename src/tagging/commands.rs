@@ -531,16 +531,12 @@ pub fn run_check_rules(options: &EngineOptions, mut out: impl Write, mut err: im
         }
     };
     let (by_kind, by_owner) = tagger.summary();
-    let source = if options.rules_dirs.is_empty() && !options.no_builtin_rules {
-        "built-in pack".to_owned()
-    } else {
-        let dirs: Vec<String> = options
-            .rules_dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        dirs.join(", ")
-    };
+    let mut sources: Vec<String> = Vec::new();
+    if !options.no_builtin_rules {
+        sources.push("built-in pack".to_owned());
+    }
+    sources.extend(options.rules_dirs.iter().map(|d| d.display().to_string()));
+    let source = sources.join(", ");
     let join = |m: Vec<String>| {
         if m.is_empty() {
             "-".to_owned()

@@ -41,7 +41,7 @@ use pattern::PatternEngine;
 pub struct EngineOptions {
     /// Rule directories, loaded in this order; an id defined twice keeps the later content.
     pub rules_dirs: Vec<PathBuf>,
-    /// Do not load the embedded rule pack. Without rules dirs it is loaded by default.
+    /// Do not load the embedded rule pack; otherwise it is loaded before the rules dirs.
     pub no_builtin_rules: bool,
     /// Intel provider tables overriding the built-in ones, per provider.
     pub intel_maps_dir: Option<PathBuf>,
@@ -164,7 +164,7 @@ impl Tagger {
     /// file is skipped and listed in [`Tagger::problems`].
     pub fn new(options: &EngineOptions) -> Result<Tagger, EngineError> {
         let mut set = rules::RuleSet::default();
-        if !options.no_builtin_rules && options.rules_dirs.is_empty() {
+        if !options.no_builtin_rules {
             builtin::add_rules(&mut set);
         }
         for dir in &options.rules_dirs {

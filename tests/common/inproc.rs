@@ -80,6 +80,7 @@ impl InProcessWorker {
             connect_timeout: Duration::from_secs(2),
             durable,
             stream: StreamConfig::default(),
+            security: Default::default(),
         };
         let bus = NatsBus::new(settings, wake_tx, shutdown_tx.clone(), counters.clone());
         let handler = make_handler(counters.clone());

@@ -53,6 +53,8 @@ pub struct NatsServer {
     pub monitor_port: u16,
     store_dir: PathBuf,
     jetstream: bool,
+    /// Further command-line arguments (a `-c` config file, TLS flags), see [`NatsServer::start_with`].
+    extra_args: Vec<String>,
 }
 
 impl NatsServer {
@@ -73,6 +75,22 @@ impl NatsServer {
             monitor_port: free_port(),
             store_dir,
             jetstream,
+            extra_args: Vec::new(),
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts a core server with further arguments, e.g. `["-c", "auth.conf"]` or TLS flags.
+    pub fn start_with(args: &[&str]) -> NatsServer {
+        let port = free_port();
+        let mut server = NatsServer {
+            child: None,
+            port,
+            monitor_port: free_port(),
+            store_dir: std::env::temp_dir().join(format!("ttp-worker-test-js-{port}")),
+            jetstream: false,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.launch();
         server
@@ -88,6 +106,7 @@ impl NatsServer {
         if self.jetstream {
             command.args(["-js", "-sd"]).arg(&self.store_dir);
         }
+        command.args(&self.extra_args);
         self.child = Some(command.spawn().expect("cannot start nats-server"));
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err()

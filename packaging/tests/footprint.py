@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Footprint of a ttp-worker binary (the packaged one by default): start to 'subscribed' and
+idle resident memory, against a real nats-server on a free loopback port.
+
+    packaging/tests/footprint.py [BINARY] [--runs N]
+
+Start to subscribed: from just before exec to the log line 'connected to NATS ... subscribed
+to 9 subjects', median and worst of N runs, built-in pack, fresh store each run.
+Idle RSS: VmRSS (and VmHWM, the peak) of the daemon 3 s after it logged its state, for: built-in
+pack connected to NATS, plain and with the environment the packaged unit adds
+(MALLOC_ARENA_MAX=2); built-in pack with --no-bus; no rules and --no-bus. Each is the median
+of 3 starts.
+Prints a Markdown table. A measurement, not a pass/fail test.
+"""
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 20
+binary = os.path.abspath(args[0] if args and args[0] != str(runs) else "target/deb/ttp-worker")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nats_server():
+    exe = next((p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.path.exists(p)), "nats-server")
+    port = free_port()
+    proc = subprocess.Popen([exe, "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("nats-server did not start")
+
+
+def start(extra, env_extra, until):
+    """Starts the worker; returns (process, seconds until a stderr line contains `until`)."""
+    state = tempfile.mkdtemp(prefix="ttp-footprint-")
+    env = {"PATH": "/usr/bin:/bin", "RUST_LOG": "info", "DECNET_TTP_DB": os.path.join(state, "ttp.db")}
+    env.update(env_extra)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([binary] + extra, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if until in line:
+            return proc, time.perf_counter() - t0
+    raise SystemExit(f"worker exited before logging {until!r}")
+
+
+def stop(proc):
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def rss(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+server, port = nats_server()
+url = f"nats://127.0.0.1:{port}"
+try:
+    times = []
+    for _ in range(runs):
+        proc, elapsed = start([], {"DECNET_BUS_URL": url}, "subscribed to")
+        times.append(elapsed * 1000)
+        stop(proc)
+    print(f"binary: {binary} ({os.path.getsize(binary) / 1e6:.1f} MB)\n")
+    print("| measurement | value |\n|---|---|")
+    print(f"| start to subscribed (built-in pack, {runs} runs) | median {statistics.median(times):.1f} ms, worst {max(times):.1f} ms |")
+    unit_env = {"MALLOC_ARENA_MAX": "2"}
+    for label, extra, env, until in [
+        ("idle RSS, built-in pack, connected to NATS", [], {}, "subscribed to"),
+        ("idle RSS, built-in pack, connected, unit's MALLOC_ARENA_MAX=2", [], unit_env, "subscribed to"),
+        ("idle RSS, built-in pack, --no-bus", ["--no-bus"], {}, "bus disabled"),
+        ("idle RSS, no rules, --no-bus", ["--no-bus", "--no-builtin-rules"], {}, "bus disabled"),
+    ]:
+        samples = []
+        for _ in range(3):
+            proc, _ = start(extra, {"DECNET_BUS_URL": url, **env}, until)
+            time.sleep(3)
+            samples.append(rss(proc.pid))
+            stop(proc)
+        now = sorted(samples)[1]
+        peak = max(p for _, p in samples)
+        print(f"| {label} | {now[0] / 1024:.1f} MiB (peak {peak / 1024:.1f} MiB) |")
+finally:
+    server.terminate()
+    server.wait()
