@@ -36,18 +36,6 @@ impl DaemonError {
     }
 }
 
-/// Building the engine allocates and frees a lot (rule files, regex compilation); glibc keeps
-/// those freed pages. Handing them back once, before the daemon settles into idling, is about
-/// half a megabyte of resident memory on an appliance.
-fn release_startup_memory() {
-    // SAFETY: malloc_trim only returns free heap memory to the system; it has no
-    // preconditions and touches no memory the program still uses.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Runs the daemon; returns the cause it stopped for. Every cause is a clean exit.
 pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     let mode = if config.durable {
@@ -63,7 +51,7 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     let learned = store.load_anchors()?;
     log::debug!("{} attacker anchors learned earlier", learned.len());
     tagger.restore_learned_anchors(learned);
-    release_startup_memory();
+    crate::memory::release_freed_memory();
     let counters = Arc::new(Counters::new(mode));
     let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
     // Room for every producer's stop at once; a full channel means a stop is already queued.

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod envelope;
 pub mod heartbeat;
 pub mod logging;
+pub mod memory;
 pub mod pipeline;
 pub mod redact;
 pub mod signals;

@@ -121,6 +121,7 @@ impl Bus for NatsBus {
             CONTROL
         );
         self.session = Some(session);
+        crate::memory::release_freed_memory();
         Ok(())
     }
 

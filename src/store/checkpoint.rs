@@ -46,6 +46,8 @@ impl Checkpointer {
             .name("store-checkpoint".into())
             .spawn(move || {
                 let _ = connection.busy_timeout(Duration::from_millis(100));
+                // Checkpoints copy pages straight through; a page cache would only hold memory.
+                let _ = connection.pragma_update(None, "cache_size", 16);
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(INTERVAL)
                 {
