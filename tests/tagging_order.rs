@@ -2,26 +2,16 @@
 //! tag: what lets the daemon consume nine subjects on nine threads, and be redelivered to,
 //! without duplicating or losing tags.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
+use common::corpus::{compat, reference_options};
+use ttp_worker::tagging::Tagger;
 use ttp_worker::tagging::commands::parse_line;
-use ttp_worker::tagging::{EngineOptions, Tagger};
-
-fn compat(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/compat")
-        .join(path)
-}
 
 fn reference_tagger() -> Tagger {
-    Tagger::new(&EngineOptions {
-        rules_dirs: vec![compat("decnet-rules")],
-        no_builtin_rules: true,
-        intel_maps_dir: Some(compat("decnet-intel")),
-        anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
-    })
-    .expect("reference pack")
+    Tagger::new(&reference_options()).expect("reference pack")
 }
 
 fn uuids<'a>(tagger: &mut Tagger, lines: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
