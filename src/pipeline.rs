@@ -145,6 +145,14 @@ impl Handler for TaggingPipeline {
             Err(err) => log::error!("reload failed, keeping the rules in use: {err}"),
         }
     }
+
+    /// A burst is over: the store's page cache and the allocator's free pages (the
+    /// subscription threads' message buffers above all) go back to the system.
+    fn settle(&mut self) {
+        self.store.release_cache();
+        crate::memory::release_freed_memory();
+        log::debug!("quiet: released the page cache and free heap pages");
+    }
 }
 
 /// A payload that names both an attacker uuid and its IP tells us who that IP is; the store

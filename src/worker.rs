@@ -2,15 +2,16 @@
 //!
 //! The loop sees only channels. Subscription threads put messages on **wake**, a
 //! `crossbeam_channel::tick` drives **tick**, and signals or a control stop put a cause on
-//! **shutdown**. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop
+//! **shutdown**. A one-shot timer, armed while work has been done since the loop last went
+//! quiet, tells the handler when a burst is over. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop
 //! taking messages, close) and [`Handler`] (what to do with a burst of messages). That is what
 //! lets unit tests drive the loop by sending on its channels, with no network at all.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, never, select};
+use crossbeam_channel::{Receiver, after, never, select};
 
 use crate::bus::BusError;
 use crate::counters::Counters;
@@ -22,6 +23,9 @@ pub const WAKE_CAPACITY: usize = 1024;
 
 /// The most messages handled as one burst; keeps a flood from starving tick and shutdown.
 pub const MAX_BATCH: usize = 256;
+
+/// How long wake must stay quiet after work before the handler is told to settle.
+pub const SETTLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Something for the main loop to do.
 pub enum Wake {
@@ -110,6 +114,10 @@ pub trait Handler {
     fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed>;
     /// SIGHUP arrived.
     fn reload(&mut self);
+    /// Nothing has arrived for [`SETTLE_AFTER`] since the last batch or reload: a moment to
+    /// give back memory that only a burst needed, so that an idle daemon is as small after
+    /// traffic as it was before it. Called once per quiet spell.
+    fn settle(&mut self) {}
 }
 
 /// The handler could not finish a batch for a reason that may pass (a full disk, a locked
@@ -122,6 +130,8 @@ enum Event {
     Wake(Wake),
     Tick,
     Shutdown(ShutdownCause),
+    /// Quiet for [`MainLoop::settle_after`] since the last work.
+    Settle,
 }
 
 /// What `run` hands back: why it stopped, and the handler (tests inspect it).
@@ -141,6 +151,9 @@ pub struct MainLoop<B, H> {
     held: Option<Vec<Delivery>>,
     failed_connects: u64,
     poll_interval_hint: String,
+    settle_after: Duration,
+    /// Work was done since the handler last settled.
+    unsettled: bool,
 }
 
 impl<B: Bus, H: Handler> MainLoop<B, H> {
@@ -154,7 +167,15 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             held: None,
             failed_connects: 0,
             poll_interval_hint: "tick".to_owned(),
+            settle_after: SETTLE_AFTER,
+            unsettled: false,
         }
+    }
+
+    /// Changes how long the loop waits after work before the handler settles (tests).
+    pub fn with_settle_after(mut self, quiet: Duration) -> Self {
+        self.settle_after = quiet;
+        self
     }
 
     /// Names the retry cadence in the poll-only log line.
@@ -175,6 +196,10 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 Event::Shutdown(cause) => break cause,
                 Event::Tick => self.on_tick(),
                 Event::Wake(first) => self.on_wake(first),
+                Event::Settle => {
+                    self.unsettled = false;
+                    self.handler.settle();
+                }
             }
         };
         log::info!("shutting down: {cause}");
@@ -195,6 +220,13 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         } else {
             &self.inbox.wake
         };
+        // Re-armed on every event, so it fires only once wake has been quiet that long. A held
+        // batch is still work in progress: no settling until it is through.
+        let settle = if self.unsettled && self.held.is_none() {
+            after(self.settle_after)
+        } else {
+            never()
+        };
         select! {
             recv(self.inbox.shutdown) -> cause => {
                 Event::Shutdown(cause.unwrap_or(ShutdownCause::Orphaned))
@@ -209,6 +241,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 }
             },
             recv(self.inbox.tick) -> _ => Event::Tick,
+            recv(settle) -> _ => Event::Settle,
         }
     }
 
@@ -240,6 +273,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         if reload {
             log::info!("reload requested (SIGHUP)");
             self.handler.reload();
+            self.unsettled = true;
         }
     }
 
@@ -252,6 +286,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             batch.into_iter().map(|d| (d.message, d.ack)).unzip();
         match self.handler.handle_batch(&messages, &self.bus) {
             Ok(()) => {
+                self.unsettled = true;
                 Counters::add(&self.counters.processed, messages.len() as u64);
                 acks.into_iter().flatten().for_each(|ack| ack.ack());
             }
@@ -398,6 +433,7 @@ mod tests {
     struct Recorder {
         batches: Arc<Mutex<Vec<Vec<String>>>>,
         reloads: usize,
+        settles: Arc<AtomicUsize>,
         /// While set, every batch fails (a store that cannot be written).
         failing: Arc<AtomicBool>,
         attempts: Arc<AtomicUsize>,
@@ -420,6 +456,9 @@ mod tests {
         fn reload(&mut self) {
             self.reloads += 1;
         }
+        fn settle(&mut self) {
+            self.settles.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     struct Harness {
@@ -430,6 +469,7 @@ mod tests {
         batches: Arc<Mutex<Vec<Vec<String>>>>,
         failing: Arc<AtomicBool>,
         attempts: Arc<AtomicUsize>,
+        settles: Arc<AtomicUsize>,
         acks: Arc<AtomicUsize>,
         naks: Arc<AtomicUsize>,
         counters: Arc<Counters>,
@@ -452,6 +492,7 @@ mod tests {
             let batches = handler.batches.clone();
             let failing = handler.failing.clone();
             let attempts = handler.attempts.clone();
+            let settles = handler.settles.clone();
             let counters = Arc::new(Counters::new(Mode::Core));
             let inbox = Inbox {
                 wake: wake_rx,
@@ -466,6 +507,7 @@ mod tests {
                 batches,
                 failing,
                 attempts,
+                settles,
                 acks: Arc::new(AtomicUsize::new(0)),
                 naks: Arc::new(AtomicUsize::new(0)),
                 counters: counters.clone(),
@@ -571,6 +613,60 @@ mod tests {
         running.join().unwrap();
         let sizes: Vec<usize> = h.batches.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, [MAX_BATCH, 44]);
+    }
+
+    /// The handler settles once per quiet spell: not while messages keep arriving closer
+    /// together than the quiet period, once after they stop, and not again until more work.
+    #[test]
+    fn the_handler_settles_once_after_each_burst() {
+        // Long next to the gaps between messages, so a loaded machine cannot fake a pause.
+        let quiet = Duration::from_secs(1);
+        let mut h = Harness::new(true, Some(1));
+        h.main_loop = h.main_loop.take().map(|m| m.with_settle_after(quiet));
+        let running = h.start();
+        let settles = || h.settles.load(Ordering::SeqCst);
+        thread::sleep(quiet + quiet / 2);
+        assert_eq!(settles(), 0, "settled before any work");
+        for sent in 1..=10 {
+            h.message("attacker.observed");
+            eventually("the message handled", || {
+                Counters::get(&h.counters.processed) == sent
+            });
+            thread::sleep(quiet / 30);
+        }
+        assert_eq!(settles(), 0, "settled while messages kept coming");
+        eventually("settled after the burst", || settles() == 1);
+        thread::sleep(quiet * 2);
+        assert_eq!(settles(), 1, "settled again without new work");
+        h.message("attacker.observed");
+        eventually("settled after the second burst", || settles() == 2);
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
+    }
+
+    /// A held batch is unfinished work: the loop does not settle until it has gone through.
+    #[test]
+    fn a_held_batch_defers_settling() {
+        let quiet = Duration::from_millis(100);
+        let mut h = Harness::new(true, Some(1));
+        h.main_loop = h.main_loop.take().map(|m| m.with_settle_after(quiet));
+        let running = h.start();
+        h.message("attacker.observed");
+        eventually("settled after the first message", || {
+            h.settles.load(Ordering::SeqCst) == 1
+        });
+        h.failing.store(true, Ordering::SeqCst);
+        h.message("email.received");
+        eventually("the failing attempt", || h.handle_attempts() == 2);
+        thread::sleep(quiet * 4);
+        assert_eq!(h.settles.load(Ordering::SeqCst), 1, "settled while holding");
+        h.failing.store(false, Ordering::SeqCst);
+        h.tick.send(Instant::now()).unwrap();
+        eventually("settled after the retry", || {
+            h.settles.load(Ordering::SeqCst) == 2
+        });
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
     }
 
     #[test]

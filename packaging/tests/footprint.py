@@ -8,10 +8,14 @@ Start to subscribed: from just before exec to the log line 'connected to NATS ..
 to 9 subjects', median and worst of N runs, built-in pack, fresh store each run.
 Idle RSS: VmRSS (and VmHWM, the peak) of the daemon 3 s after it logged its state, for: built-in
 pack connected to NATS, plain and with the environment the packaged unit adds
-(MALLOC_ARENA_MAX=2); built-in pack with --no-bus; no rules and --no-bus. Each is the median
+(MALLOC_ARENA_MAX=2); the same after it has tagged DECNET's 1k-event dev corpus
+(../shared/compat, when present), which is what the regex caches and the store's page cache
+grow to with traffic; built-in pack with --no-bus; no rules and --no-bus. Each is the median
 of 3 starts.
 Prints a Markdown table. A measurement, not a pass/fail test.
 """
+import json
+import re
 import os
 import socket
 import statistics
@@ -49,6 +53,7 @@ def start(extra, env_extra, until):
     """Starts the worker; returns (process, seconds until a stderr line contains `until`)."""
     state = tempfile.mkdtemp(prefix="ttp-footprint-")
     env = {"PATH": "/usr/bin:/bin", "RUST_LOG": "info", "DECNET_TTP_DB": os.path.join(state, "ttp.db")}
+    start.db = env["DECNET_TTP_DB"]
     env.update(env_extra)
     t0 = time.perf_counter()
     proc = subprocess.Popen([binary] + extra, env=env, stdin=subprocess.DEVNULL,
@@ -57,6 +62,39 @@ def start(extra, env_extra, until):
         if until in line:
             return proc, time.perf_counter() - t0
     raise SystemExit(f"worker exited before logging {until!r}")
+
+
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared/compat/corpus/dev-1k.jsonl")
+
+
+def publish_corpus(port):
+    """Publishes every corpus line on its `topic` with the plain NATS protocol; returns the count."""
+    with open(CORPUS, "rb") as f:
+        lines = [l.strip() for l in f if l.strip()]
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.recv(4096)  # INFO
+        out = [b'CONNECT {"verbose":false,"pedantic":false}\r\n']
+        for line in lines:
+            topic = json.loads(line)["topic"].encode()
+            out.append(b"PUB %s %d\r\n%s\r\n" % (topic, len(line), line))
+        out.append(b"PING\r\n")
+        s.sendall(b"".join(out))
+        reply = b""
+        while b"PONG" not in reply:
+            reply += s.recv(4096)
+    return len(lines)
+
+
+def wait_until_store_settles(db):
+    """Waits until `ttp-worker stats` reads the same twice in a row, 1 s apart."""
+    last = None
+    for _ in range(60):
+        now = subprocess.run([binary, "stats", "--db", db], capture_output=True, text=True).stdout
+        if now == last and not re.search(r"^tags\s+0$", now, re.M):
+            return
+        last = now
+        time.sleep(1)
+    raise SystemExit("the store did not settle after the corpus was published")
 
 
 def stop(proc):
@@ -85,15 +123,24 @@ try:
     print("| measurement | value |\n|---|---|")
     print(f"| start to subscribed (built-in pack, {runs} runs) | median {statistics.median(times):.1f} ms, worst {max(times):.1f} ms |")
     unit_env = {"MALLOC_ARENA_MAX": "2"}
-    for label, extra, env, until in [
-        ("idle RSS, built-in pack, connected to NATS", [], {}, "subscribed to"),
-        ("idle RSS, built-in pack, connected, unit's MALLOC_ARENA_MAX=2", [], unit_env, "subscribed to"),
-        ("idle RSS, built-in pack, --no-bus", ["--no-bus"], {}, "bus disabled"),
-        ("idle RSS, no rules, --no-bus", ["--no-bus", "--no-builtin-rules"], {}, "bus disabled"),
-    ]:
+    rows = [
+        ("idle RSS, built-in pack, connected to NATS", [], {}, "subscribed to", False),
+        ("idle RSS, built-in pack, connected, unit's MALLOC_ARENA_MAX=2", [], unit_env, "subscribed to", False),
+        ("idle RSS, built-in pack, --no-bus", ["--no-bus"], {}, "bus disabled", False),
+        ("idle RSS, no rules, --no-bus", ["--no-bus", "--no-builtin-rules"], {}, "bus disabled", False),
+    ]
+    if os.path.exists(CORPUS):
+        rows.insert(2, ("idle RSS after tagging the 1k dev corpus, connected, MALLOC_ARENA_MAX=2",
+                        [], unit_env, "subscribed to", True))
+    else:
+        print(f"(no {CORPUS}: the after-traffic row is left out)\n")
+    for label, extra, env, until, traffic in rows:
         samples = []
         for _ in range(3):
             proc, _ = start(extra, {"DECNET_BUS_URL": url, **env}, until)
+            if traffic:
+                publish_corpus(port)
+                wait_until_store_settles(start.db)
             time.sleep(3)
             samples.append(rss(proc.pid))
             stop(proc)

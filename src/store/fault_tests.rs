@@ -1,6 +1,7 @@
 //! Fault injection: a store that cannot be written must fail the batch with an error the
 //! daemon can act on, roll everything back, and accept the very same batch once the condition
-//! clears. These reach into the connection, hence unit tests.
+//! clears. These reach into the connection, hence unit tests; so does the check that a quiet
+//! daemon hands its page cache back.
 //!
 //! Tests run as root here, where `chmod 0444` stops nothing, so the conditions are made inside
 //! SQLite instead: `PRAGMA max_page_count` pins the file's size (SQLite then reports
@@ -191,4 +192,39 @@ fn a_row_the_database_refuses_costs_only_itself() {
         outcome.skipped[0].reason
     );
     assert_eq!(count(&store), 2);
+}
+
+/// Bytes the writer's page cache holds (SQLITE_DBSTATUS_CACHE_USED).
+fn cache_used(store: &Store) -> i32 {
+    let (mut current, mut highwater) = (0, 0);
+    // SAFETY: the handle is the store's open connection, used on this thread only, and the
+    // call only reads a counter into the two integers it is given.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            store.conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+            &mut current,
+            &mut highwater,
+            0,
+        )
+    };
+    assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+    current
+}
+
+/// What the daemon does once a burst is over: the pages a batch pulled into the writer's
+/// cache are handed back, and the store keeps working.
+#[test]
+fn releasing_the_cache_gives_its_pages_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("ttp.db")).unwrap();
+    let batch: Vec<Vec<Tag>> = (0..2000).map(|n| vec![tag(n, 200)]).collect();
+    store.commit_batch(&batch, &[]).unwrap();
+    let after_burst = cache_used(&store);
+    assert!(after_burst > 256 * 1024, "{after_burst}");
+    store.release_cache();
+    let released = cache_used(&store);
+    assert!(released < after_burst / 10, "{released} of {after_burst}");
+    let more: Vec<Vec<Tag>> = (2000..2010).map(|n| vec![tag(n, 200)]).collect();
+    assert_eq!(store.commit_batch(&more, &[]).unwrap().inserted_count(), 10);
 }
