@@ -146,12 +146,13 @@ impl Handler for TaggingPipeline {
         }
     }
 
-    /// A burst is over: the store's page cache and the allocator's free pages (the
-    /// subscription threads' message buffers above all) go back to the system.
+    /// A burst is over: the rule sets' DFA caches, the store's page cache and the allocator's
+    /// free pages (the subscription threads' message buffers above all) go back to the system.
     fn settle(&mut self) {
+        self.tagger.release_caches();
         self.store.release_cache();
         crate::memory::release_freed_memory();
-        log::debug!("quiet: released the page cache and free heap pages");
+        log::debug!("quiet: released the regex and page caches and free heap pages");
     }
 }
 

