@@ -6,11 +6,13 @@ idle resident memory, against a real nats-server on a free loopback port.
 
 Start to subscribed: from just before exec to the log line 'connected to NATS ... subscribed
 to 9 subjects', median and worst of N runs, built-in pack, fresh store each run.
-Idle RSS: VmRSS (and VmHWM, the peak) of the daemon 3 s after it logged its state, for: built-in
+Idle RSS: VmRSS (with RssAnon, the part that is the process's own rather than file pages it
+shares with the page cache, and VmHWM, the peak) of the daemon 3 s after it logged its state
+(or, after traffic, 3 s after the store stopped changing, by when it has settled), for: built-in
 pack connected to NATS, plain and with the environment the packaged unit adds
 (MALLOC_ARENA_MAX=2); the same after it has tagged DECNET's 1k-event dev corpus
-(../shared/compat, when present), which is what the regex caches and the store's page cache
-grow to with traffic; built-in pack with --no-bus; no rules and --no-bus. Each is the median
+(../shared/compat, when present) and settled, which shows what traffic leaves behind (rule
+regexes compiled on first use; the caches a burst grows are given back); built-in pack with --no-bus; no rules and --no-bus. Each is the median
 of 3 starts.
 Prints a Markdown table. A measurement, not a pass/fail test.
 """
@@ -108,7 +110,8 @@ def rss(pid):
         for line in f:
             key, _, value = line.partition(":")
             fields[key] = value.strip()
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    kib = lambda key: int(fields[key].split()[0])
+    return kib("VmRSS"), kib("VmHWM"), kib("RssAnon")
 
 
 server, port = nats_server()
@@ -145,8 +148,9 @@ try:
             samples.append(rss(proc.pid))
             stop(proc)
         now = sorted(samples)[1]
-        peak = max(p for _, p in samples)
-        print(f"| {label} | {now[0] / 1024:.1f} MiB (peak {peak / 1024:.1f} MiB) |")
+        peak = max(sample[1] for sample in samples)
+        print(f"| {label} | {now[0] / 1024:.1f} MiB, {now[2] / 1024:.1f} MiB of it anonymous "
+              f"(peak {peak / 1024:.1f} MiB) |")
 finally:
     server.terminate()
     server.wait()
