@@ -1,10 +1,9 @@
-//! NATS authentication and TLS against a real `nats-server`: user/password, token, nkey, TLS
-//! with a throw-away CA (made with `openssl`), and client certificates. The worker binary is
-//! run as the packaged service would run it, with every secret in a file; no secret may reach
-//! its log (at debug level), its `--help` or its error messages.
-//!
-//! Not tested against a server: `.creds` files, which need an operator-mode server set up with
-//! `nsc`; the file is parsed and its JWT sent (checked against a server without auth).
+//! NATS authentication and TLS against a real `nats-server`: user/password, token, nkey, a
+//! `.creds` file against a server in operator mode (operator, account and user JWTs made here
+//! with `nkeys`, as `nsc` would), TLS with a throw-away CA (made with `openssl`), and client
+//! certificates. The worker binary is run as the packaged service would run it, with every
+//! secret in a file; no secret may reach its log (at debug level), its `--help` or its error
+//! messages.
 
 mod common;
 
@@ -136,27 +135,117 @@ fn nkey_seed_from_a_file() {
     );
 }
 
+/// A signed NATS JWT (what `nsc` writes): `claims` with the standard members added, issued by
+/// `issuer` about `subject`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::{URL_SAFE_NO_PAD, encode_config};
+    let header = encode_config(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#, URL_SAFE_NO_PAD);
+    let claims = serde_json::json!({
+        "jti": format!("ttp-test-{subject}"),
+        "iat": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let payload = encode_config(claims.to_string(), URL_SAFE_NO_PAD);
+    let signing_input = format!("{header}.{payload}");
+    let signature = issuer.sign(signing_input.as_bytes()).unwrap();
+    format!(
+        "{signing_input}.{}",
+        encode_config(signature, URL_SAFE_NO_PAD)
+    )
+}
+
+/// An account's JWT, without limits.
+fn account_jwt(operator: &nkeys::KeyPair, account: &nkeys::KeyPair) -> String {
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1
+    });
+    nats_jwt(
+        operator,
+        &account.public_key(),
+        "ttp-account",
+        serde_json::json!({
+            "limits": unlimited,
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2
+        }),
+    )
+}
+
+/// A `.creds` file for a new user of `account`: the user's JWT and nkey seed, in the layout
+/// `nsc generate creds` writes.
+fn creds_for(account: &nkeys::KeyPair) -> (String, String) {
+    let user = nkeys::KeyPair::new_user();
+    let jwt = nats_jwt(
+        account,
+        &user.public_key(),
+        "ttp",
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    );
+    let seed = user.seed().unwrap();
+    let text = format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    );
+    (text, seed)
+}
+
 #[test]
-fn a_creds_file_is_parsed_and_sent() {
+fn a_creds_file_against_an_operator_mode_server() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = nkeys::KeyPair::new_user().seed().unwrap();
-    let creds = write(
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "ttp-test-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let conf = write(
         dir.path(),
-        "ttp.creds",
+        "operator.conf",
         &format!(
-            "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            "operator: \"{operator_jwt}\"\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {}: \"{}\"\n}}\n",
+            account.public_key(),
+            account_jwt(&operator, &account)
         ),
     );
-    // A server without authentication ignores the JWT; the point is that the worker reads the
-    // file, connects with it and never shows the seed.
-    let server = NatsServer::start();
+    let server = NatsServer::start_with(&["-c", &conf]);
+
+    let (creds, seed) = creds_for(&account);
+    let creds_file = write(dir.path(), "ttp.creds", &creds);
     connects(
         &server,
         &server.url(),
-        &[("DECNET_BUS_CREDS", &creds)],
+        &[("DECNET_BUS_CREDS", &creds_file)],
         &[&seed],
     );
+
+    // A user of an account the operator never signed is refused, and says so without its seed.
+    let (stranger, stranger_seed) = creds_for(&nkeys::KeyPair::new_account());
+    let stranger_file = write(dir.path(), "stranger.creds", &stranger);
+    is_refused(
+        &server.url(),
+        &[("DECNET_BUS_CREDS", &stranger_file)],
+        &[&stranger_seed],
+    );
+    // Without credentials an operator-mode server lets nobody in.
+    is_refused(&server.url(), &[], &[]);
 }
 
 /// A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, by openssl.
