@@ -2,8 +2,8 @@
 //!
 //! The loop sees only channels. Subscription threads put messages on **wake**, a
 //! `crossbeam_channel::tick` drives **tick**, and signals or a control stop put a cause on
-//! **shutdown**. A one-shot timer, armed while work has been done since the loop last went
-//! quiet, tells the handler when a burst is over. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop
+//! **shutdown**. A one-shot timer, set by each batch to fire a little after it, tells the
+//! handler when a burst is over. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop
 //! taking messages, close) and [`Handler`] (what to do with a burst of messages). That is what
 //! lets unit tests drive the loop by sending on its channels, with no network at all.
 
@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, after, never, select};
+use crossbeam_channel::{Receiver, at, never, select};
 
 use crate::bus::BusError;
 use crate::counters::Counters;
@@ -114,7 +114,7 @@ pub trait Handler {
     fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed>;
     /// SIGHUP arrived.
     fn reload(&mut self);
-    /// Nothing has arrived for [`SETTLE_AFTER`] since the last batch or reload: a moment to
+    /// No batch or reload for [`SETTLE_AFTER`] since the last one: a moment to
     /// give back memory that only a burst needed, so that an idle daemon is as small after
     /// traffic as it was before it. Called once per quiet spell.
     fn settle(&mut self) {}
@@ -130,7 +130,7 @@ enum Event {
     Wake(Wake),
     Tick,
     Shutdown(ShutdownCause),
-    /// Quiet for [`MainLoop::settle_after`] since the last work.
+    /// No work for [`MainLoop::settle_after`] since the last batch.
     Settle,
 }
 
@@ -152,8 +152,10 @@ pub struct MainLoop<B, H> {
     failed_connects: u64,
     poll_interval_hint: String,
     settle_after: Duration,
-    /// Work was done since the handler last settled.
-    unsettled: bool,
+    /// When the handler settles unless more work comes first: set by each batch (and reload),
+    /// cleared by settling. Ticks leave it alone, so a poll interval shorter than
+    /// `settle_after` cannot put settling off for ever.
+    settle_at: Option<Instant>,
 }
 
 impl<B: Bus, H: Handler> MainLoop<B, H> {
@@ -168,7 +170,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             failed_connects: 0,
             poll_interval_hint: "tick".to_owned(),
             settle_after: SETTLE_AFTER,
-            unsettled: false,
+            settle_at: None,
         }
     }
 
@@ -197,7 +199,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 Event::Tick => self.on_tick(),
                 Event::Wake(first) => self.on_wake(first),
                 Event::Settle => {
-                    self.unsettled = false;
+                    self.settle_at = None;
                     self.handler.settle();
                 }
             }
@@ -220,12 +222,10 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         } else {
             &self.inbox.wake
         };
-        // Re-armed on every event, so it fires only once wake has been quiet that long. A held
-        // batch is still work in progress: no settling until it is through.
-        let settle = if self.unsettled && self.held.is_none() {
-            after(self.settle_after)
-        } else {
-            never()
+        // A held batch is still work in progress: no settling until it is through.
+        let settle = match self.settle_at {
+            Some(when) if self.held.is_none() => at(when),
+            _ => never(),
         };
         select! {
             recv(self.inbox.shutdown) -> cause => {
@@ -273,7 +273,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         if reload {
             log::info!("reload requested (SIGHUP)");
             self.handler.reload();
-            self.unsettled = true;
+            self.settle_at = Some(Instant::now() + self.settle_after);
         }
     }
 
@@ -286,7 +286,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             batch.into_iter().map(|d| (d.message, d.ack)).unzip();
         match self.handler.handle_batch(&messages, &self.bus) {
             Ok(()) => {
-                self.unsettled = true;
+                self.settle_at = Some(Instant::now() + self.settle_after);
                 Counters::add(&self.counters.processed, messages.len() as u64);
                 acks.into_iter().flatten().for_each(|ack| ack.ack());
             }
@@ -642,6 +642,32 @@ mod tests {
         eventually("settled after the second burst", || settles() == 2);
         h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
         running.join().unwrap();
+    }
+
+    /// Ticks are not work: a poll interval shorter than the quiet period does not put
+    /// settling off.
+    #[test]
+    fn ticks_do_not_put_settling_off() {
+        let quiet = Duration::from_millis(300);
+        let mut h = Harness::new(true, Some(1));
+        h.main_loop = h.main_loop.take().map(|m| m.with_settle_after(quiet));
+        let running = h.start();
+        h.message("attacker.observed");
+        let ticking = {
+            let tick = h.tick.clone();
+            thread::spawn(move || {
+                while tick.send(Instant::now()).is_ok() {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        eventually("settled while ticking", || {
+            h.settles.load(Ordering::SeqCst) == 1
+        });
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
+        drop(h);
+        ticking.join().unwrap();
     }
 
     /// A held batch is unfinished work: the loop does not settle until it has gone through.

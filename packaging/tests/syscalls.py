@@ -5,8 +5,9 @@
 
 Runs BINARY under strace as an unprivileged user (nobody, as the service runs as its own
 user), connected to a real nats-server on loopback through a host name (so name resolution
-is exercised), tags a published shell session (SQLite writes, announcements), reloads the
-rules (SIGHUP) and stops (SIGTERM). Every system call it made must be allowed by the filter of
+is exercised), tags a published shell session (SQLite writes, announcements), waits until it
+has settled after that burst (caches released, memory trimmed), reloads the rules (SIGHUP) and
+stops (SIGTERM). Every system call it made must be allowed by the filter of
 UNIT, expanded with `systemd-analyze syscall-filter`; the socket families it opened must be in
 its RestrictAddressFamilies=. Needs root and strace.
 """
@@ -66,16 +67,20 @@ try:
         except OSError:
             time.sleep(0.05)
     env = {"PATH": "/usr/bin:/bin", "STATE_DIRECTORY": work, "MALLOC_ARENA_MAX": "2",
-           "DECNET_BUS_URL": f"nats://localhost:{port}", "DECNET_TTP_POLL_INTERVAL": "0.2"}
+           "DECNET_BUS_URL": f"nats://localhost:{port}", "DECNET_TTP_POLL_INTERVAL": "0.2",
+           "RUST_LOG": "info,ttp_worker::pipeline=debug"}
     worker = subprocess.Popen(["strace", "-f", "-qq", "-u", "nobody", "-o", trace, binary],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
-    for line in worker.stderr:
-        seen.append(line)
-        if "subscribed to" in line:
-            break
-    else:
-        raise SystemExit("the worker never subscribed:\n" + "".join(seen))
+
+    def read_log_until(needle, what):
+        for line in worker.stderr:
+            seen.append(line)
+            if needle in line:
+                return
+        raise SystemExit(f"the worker never {what}:\n" + "".join(seen))
+
+    read_log_until("subscribed to", "subscribed")
     payload = json.dumps({"v": 1, "id": "0123456789abcdef0123456789abcdef",
                           "topic": "attacker.session.ended", "type": "session.ended", "ts": 1777703010.5,
                           "payload": {"session_id": "s1", "attacker_uuid": None, "attacker_ip": "203.0.113.9",
@@ -87,7 +92,7 @@ try:
         c.recv(4096)
         c.sendall(b"CONNECT {\"verbose\":false}\r\nPUB attacker.session.ended %d\r\n%s\r\nPING\r\n" % (len(payload), payload))
         c.recv(4096)
-    time.sleep(1)
+    read_log_until("quiet: released", "settled after tagging")
     tracee = int(subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()[0])
     os.kill(tracee, signal.SIGHUP)
     time.sleep(0.5)
