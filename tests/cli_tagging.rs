@@ -1,10 +1,13 @@
 //! The `tag` and `check-rules` commands as a user runs them: the real binary, real files.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use common::TAG_KEYS;
 use serde_json::Value;
 
 fn compat(path: &str) -> PathBuf {
@@ -18,24 +21,6 @@ fn ttp_worker() -> Command {
     command.env_clear().env("RUST_LOG", "warn");
     command
 }
-
-const TAG_KEYS: [&str; 15] = [
-    "uuid",
-    "source_kind",
-    "source_id",
-    "attacker_uuid",
-    "identity_uuid",
-    "attacker_ip",
-    "session_id",
-    "decky_id",
-    "tactic",
-    "technique_id",
-    "sub_technique_id",
-    "confidence",
-    "rule_id",
-    "rule_version",
-    "evidence",
-];
 
 #[test]
 fn tag_reads_stdin_and_prints_every_reference_tag_with_the_documented_keys() {

@@ -1,10 +1,12 @@
 //! The operator commands `tags` and `stats` over a real database file.
 
+mod common;
 mod store_support;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use common::TAG_KEYS;
 use serde_json::Value;
 use store_support::*;
 use ttp_worker::store::{Format, Store, StoreError, TagsQuery, run_stats, run_tags};
@@ -177,27 +179,9 @@ fn json_lines_carry_the_documented_keys_in_order() {
     );
     let row: serde_json::Map<String, Value> = serde_json::from_str(text.trim_end()).unwrap();
     let keys: Vec<&str> = row.keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        [
-            "uuid",
-            "source_kind",
-            "source_id",
-            "attacker_uuid",
-            "identity_uuid",
-            "attacker_ip",
-            "session_id",
-            "decky_id",
-            "tactic",
-            "technique_id",
-            "sub_technique_id",
-            "confidence",
-            "rule_id",
-            "rule_version",
-            "evidence",
-            "created_at"
-        ]
-    );
+    let mut want = TAG_KEYS.to_vec();
+    want.push("created_at");
+    assert_eq!(keys, want);
     assert_eq!(row["uuid"], uuid_for("sub3").as_str());
     assert_eq!(row["technique_id"], "T1110");
     assert_eq!(row["sub_technique_id"], "T1110.003");

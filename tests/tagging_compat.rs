@@ -1,29 +1,22 @@
 //! DECNET parity on the shared dev corpus: every tag DECNET produced must come out of
 //! ttp-worker identically; extra tags are allowed only for attackers DECNET could not resolve.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 
+use common::corpus::{compat, reference_options};
 use serde_json::Value;
+use ttp_worker::tagging::Tagger;
 use ttp_worker::tagging::commands::{decode_line, parse_line, run_tag};
-use ttp_worker::tagging::{EngineOptions, Tagger};
-
-fn compat(path: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compat/")).join(path)
-}
 
 #[test]
 fn dev_1k_reproduces_every_decnet_tag() {
-    if !compat("corpus/dev-1k.jsonl").exists() {
-        eprintln!("shared/compat fixtures not present; skipping");
-        return;
-    }
-    let options = EngineOptions {
-        rules_dirs: vec![compat("decnet-rules")],
-        no_builtin_rules: true,
-        intel_maps_dir: Some(compat("decnet-intel")),
-        anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
-    };
+    assert!(
+        compat("corpus/dev-1k.jsonl").exists(),
+        "the compat fixtures (../shared/compat) are missing"
+    );
+    let options = reference_options();
     let input = std::fs::read(compat("corpus/dev-1k.jsonl")).unwrap_or_default();
     let mut out = Vec::new();
     let mut err = Vec::new();
@@ -146,16 +139,11 @@ fn dev_1k_reproduces_every_decnet_tag() {
 /// payload) gives exactly the daemon's tags (envelope decoding, payload copied on resolution).
 #[test]
 fn in_place_tagging_agrees_with_the_daemon_path_on_dev_1k() {
-    if !compat("corpus/dev-1k.jsonl").exists() {
-        eprintln!("shared/compat fixtures not present; skipping");
-        return;
-    }
-    let options = EngineOptions {
-        rules_dirs: vec![compat("decnet-rules")],
-        no_builtin_rules: true,
-        intel_maps_dir: Some(compat("decnet-intel")),
-        anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
-    };
+    assert!(
+        compat("corpus/dev-1k.jsonl").exists(),
+        "the compat fixtures (../shared/compat) are missing"
+    );
+    let options = reference_options();
     let mut daemon = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
     let mut command = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(compat("corpus/dev-1k.jsonl")).unwrap_or_default();

@@ -12,9 +12,11 @@
 //!
 //! `TAGGING_FUZZ_SEED` and `TAGGING_FUZZ_CASES` (payloads per pack, default 1000) explore more.
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::path::PathBuf;
+mod common;
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+use common::corpus::{compat, reference_options};
 use serde_json::{Map, Value, json};
 use ttp_worker::tagging::{CONFIDENCE_FLOOR, EngineOptions, MessageTags, Tagger};
 use ttp_worker::topics::{ATTACKER_FINGERPRINTED, CANARY_ALL, TOPICS};
@@ -487,10 +489,6 @@ fn check(tagged: &MessageTags, subject: &str, kind: &str, payload: &Map<String, 
     );
 }
 
-fn compat(path: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compat/")).join(path)
-}
-
 fn fuzz(options: &EngineOptions, seed: u64) {
     let cases: usize = std::env::var("TAGGING_FUZZ_CASES")
         .ok()
@@ -570,15 +568,9 @@ fn arbitrary_payloads_with_the_builtin_pack() {
 
 #[test]
 fn arbitrary_payloads_with_the_reference_pack() {
-    if !compat("decnet-rules").exists() {
-        eprintln!("shared/compat fixtures not present; skipping");
-        return;
-    }
-    let options = EngineOptions {
-        rules_dirs: vec![compat("decnet-rules")],
-        no_builtin_rules: true,
-        intel_maps_dir: Some(compat("decnet-intel")),
-        anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
-    };
-    fuzz(&options, seed() ^ 0xdec);
+    assert!(
+        compat("decnet-rules").exists(),
+        "the compat fixtures (../shared/compat) are missing"
+    );
+    fuzz(&reference_options(), seed() ^ 0xdec);
 }

@@ -1,7 +1,10 @@
 //! Rule-file error reporting, lifter failure tolerance and reload, through the public API.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::TAG_KEYS;
 use serde_json::{Map, Value, json};
 use ttp_worker::tagging::commands::{run_check_rules, run_tag};
 use ttp_worker::tagging::{EngineOptions, Tagger};
@@ -101,26 +104,7 @@ not json
         .as_object()
         .map(|o| o.keys().map(String::as_str).collect())
         .unwrap_or_default();
-    assert_eq!(
-        keys,
-        [
-            "uuid",
-            "source_kind",
-            "source_id",
-            "attacker_uuid",
-            "identity_uuid",
-            "attacker_ip",
-            "session_id",
-            "decky_id",
-            "tactic",
-            "technique_id",
-            "sub_technique_id",
-            "confidence",
-            "rule_id",
-            "rule_version",
-            "evidence"
-        ]
-    );
+    assert_eq!(keys, TAG_KEYS);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

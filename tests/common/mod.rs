@@ -17,6 +17,26 @@ use serde_json::{Map, Value};
 pub mod corpus;
 pub mod inproc;
 
+/// A tag's members, in the order the `tag` command writes them and the store returns them
+/// (tagging.md §4.1); the store adds `created_at`.
+pub const TAG_KEYS: [&str; 15] = [
+    "uuid",
+    "source_kind",
+    "source_id",
+    "attacker_uuid",
+    "identity_uuid",
+    "attacker_ip",
+    "session_id",
+    "decky_id",
+    "tactic",
+    "technique_id",
+    "sub_technique_id",
+    "confidence",
+    "rule_id",
+    "rule_version",
+    "evidence",
+];
+
 /// How long to wait for anything a test expects to happen "soon"; generous, for loaded CI.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
