@@ -122,22 +122,8 @@ pub fn stored_rows(db: &Path) -> BTreeMap<String, serde_json::Map<String, Value>
         .query_map([], |row| {
             let text = |i: usize| row.get::<_, Option<String>>(i).map(Value::from);
             let mut map = serde_json::Map::new();
-            for (i, key) in [
-                "uuid",
-                "source_kind",
-                "source_id",
-                "attacker_uuid",
-                "identity_uuid",
-                "attacker_ip",
-                "session_id",
-                "decky_id",
-                "tactic",
-                "technique_id",
-                "sub_technique_id",
-            ]
-            .iter()
-            .enumerate()
-            {
+            // The text columns: the first eleven, up to `sub_technique_id`.
+            for (i, key) in super::TAG_KEYS[..11].iter().enumerate() {
                 map.insert((*key).into(), text(i)?);
             }
             map.insert("confidence".into(), Value::from(row.get::<_, f64>(11)?));
