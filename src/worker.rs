@@ -27,6 +27,13 @@ pub const MAX_BATCH: usize = 256;
 /// How long wake must stay quiet after work before the handler is told to settle.
 pub const SETTLE_AFTER: Duration = Duration::from_secs(2);
 
+/// How soon a held batch is first tried again; each failure doubles the wait, up to
+/// [`RETRY_MAX`]. Ticks retry too, but the poll interval (60 s by default) is too long to leave
+/// a batch waiting after a brief failure: meanwhile no new work is taken, and in core mode the
+/// client's queues overflow and drop.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Something for the main loop to do.
 pub enum Wake {
     /// A message from the bus, already decoded by its subscription thread.
@@ -110,7 +117,8 @@ pub trait Outbox {
 /// What happens to messages. The tagging engine plugs in here.
 pub trait Handler {
     /// One coalesced burst of messages, in arrival order. An error means nothing of the batch
-    /// may be considered done: it is kept, retried on every tick, and not acknowledged.
+    /// may be considered done: it is kept, retried (after [`RETRY_FIRST`], backing off, and on
+    /// every tick), and not acknowledged.
     fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed>;
     /// SIGHUP arrived.
     fn reload(&mut self);
@@ -132,6 +140,8 @@ enum Event {
     Shutdown(ShutdownCause),
     /// No work for [`MainLoop::settle_after`] since the last batch.
     Settle,
+    /// Time to try the held batch again.
+    Retry,
 }
 
 /// What `run` hands back: why it stopped, and the handler (tests inspect it).
@@ -147,8 +157,13 @@ pub struct MainLoop<B, H> {
     bus: B,
     handler: H,
     counters: Arc<Counters>,
-    /// A batch the handler failed on, with its acks, waiting for the next tick to retry.
+    /// A batch the handler failed on, with its acks, waiting to be retried.
     held: Option<Vec<Delivery>>,
+    /// When the held batch is tried next (ticks try it too), and the wait after the next failure.
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    retry_first: Duration,
+    retry_max: Duration,
     failed_connects: u64,
     poll_interval_hint: String,
     settle_after: Duration,
@@ -167,11 +182,23 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             handler,
             counters,
             held: None,
+            retry_at: None,
+            retry_delay: RETRY_FIRST,
+            retry_first: RETRY_FIRST,
+            retry_max: RETRY_MAX,
             failed_connects: 0,
             poll_interval_hint: "tick".to_owned(),
             settle_after: SETTLE_AFTER,
             settle_at: None,
         }
+    }
+
+    /// Changes how soon a held batch is retried, and the longest wait between retries (tests).
+    pub fn with_retry_after(mut self, first: Duration, max: Duration) -> Self {
+        self.retry_first = first;
+        self.retry_delay = first;
+        self.retry_max = max;
+        self
     }
 
     /// Changes how long the loop waits after work before the handler settles (tests).
@@ -202,6 +229,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                     self.settle_at = None;
                     self.handler.settle();
                 }
+                Event::Retry => self.retry_held(),
             }
         };
         log::info!("shutting down: {cause}");
@@ -223,9 +251,10 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             &self.inbox.wake
         };
         // A held batch is still work in progress: no settling until it is through.
-        let settle = match self.settle_at {
-            Some(when) if self.held.is_none() => at(when),
-            _ => never(),
+        let (settle, retry) = match (self.held.is_some(), self.settle_at, self.retry_at) {
+            (false, Some(when), _) => (at(when), never()),
+            (true, _, Some(when)) => (never(), at(when)),
+            _ => (never(), never()),
         };
         select! {
             recv(self.inbox.shutdown) -> cause => {
@@ -242,6 +271,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             },
             recv(self.inbox.tick) -> _ => Event::Tick,
             recv(settle) -> _ => Event::Settle,
+            recv(retry) -> _ => Event::Retry,
         }
     }
 
@@ -249,6 +279,10 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         if self.bus.wanted() && !self.bus.is_connected() {
             self.try_connect();
         }
+        self.retry_held();
+    }
+
+    fn retry_held(&mut self) {
         if let Some(batch) = self.held.take() {
             log::info!("retrying a held batch of {} messages", batch.len());
             self.handle(batch);
@@ -287,14 +321,19 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         match self.handler.handle_batch(&messages, &self.bus) {
             Ok(()) => {
                 self.settle_at = Some(Instant::now() + self.settle_after);
+                self.retry_at = None;
+                self.retry_delay = self.retry_first;
                 Counters::add(&self.counters.processed, messages.len() as u64);
                 acks.into_iter().flatten().for_each(|ack| ack.ack());
             }
             Err(failure) => {
                 log::warn!(
-                    "could not finish a batch of {} messages ({failure}); holding it and retrying on every tick",
-                    messages.len()
+                    "could not finish a batch of {} messages ({failure}); holding it, retrying in {} s",
+                    messages.len(),
+                    self.retry_delay.as_secs_f64()
                 );
+                self.retry_at = Some(Instant::now() + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(self.retry_max);
                 let held = messages
                     .into_iter()
                     .zip(acks)
@@ -511,7 +550,12 @@ mod tests {
                 acks: Arc::new(AtomicUsize::new(0)),
                 naks: Arc::new(AtomicUsize::new(0)),
                 counters: counters.clone(),
-                main_loop: Some(MainLoop::new(inbox, bus, handler, counters)),
+                // Held batches wait for a tick unless a test asks otherwise, so that attempts
+                // can be counted exactly.
+                main_loop: Some(
+                    MainLoop::new(inbox, bus, handler, counters)
+                        .with_retry_after(Duration::from_secs(3600), Duration::from_secs(3600)),
+                ),
             }
         }
 
@@ -809,6 +853,33 @@ mod tests {
                 vec!["attacker.session.ended", "email.received"],
                 vec!["attacker.observed"]
             ]
+        );
+        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        running.join().unwrap();
+    }
+
+    /// A held batch is tried again on its own, without waiting for a tick, until it goes
+    /// through; then the retries stop.
+    #[test]
+    fn a_held_batch_is_retried_without_waiting_for_a_tick() {
+        let mut h = Harness::new(true, Some(1));
+        h.main_loop = h
+            .main_loop
+            .take()
+            .map(|m| m.with_retry_after(Duration::from_millis(20), Duration::from_millis(80)));
+        h.failing.store(true, Ordering::SeqCst);
+        h.durable_message("attacker.session.ended");
+        let running = h.start();
+        eventually("three retries, no tick sent", || h.handle_attempts() >= 4);
+        assert_eq!(h.acked(), 0);
+        h.failing.store(false, Ordering::SeqCst);
+        eventually("the batch went through", || h.acked() == 1);
+        let attempts = h.handle_attempts();
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            h.handle_attempts(),
+            attempts,
+            "retried after it went through"
         );
         h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
         running.join().unwrap();

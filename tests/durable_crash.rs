@@ -265,7 +265,7 @@ fn a_full_disk_holds_events_unacked_and_nothing_is_lost_once_space_returns() {
         );
     }
     assert!(worker.is_running(), "the worker died on a full disk");
-    worker.wait_for_log("holding it and retrying");
+    worker.wait_for_log("holding it, retrying in");
 
     let lifted = std::process::Command::new("prlimit")
         .args([
