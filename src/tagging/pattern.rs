@@ -1,10 +1,11 @@
 //! The pattern-rule engine (tagging.md §7): regex rules over one payload field.
 //!
 //! All rules of a source kind that read the same field and need no look-around are compiled
-//! into one `RegexSet`, so an event costs one scan per field rather than one per rule. The set
-//! answers for ASCII texts only, so it is compiled without Unicode: on ASCII text Python's
-//! Unicode `\w`, `\b`, `\d`, `\s` and case folding agree with their ASCII forms, and the
-//! ASCII automaton is a fraction of the size (it is most of the idle daemon's heap).
+//! into one set (a multi-pattern regex), so an event costs one scan per field rather than one
+//! per rule. The set answers for ASCII texts only, so it is compiled without Unicode: on ASCII
+//! text Python's Unicode `\w`, `\b`, `\d`, `\s` and case folding agree with their ASCII
+//! forms, and the ASCII automaton is a fraction of the size (it is most of the idle daemon's
+//! heap).
 //!
 //! Each set's lazy DFA cache is ours rather than hidden in a pool: it grows toward its
 //! 2 MiB capacity under varied traffic, which a busy daemon needs and an idle one does not,

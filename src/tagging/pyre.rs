@@ -4,7 +4,7 @@
 //! `regex` dialect (tagging.md §7.4): literal braces escaped, `{,n}` spelled `{0,n}`, `\Z` as
 //! `\z`, Python's wider `\s`, and `$` that also matches before one trailing newline. Patterns
 //! that need look-around or back-references go to `fancy-regex`; all others stay on `regex`,
-//! which can then evaluate a whole rule set in one pass (`RegexSet`).
+//! which can then evaluate a whole rule set in one pass.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -40,7 +40,7 @@ pub enum Dollar {
 /// tails (tagging.md §7.4).
 ///
 /// Compiling waits for the first search because most patterns are answered by their kind's
-/// `RegexSet` and never searched on their own: holding every compiled pattern from start-up
+/// rule set and never searched on their own: holding every compiled pattern from start-up
 /// was 1.4 MiB of the idle daemon's 3 MiB of heap. Clones share the compiled engines.
 #[derive(Debug, Clone)]
 pub struct PyRegex(Arc<Engines>);
