@@ -131,6 +131,29 @@ impl TaggedWatch {
     }
 }
 
+/// SIGTERM, then a clean exit within the 2 s the daemon promises.
+fn stop_cleanly(worker: &mut Worker) {
+    worker.signal("TERM");
+    assert!(
+        worker
+            .wait_exit(Duration::from_secs(2))
+            .is_some_and(|s| s.success())
+    );
+}
+
+/// Sets the running worker's file-size limit (`prlimit --fsize`), as a full disk would.
+fn limit_file_size(worker: &Worker, limit: &str) {
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &worker.pid().to_string(),
+            &format!("--fsize={limit}"),
+        ])
+        .status()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(status.success());
+}
+
 fn assert_converged(db: &Path, lines: &[String], announced: &BTreeMap<String, usize>) {
     let expected = reference_tags(lines);
     let stored = stored_uuids(db);
@@ -178,12 +201,7 @@ fn kill_9_of_the_worker_mid_replay_loses_and_duplicates_nothing() {
 
     let mut worker = start_durable_worker(&server, &db);
     wait_until_drained(&server);
-    worker.signal("TERM");
-    assert!(
-        worker
-            .wait_exit(Duration::from_secs(2))
-            .is_some_and(|s| s.success())
-    );
+    stop_cleanly(&mut worker);
     assert_converged(&db, &lines, &tagged.counts());
 }
 
@@ -215,12 +233,7 @@ fn a_nats_server_crash_mid_replay_loses_nothing() {
     });
     wait_until_drained(&server);
     let mut worker = worker;
-    worker.signal("TERM");
-    assert!(
-        worker
-            .wait_exit(Duration::from_secs(2))
-            .is_some_and(|s| s.success())
-    );
+    stop_cleanly(&mut worker);
     assert_converged(&db, &lines, &BTreeMap::new());
 }
 
@@ -237,16 +250,8 @@ fn a_full_disk_holds_events_unacked_and_nothing_is_lost_once_space_returns() {
     health.next_beat();
     let lines: Vec<String> = corpus_lines().into_iter().take(200).collect();
 
-    let size_limit = std::fs::metadata(&db).unwrap().len().to_string();
-    let limited = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &worker.pid().to_string(),
-            &format!("--fsize={size_limit}:unlimited"),
-        ])
-        .status()
-        .expect("prlimit (util-linux) is needed for this test");
-    assert!(limited.success());
+    let size = std::fs::metadata(&db).unwrap().len();
+    limit_file_size(&worker, &format!("{size}:unlimited"));
 
     publish_to_stream(&server.url(), &lines);
     let beat = health.beat_where("the store refused a batch", |beat| {
@@ -267,24 +272,11 @@ fn a_full_disk_holds_events_unacked_and_nothing_is_lost_once_space_returns() {
     assert!(worker.is_running(), "the worker died on a full disk");
     worker.wait_for_log("holding it, retrying in");
 
-    let lifted = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &worker.pid().to_string(),
-            "--fsize=unlimited:unlimited",
-        ])
-        .status()
-        .unwrap();
-    assert!(lifted.success());
+    limit_file_size(&worker, "unlimited:unlimited");
     health.beat_within(PATIENCE * 3, "every event was processed", |beat| {
         counter(beat, "processed") >= lines.len() as u64
     });
     wait_until_drained(&server);
-    worker.signal("TERM");
-    assert!(
-        worker
-            .wait_exit(Duration::from_secs(2))
-            .is_some_and(|s| s.success())
-    );
+    stop_cleanly(&mut worker);
     assert_converged(&db, &lines, &BTreeMap::new());
 }
