@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::corpus::{corpus_lines, distinct_copies, reference_args, subject_of};
-use common::{HealthWatch, NatsServer, Worker, counter, envelope_body};
+use common::{HealthWatch, NatsServer, Worker, counter, envelope_body, free_port};
 
 /// Events in a throughput run: dev-1k a hundred times over, with distinct ids per copy; long
 /// enough (5 s at 20k/s) that the heartbeat's granularity does not bias the rate.
@@ -105,11 +105,7 @@ struct Throughput {
 /// Publishes every line at `rate` events/s (bursts once a millisecond) and times the worker
 /// until it has processed them all.
 fn throughput(lines: &[String], durable: bool, rate: u64) -> Throughput {
-    let server = if durable {
-        NatsServer::start_jetstream()
-    } else {
-        NatsServer::start()
-    };
+    let server = NatsServer::start_on(free_port(), durable);
     let health = HealthWatch::new(&server);
     let (_worker, _dir) = start_worker(&server, durable, &[]);
     health.next_beat();
@@ -156,11 +152,7 @@ struct Latency {
 /// Offers one new session a millisecond, each with a command the reference pack tags, and
 /// measures publish → `ttp.tagged` by the session id the announcement carries.
 fn latency(durable: bool) -> Latency {
-    let server = if durable {
-        NatsServer::start_jetstream()
-    } else {
-        NatsServer::start()
-    };
+    let server = NatsServer::start_on(free_port(), durable);
     let health = HealthWatch::new(&server);
     let (_worker, _dir) = start_worker(&server, durable, &[]);
     health.next_beat();
