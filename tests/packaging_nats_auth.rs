@@ -22,6 +22,12 @@ fn write(dir: &Path, name: &str, content: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// A core server configured by `config` (written to a file in `dir`).
+fn server_with_config(dir: &Path, config: &str) -> NatsServer {
+    let path = write(dir, "nats.conf", config);
+    NatsServer::start_with(&["-c", &path])
+}
+
 /// Starts the worker against `server_url` with `env`, waits until it is connected and the
 /// server lists a client named `ttp`, then checks that its log holds none of `secrets`.
 fn connects(server: &NatsServer, server_url: &str, env: &[(&str, &str)], secrets: &[&str]) {
@@ -57,12 +63,10 @@ fn is_refused(url: &str, env: &[(&str, &str)], secrets: &[&str]) {
 #[test]
 fn user_and_password_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = write(
+    let server = server_with_config(
         dir.path(),
-        "auth.conf",
         &format!("authorization {{ user: ttp, password: \"{PASSWORD}\" }}\n"),
     );
-    let server = NatsServer::start_with(&["-c", &conf]);
     let password = write(dir.path(), "password", &format!("{PASSWORD}\n"));
     connects(
         &server,
@@ -89,12 +93,10 @@ fn user_and_password_from_a_file() {
 #[test]
 fn token_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = write(
+    let server = server_with_config(
         dir.path(),
-        "auth.conf",
         &format!("authorization {{ token: \"{TOKEN}\" }}\n"),
     );
-    let server = NatsServer::start_with(&["-c", &conf]);
     let token = write(dir.path(), "token", &format!("{TOKEN}\n"));
     connects(
         &server,
@@ -110,15 +112,13 @@ fn nkey_seed_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let pair = nkeys::KeyPair::new_user();
     let seed = pair.seed().unwrap();
-    let conf = write(
+    let server = server_with_config(
         dir.path(),
-        "auth.conf",
         &format!(
             "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
             pair.public_key()
         ),
     );
-    let server = NatsServer::start_with(&["-c", &conf]);
     let seed_file = write(dir.path(), "seed", &format!("{seed}\n"));
     connects(
         &server,
@@ -215,9 +215,8 @@ fn a_creds_file_against_an_operator_mode_server() {
         "ttp-test-operator",
         serde_json::json!({"type": "operator", "version": 2}),
     );
-    let conf = write(
+    let server = server_with_config(
         dir.path(),
-        "operator.conf",
         &format!(
             "operator: \"{operator_jwt}\"\nresolver: MEMORY\n\
              resolver_preload: {{\n  {}: \"{}\"\n}}\n",
@@ -225,7 +224,6 @@ fn a_creds_file_against_an_operator_mode_server() {
             account_jwt(&operator, &account)
         ),
     );
-    let server = NatsServer::start_with(&["-c", &conf]);
 
     let (creds, seed) = creds_for(&account);
     let creds_file = write(dir.path(), "ttp.creds", &creds);
