@@ -8,13 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::TAG_KEYS;
+use common::corpus::compat;
 use serde_json::Value;
-
-fn compat(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/compat")
-        .join(path)
-}
 
 fn ttp_worker() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ttp-worker"));
