@@ -223,7 +223,8 @@ impl PatternEngine {
     }
 
     /// Bytes held by the sets' lazy DFA caches.
-    pub fn cache_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn cache_bytes(&self) -> usize {
         self.plans
             .values()
             .flat_map(|plan| plan.sets.iter().flatten())
