@@ -2,9 +2,10 @@
 //!
 //! The loop sees only channels. Subscription threads put messages on **wake**, a
 //! `crossbeam_channel::tick` drives **tick**, and signals or a control stop put a cause on
-//! **shutdown**. A one-shot timer, set by each batch to fire a little after it, tells the
-//! handler when a burst is over. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop
-//! taking messages, close) and [`Handler`] (what to do with a burst of messages). That is what
+//! **shutdown**. Two one-shot timers join them: one, set by each batch to fire a little after
+//! it, tells the handler when a burst is over; the other retries a batch the handler could not
+//! finish. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop taking
+//! messages, close) and [`Handler`] (what to do with a burst of messages). That is what
 //! lets unit tests drive the loop by sending on its channels, with no network at all.
 
 use std::fmt;
@@ -282,6 +283,11 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         self.retry_held();
     }
 
+    /// Work was done: settle once nothing more has come for `settle_after`.
+    fn worked(&mut self) {
+        self.settle_at = Some(Instant::now() + self.settle_after);
+    }
+
     fn retry_held(&mut self) {
         if let Some(batch) = self.held.take() {
             log::info!("retrying a held batch of {} messages", batch.len());
@@ -307,7 +313,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         if reload {
             log::info!("reload requested (SIGHUP)");
             self.handler.reload();
-            self.settle_at = Some(Instant::now() + self.settle_after);
+            self.worked();
         }
     }
 
@@ -320,7 +326,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             batch.into_iter().map(|d| (d.message, d.ack)).unzip();
         match self.handler.handle_batch(&messages, &self.bus) {
             Ok(()) => {
-                self.settle_at = Some(Instant::now() + self.settle_after);
+                self.worked();
                 self.retry_at = None;
                 self.retry_delay = self.retry_first;
                 Counters::add(&self.counters.processed, messages.len() as u64);
