@@ -11,6 +11,9 @@
 //! `TAG_BENCH_COPIES` (default 20) and `TAG_BENCH_RUNS` (default 7) change the corpus size and
 //! the number of measured runs.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -30,7 +33,7 @@ const ID_MEMBERS: [&str; 8] = [
 ];
 
 fn main() {
-    let compat = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compat"));
+    let compat = common::corpus::compat("");
     let source = compat.join("corpus/dev-1k.jsonl");
     if !source.exists() {
         eprintln!(

@@ -14,7 +14,7 @@ use ttp_worker::tagging::commands::{decode_line, parse_line, run_tag};
 fn dev_1k_reproduces_every_decnet_tag() {
     assert!(
         compat("corpus/dev-1k.jsonl").exists(),
-        "the compat fixtures (../shared/compat) are missing"
+        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
     );
     let options = reference_options();
     let input = std::fs::read(compat("corpus/dev-1k.jsonl")).unwrap_or_default();
@@ -141,7 +141,7 @@ fn dev_1k_reproduces_every_decnet_tag() {
 fn in_place_tagging_agrees_with_the_daemon_path_on_dev_1k() {
     assert!(
         compat("corpus/dev-1k.jsonl").exists(),
-        "the compat fixtures (../shared/compat) are missing"
+        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
     );
     let options = reference_options();
     let mut daemon = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));

@@ -570,7 +570,7 @@ fn arbitrary_payloads_with_the_builtin_pack() {
 fn arbitrary_payloads_with_the_reference_pack() {
     assert!(
         compat("decnet-rules").exists(),
-        "the compat fixtures (../shared/compat) are missing"
+        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
     );
     fuzz(&reference_options(), seed() ^ 0xdec);
 }

@@ -190,7 +190,7 @@ fn check_rules_warns_about_a_rule_no_lifter_runs() {
     let pack = compat("decnet-rules");
     assert!(
         pack.exists(),
-        "the compat fixtures (../shared/compat) are missing"
+        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
     );
     let options = EngineOptions {
         rules_dirs: vec![pack.clone()],

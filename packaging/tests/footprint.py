@@ -11,7 +11,7 @@ shares with the page cache, and VmHWM, the peak) of the daemon 3 s after it logg
 (or, after traffic, 3 s after the store stopped changing, by when it has settled), for: built-in
 pack connected to NATS, plain and with the environment the packaged unit adds
 (MALLOC_ARENA_MAX=2); the same after it has tagged DECNET's 1k-event dev corpus
-(../shared/compat, when present) and settled, which shows what traffic leaves behind (rule
+(../shared/compat or $TTP_COMPAT_DIR, when present) and settled, which shows what traffic leaves behind (rule
 regexes compiled on first use; the caches a burst grows are given back), and after 20 such
 bursts of distinct events (the corpus `make bench-tag` writes, when present; one start, about
 two minutes); built-in pack with --no-bus; no rules and --no-bus. Each is the median
@@ -68,7 +68,9 @@ def start(extra, env_extra, until):
     raise SystemExit(f"worker exited before logging {until!r}")
 
 
-CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared/compat/corpus/dev-1k.jsonl")
+# The shared compat fixtures, found as the tests find them.
+COMPAT = os.environ.get("TTP_COMPAT_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared/compat")
+CORPUS = os.path.join(COMPAT, "corpus/dev-1k.jsonl")
 
 
 # 20,000 distinct events (dev-1k twenty times, ids rewritten per copy), made by `make bench-tag`.

@@ -371,7 +371,7 @@ mod tests {
     use crate::tagging::lifters::testkit::rule;
     use crate::tagging::pyre::tests::{DIALECT_CASES, reference, token_strings};
     use crate::tagging::rules::RuleSet;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     /// Command rules `R0`, `R1`, … over `command_text`, one per pattern.
     fn command_rules<'p>(patterns: impl IntoIterator<Item = &'p str>) -> Vec<Arc<Rule>> {
@@ -429,7 +429,11 @@ mod tests {
     fn ascii_sets_agree_with_the_unicode_patterns_on_ascii_text() {
         let mut set = RuleSet::default();
         builtin::add_rules(&mut set);
-        let decnet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/decnet-rules");
+        // As tests/common/corpus.rs finds the shared fixtures.
+        let decnet = std::env::var_os("TTP_COMPAT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat"))
+            .join("decnet-rules");
         assert!(decnet.is_dir(), "{} is missing", decnet.display());
         set.add_dir(&decnet);
         assert!(set.problems.is_empty(), "{:?}", set.problems);

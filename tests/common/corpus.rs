@@ -1,5 +1,6 @@
-//! The reference corpus and rule pack (read from `../shared/compat/` at test time), and ways
-//! to replay them and read back what the worker stored.
+//! The reference corpus and rule pack (read at test time from `../shared/compat/` beside the
+//! project, or from `$TTP_COMPAT_DIR`), and ways to replay them and read back what the worker
+//! stored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -8,16 +9,19 @@ use serde_json::Value;
 use ttp_worker::tagging::commands::parse_line;
 use ttp_worker::tagging::{EngineOptions, Tag, Tagger};
 
+/// A file of the shared compat fixtures: under `$TTP_COMPAT_DIR` when set (a checkout that
+/// does not sit beside `shared/`), else `../shared/compat` from the project.
 pub fn compat(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/compat")
+    std::env::var_os("TTP_COMPAT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/compat"))
         .join(path)
 }
 
 /// `dev-1k.jsonl`, one envelope per line.
 pub fn corpus_lines() -> Vec<String> {
     std::fs::read_to_string(compat("corpus/dev-1k.jsonl"))
-        .expect("the compat corpus (../shared/compat) is missing")
+        .expect("the compat corpus (../shared/compat or $TTP_COMPAT_DIR) is missing")
         .lines()
         .map(str::to_owned)
         .collect()
