@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use common::corpus::{corpus_lines, distinct_copies, reference_options};
+use ttp_worker::channels::Outbox;
 use ttp_worker::counters::{Counters, Mode};
+use ttp_worker::daemon::{Handler, MAX_BATCH, TaggingPipeline};
 use ttp_worker::envelope::Inbound;
-use ttp_worker::pipeline::TaggingPipeline;
 use ttp_worker::store::Store;
 use ttp_worker::tagging::Tagger;
 use ttp_worker::tagging::commands::parse_line;
-use ttp_worker::worker::{Handler, MAX_BATCH, Outbox};
 
 /// Counts what would have gone on the bus.
 #[derive(Default)]

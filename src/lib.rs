@@ -3,22 +3,17 @@
 //! The binary in `main.rs` is a thin shell over this library so that tests can drive every
 //! part — the envelope codec, the subjects, the main loop — without a process in between.
 
-pub mod announce;
 pub mod bus;
+pub mod channels;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod envelope;
-pub mod heartbeat;
 pub mod logging;
 pub mod memory;
-pub mod pipeline;
 pub mod redact;
-pub mod signals;
 pub mod store;
 pub mod tagging;
 pub mod topics;
 pub mod units;
-pub mod worker;

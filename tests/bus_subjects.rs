@@ -12,8 +12,8 @@ use serde_json::json;
 
 use common::inproc::InProcessWorker;
 use common::{NatsServer, PATIENCE, envelope_body, sample_subjects};
+use ttp_worker::channels::ShutdownCause;
 use ttp_worker::topics::{CONTROL, TOPICS};
-use ttp_worker::worker::ShutdownCause;
 
 fn run_worker(server: &NatsServer) -> InProcessWorker {
     InProcessWorker::start(server, false)

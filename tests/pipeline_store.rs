@@ -19,7 +19,7 @@ use common::corpus::{
 use common::inproc::InProcessWorker;
 use common::{NatsServer, PATIENCE, envelope_body};
 use ttp_worker::counters::Counters;
-use ttp_worker::pipeline::TaggingPipeline;
+use ttp_worker::daemon::TaggingPipeline;
 use ttp_worker::store::Store;
 use ttp_worker::tagging::{EngineOptions, Tagger};
 

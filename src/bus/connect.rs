@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
-use super::BusError;
+use super::error::BusError;
 use crate::config::{BusAuth, BusSecurity};
 use crate::counters::Counters;
 use crate::redact::redact_url;

@@ -18,12 +18,12 @@ use nats::jetstream::{
     StreamConfig,
 };
 
-use super::BusError;
+use super::error::BusError;
 use super::intake::decode;
+use crate::channels::{Ack, Delivery};
 use crate::config;
 use crate::counters::Counters;
 use crate::topics::TOPICS;
-use crate::worker::{Ack, Delivery, Wake};
 
 /// Messages in flight per consumer; with nine consumers this bounds our memory the way the
 /// wake channel's capacity does in core mode.
@@ -176,7 +176,7 @@ impl Ack for JetStreamAck {
     }
 }
 
-/// Starts the thread that pulls from one consumer into `wake` until `stop` closes.
+/// Starts the thread that pulls from one consumer into `messages` until `stop` closes.
 ///
 /// The client offers no channel to select on for pull subscriptions, so the thread waits on
 /// short-lived pull requests and looks at `stop` between messages; a stop is noticed within
@@ -185,7 +185,7 @@ impl Ack for JetStreamAck {
 pub fn spawn_fetcher(
     pattern: &'static str,
     subscription: PullSubscription,
-    wake: Sender<Wake>,
+    messages: Sender<Delivery>,
     stop: Receiver<()>,
     counters: Arc<Counters>,
 ) -> io::Result<JoinHandle<()>> {
@@ -212,7 +212,7 @@ pub fn spawn_fetcher(
                     let Ok(message) = subscription.next_timeout(remaining) else {
                         break;
                     };
-                    if !forward(message, &wake, &stop, &counters) || stopped(&stop) {
+                    if !forward(message, &messages, &stop, &counters) || stopped(&stop) {
                         break 'requests;
                     }
                 }
@@ -223,7 +223,7 @@ pub fn spawn_fetcher(
 /// Hands one fetched message to the main loop; returns false when told to stop meanwhile.
 fn forward(
     mut message: nats::Message,
-    wake: &Sender<Wake>,
+    messages: &Sender<Delivery>,
     stop: &Receiver<()>,
     counters: &Arc<Counters>,
 ) -> bool {
@@ -247,7 +247,7 @@ fn forward(
         })),
     };
     select! {
-        send(wake, Wake::Message(delivery)) -> sent => sent.is_ok(),
+        send(messages, delivery) -> sent => sent.is_ok(),
         recv(stop) -> _ => false,
     }
 }

@@ -1,5 +1,5 @@
 //! Subscription threads: one per pattern, each moving messages from the client onto the main
-//! loop's wake channel.
+//! loop's message channel.
 
 use std::io;
 use std::sync::Arc;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select, tick};
 
+use crate::channels::Delivery;
 use crate::counters::Counters;
 use crate::envelope::{Envelope, Inbound};
-use crate::worker::{Delivery, Wake};
 
 /// How many messages the client may hold for one subscription while we are behind. The
 /// client's queues are otherwise unbounded (nats.md pitfall 6); past this it drops and counts.
@@ -19,11 +19,11 @@ pub const CLIENT_QUEUE_LIMIT: usize = 8192;
 /// How often a forwarder reads the client's drop counter.
 const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Starts the thread that forwards `subscription` to `wake` until `stop` closes.
+/// Starts the thread that forwards `subscription` to `messages` until `stop` closes.
 pub fn spawn_forwarder(
     pattern: &'static str,
     subscription: nats::Subscription,
-    wake: Sender<Wake>,
+    messages: Sender<Delivery>,
     stop: Receiver<()>,
     counters: Arc<Counters>,
 ) -> io::Result<JoinHandle<()>> {
@@ -37,9 +37,9 @@ pub fn spawn_forwarder(
                     recv(subscription.receiver()) -> message => {
                         let Ok(message) = message else { break };
                         let Some(inbound) = decode(&message, &counters) else { continue };
-                        // A full wake channel must not keep us from stopping.
+                        // A full message channel must not keep us from stopping.
                         select! {
-                            send(wake, Wake::Message(Delivery::unacked(inbound))) -> sent => {
+                            send(messages, Delivery::unacked(inbound)) -> sent => {
                                 if sent.is_err() { break }
                             }
                             recv(stop) -> _ => break,

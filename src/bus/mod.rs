@@ -6,51 +6,38 @@
 #![allow(deprecated)]
 
 mod connect;
+mod control;
 mod durable;
+mod error;
+mod heartbeat;
 mod intake;
 mod publish;
 
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 pub use connect::BusSettings;
+pub use error::BusError;
 pub use publish::Publisher;
 
-use crate::control;
+use crate::channels::{Bus, ControlSender, Delivery, Outbox};
 use crate::counters::Counters;
-use crate::heartbeat;
 use crate::redact::redact_url;
 use crate::topics::{CONTROL, TOPICS};
-use crate::worker::{Bus, Outbox, ShutdownCause, Wake};
 
 /// How long shutdown waits for the client to flush and close; its own flush has no bound
 /// while disconnected (nats.md pitfall 5).
 const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("cannot reach NATS at {urls}: {source}")]
-    Connect { urls: String, source: io::Error },
-    #[error("no answer from NATS at {urls} within {timeout:?}")]
-    ConnectTimedOut { urls: String, timeout: Duration },
-    #[error("JetStream: cannot {what}: {source}")]
-    JetStream { what: String, source: io::Error },
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe { subject: String, source: io::Error },
-    #[error("cannot start a thread: {0}")]
-    Spawn(io::Error),
-}
-
 /// The real bus: NATS through the sync client.
 pub struct NatsBus {
     settings: BusSettings,
-    wake: Sender<Wake>,
-    shutdown: Sender<ShutdownCause>,
+    messages: Sender<Delivery>,
+    control: ControlSender,
     counters: Arc<Counters>,
     /// Set while we close the connection ourselves; read by the client's disconnect callback.
     closing: Arc<AtomicBool>,
@@ -60,14 +47,14 @@ pub struct NatsBus {
 impl NatsBus {
     pub fn new(
         settings: BusSettings,
-        wake: Sender<Wake>,
-        shutdown: Sender<ShutdownCause>,
+        messages: Sender<Delivery>,
+        control: ControlSender,
         counters: Arc<Counters>,
     ) -> NatsBus {
         NatsBus {
             settings,
-            wake,
-            shutdown,
+            messages,
+            control,
             counters,
             closing: Arc::new(AtomicBool::new(false)),
             session: None,
@@ -90,6 +77,8 @@ impl Outbox for NatsBus {
 }
 
 impl Bus for NatsBus {
+    type Error = BusError;
+
     fn wanted(&self) -> bool {
         self.settings.enabled
     }
@@ -104,8 +93,8 @@ impl Bus for NatsBus {
         let session = Session::start(
             connection,
             &self.settings,
-            &self.wake,
-            &self.shutdown,
+            &self.messages,
+            &self.control,
             &self.counters,
         )?;
         log::info!(
@@ -155,8 +144,8 @@ impl Session {
     fn start(
         connection: nats::Connection,
         settings: &BusSettings,
-        wake: &Sender<Wake>,
-        shutdown: &Sender<ShutdownCause>,
+        messages: &Sender<Delivery>,
+        control: &ControlSender,
         counters: &Arc<Counters>,
     ) -> Result<Session, BusError> {
         let (stop_intake, intake_stopped) = bounded::<()>(0);
@@ -172,69 +161,78 @@ impl Session {
             heartbeat: None,
             flusher: Some(flusher),
         };
-        // On any failure below, dropping `session` would leave threads running; tear down
-        // explicitly instead.
-        let wired = (|| {
-            // Durable mode pulls TOPICS through JetStream; core mode subscribes. Either way
-            // one thread per pattern feeds the wake channel.
-            let js = if settings.durable {
-                let js = nats::jetstream::new(session.connection.clone());
-                durable::ensure_stream(&js, &settings.stream)?;
-                Some(js)
-            } else {
-                None
-            };
-            for pattern in TOPICS {
-                let thread = match &js {
-                    Some(js) => {
-                        let subscription = durable::bind_consumer(
-                            js,
-                            &settings.stream.name,
-                            settings.stream.ack_wait,
-                            pattern,
-                        )?;
-                        durable::spawn_fetcher(
-                            pattern,
-                            subscription,
-                            wake.clone(),
-                            intake_stopped.clone(),
-                            counters.clone(),
-                        )
-                    }
-                    None => intake::spawn_forwarder(
-                        pattern,
-                        session.subscribe(pattern)?,
-                        wake.clone(),
-                        intake_stopped.clone(),
-                        counters.clone(),
-                    ),
-                }
-                .map_err(BusError::Spawn)?;
-                session.intake_threads.push(thread);
-            }
-            let subscription = session.subscribe(CONTROL)?;
-            let thread =
-                control::spawn_listener(subscription, shutdown.clone(), intake_stopped.clone())
-                    .map_err(BusError::Spawn)?;
-            session.intake_threads.push(thread);
-            let thread = heartbeat::spawn(
-                session.publisher.clone(),
-                settings.heartbeat_interval,
-                counters.clone(),
-                heartbeat_stopped,
-            )
-            .map_err(BusError::Spawn)?;
-            session.heartbeat = Some(thread);
-            Ok(())
-        })();
-        match wired {
+        let spawned = session.spawn_threads(
+            settings,
+            messages,
+            control,
+            counters,
+            (intake_stopped, heartbeat_stopped),
+        );
+        match spawned {
             Ok(()) => Ok(session),
+            // Dropping the session would leave the threads started so far running.
             Err(err) => {
-                session.stop_intake();
                 session.close();
                 Err(err)
             }
         }
+    }
+
+    /// One thread per subscription pattern feeding the message channel (durable mode pulls
+    /// through JetStream, core mode subscribes), the control listener, then the heartbeat.
+    /// Each ends when its stop receiver's sender, kept by the session, is dropped.
+    fn spawn_threads(
+        &mut self,
+        settings: &BusSettings,
+        messages: &Sender<Delivery>,
+        control: &ControlSender,
+        counters: &Arc<Counters>,
+        (intake_stopped, heartbeat_stopped): (Receiver<()>, Receiver<()>),
+    ) -> Result<(), BusError> {
+        let jetstream = settings
+            .durable
+            .then(|| nats::jetstream::new(self.connection.clone()));
+        if let Some(js) = &jetstream {
+            durable::ensure_stream(js, &settings.stream)?;
+        }
+        for pattern in TOPICS {
+            let thread = match &jetstream {
+                Some(js) => durable::spawn_fetcher(
+                    pattern,
+                    durable::bind_consumer(
+                        js,
+                        &settings.stream.name,
+                        settings.stream.ack_wait,
+                        pattern,
+                    )?,
+                    messages.clone(),
+                    intake_stopped.clone(),
+                    counters.clone(),
+                ),
+                None => intake::spawn_forwarder(
+                    pattern,
+                    self.subscribe(pattern)?,
+                    messages.clone(),
+                    intake_stopped.clone(),
+                    counters.clone(),
+                ),
+            }
+            .map_err(BusError::Spawn)?;
+            self.intake_threads.push(thread);
+        }
+        let listener =
+            control::spawn_listener(self.subscribe(CONTROL)?, control.clone(), intake_stopped)
+                .map_err(BusError::Spawn)?;
+        self.intake_threads.push(listener);
+        let heartbeat = heartbeat::spawn(
+            self.publisher.clone(),
+            settings.heartbeat_interval,
+            counters.clone(),
+            heartbeat_stopped,
+        )
+        .map_err(BusError::Spawn)?;
+        self.heartbeat = Some(heartbeat);
+        Ok(())
     }
 
     fn subscribe(&self, subject: &str) -> Result<nats::Subscription, BusError> {

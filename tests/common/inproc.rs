@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::NatsServer;
-use ttp_worker::bus::{BusSettings, NatsBus};
+use ttp_worker::bus::BusSettings;
+use ttp_worker::channels::{ControlSender, Outbox, ShutdownCause};
 use ttp_worker::config::StreamConfig;
 use ttp_worker::counters::{Counters, Mode};
+use ttp_worker::daemon::{self, BatchFailed, Handler, Wired};
 use ttp_worker::envelope::Inbound;
-use ttp_worker::worker::{
-    BatchFailed, Handler, Inbox, MainLoop, Outbox, ShutdownCause, WAKE_CAPACITY,
-};
 
 /// Passes every message of a successful batch on to the test.
 pub struct Relay {
@@ -26,7 +25,9 @@ pub struct Relay {
 impl Handler for Relay {
     fn handle_batch(&mut self, batch: &[Inbound], _outbox: &dyn Outbox) -> Result<(), BatchFailed> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(BatchFailed("the test says this batch fails".into()));
+            return Err(BatchFailed::Transient(
+                "the test says this batch fails".into(),
+            ));
         }
         for message in batch {
             self.seen.send(message.clone()).unwrap();
@@ -40,7 +41,7 @@ pub struct InProcessWorker {
     pub seen: Receiver<Inbound>,
     pub failing: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
-    shutdown: Sender<ShutdownCause>,
+    control: ControlSender,
     thread: Option<thread::JoinHandle<ShutdownCause>>,
 }
 
@@ -71,8 +72,6 @@ impl InProcessWorker {
     ) -> InProcessWorker {
         let mode = if durable { Mode::Durable } else { Mode::Core };
         let counters = Arc::new(Counters::new(mode));
-        let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
-        let (shutdown_tx, shutdown_rx) = bounded(8);
         let settings = BusSettings {
             urls: vec![server.url()],
             enabled: true,
@@ -82,20 +81,19 @@ impl InProcessWorker {
             stream: StreamConfig::default(),
             security: Default::default(),
         };
-        let bus = NatsBus::new(settings, wake_tx, shutdown_tx.clone(), counters.clone());
         let handler = make_handler(counters.clone());
-        let inbox = Inbox {
-            wake: wake_rx,
-            tick: crossbeam_channel::tick(Duration::from_millis(100)),
-            shutdown: shutdown_rx,
-        };
-        let main_loop = MainLoop::new(inbox, bus, handler, counters.clone());
+        let Wired { main_loop, control } = daemon::wire(
+            settings,
+            Duration::from_millis(100),
+            handler,
+            counters.clone(),
+        );
         let thread = thread::spawn(move || main_loop.run().cause);
         InProcessWorker {
             seen: unbounded().1,
             failing: Arc::new(AtomicBool::new(false)),
             counters,
-            shutdown: shutdown_tx,
+            control,
             thread: Some(thread),
         }
     }
@@ -118,7 +116,7 @@ impl InProcessWorker {
     }
 
     fn stop_in_place(&mut self) -> ShutdownCause {
-        let _ = self.shutdown.send(ShutdownCause::Signal("SIGTERM"));
+        self.control.stop(ShutdownCause::Signal("SIGTERM"));
         self.thread
             .take()
             .map(|t| t.join().expect("main loop panicked"))

@@ -1,19 +1,30 @@
-//! `ttp-worker` with no subcommand: wires the channels, the signals, the bus and the handler
-//! together and runs the main loop until a shutdown cause arrives.
+//! `ttp-worker` with no subcommand: the wiring, the main loop, what it does with a batch
+//! (tag, commit, announce) and the signals that stop or reload it.
+//!
+//! [`wire`] is the one place the channels, the bus and the loop are put together; [`run`]
+//! and the in-process test harness both call it, so tests drive exactly the daemon's wiring.
+
+mod announce;
+pub mod main_loop;
+mod pipeline;
+mod signals;
+pub mod timers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, tick};
+use crossbeam_channel::tick;
+
+pub use main_loop::{BatchFailed, Handler, Inbox, MAX_BATCH, MainLoop, Stopped};
+pub use pipeline::TaggingPipeline;
 
 use crate::bus::{BusSettings, NatsBus};
+use crate::channels::{ControlSender, ShutdownCause, control_channel, message_channel};
 use crate::config::Config;
 use crate::counters::{Counters, Mode};
-use crate::pipeline::TaggingPipeline;
-use crate::signals::{self, SignalError};
 use crate::store::{Store, StoreError};
 use crate::tagging::{EngineError, Tagger};
-use crate::worker::{Inbox, MainLoop, ShutdownCause, WAKE_CAPACITY};
+use signals::SignalError;
 
 /// Upper bound on one connection attempt; beyond it the bus counts as unavailable and the
 /// next tick tries again.
@@ -36,6 +47,35 @@ impl DaemonError {
     }
 }
 
+/// The main loop over the real bus, and the handle that stops or reloads it.
+pub struct Wired<H> {
+    pub main_loop: MainLoop<NatsBus, H>,
+    pub control: ControlSender,
+}
+
+/// Makes the message and control channels, the bus that feeds them and the loop that reads
+/// them, ticking every `poll_interval`. Nothing runs until `main_loop.run()`.
+pub fn wire<H: Handler>(
+    bus: BusSettings,
+    poll_interval: Duration,
+    handler: H,
+    counters: Arc<Counters>,
+) -> Wired<H> {
+    let (messages, messages_rx) = message_channel();
+    let (control, control_rx) = control_channel();
+    let bus = NatsBus::new(bus, messages, control.clone(), counters.clone());
+    let inbox = Inbox {
+        messages: messages_rx,
+        control: control_rx,
+        tick: tick(poll_interval),
+        tick_every: poll_interval,
+    };
+    Wired {
+        main_loop: MainLoop::new(inbox, bus, handler, counters),
+        control,
+    }
+}
+
 /// Runs the daemon; returns the cause it stopped for. Every cause is a clean exit.
 pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     let mode = if config.durable {
@@ -53,10 +93,6 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     tagger.restore_learned_anchors(learned);
     crate::memory::release_freed_memory();
     let counters = Arc::new(Counters::new(mode));
-    let (wake_tx, wake_rx) = bounded(WAKE_CAPACITY);
-    // Room for every producer's stop at once; a full channel means a stop is already queued.
-    let (shutdown_tx, shutdown_rx) = bounded(8);
-    let signal_listener = signals::install(shutdown_tx.clone(), wake_tx.clone())?;
 
     let settings = BusSettings {
         urls: config.bus_urls.clone(),
@@ -66,12 +102,6 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         durable: config.durable,
         stream: config.stream.clone(),
         security: config.bus_security.clone(),
-    };
-    let bus = NatsBus::new(settings, wake_tx, shutdown_tx, counters.clone());
-    let inbox = Inbox {
-        wake: wake_rx,
-        tick: tick(config.poll_interval),
-        shutdown: shutdown_rx,
     };
     log::info!(
         "ttp-worker {} starting: {} rules ({} problems), store {}, poll interval {:?}, heartbeat every {:?}, {} mode",
@@ -84,9 +114,10 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         mode.as_str()
     );
     let pipeline = TaggingPipeline::new(tagger, store, counters.clone());
-    let stopped = MainLoop::new(inbox, bus, pipeline, counters.clone())
-        .with_poll_interval_hint(format!("{:?}", config.poll_interval))
-        .run();
+    let Wired { main_loop, control } =
+        wire(settings, config.poll_interval, pipeline, counters.clone());
+    let signal_listener = signals::install(control)?;
+    let stopped = main_loop.run();
     signal_listener.close();
     log::info!(
         "stopped after {} messages ({} malformed)",

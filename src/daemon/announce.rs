@@ -19,8 +19,16 @@ use crate::topics::{self, SegmentError, TAGGED};
 /// One message ready to publish: exact envelope bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Announcement {
+    pub kind: Kind,
     pub subject: String,
     pub bytes: Vec<u8>,
+}
+
+/// Which announcement it is; the heartbeat counts the `ttp.tagged` ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tagged,
+    RuleFired,
 }
 
 /// Why an announcement could not be built; the rest of the message's announcements still go.
@@ -97,6 +105,7 @@ pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError
     };
     match encoded {
         Ok(bytes) => out.push(Announcement {
+            kind: Kind::Tagged,
             subject: TAGGED.to_owned(),
             bytes,
         }),
@@ -122,7 +131,11 @@ pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError
             session_id: &first.session_id,
         };
         match encode(&subject, "rule.fired", &fired) {
-            Ok(bytes) => out.push(Announcement { subject, bytes }),
+            Ok(bytes) => out.push(Announcement {
+                kind: Kind::RuleFired,
+                subject,
+                bytes,
+            }),
             Err(err) => errors.push(err.into()),
         }
     }

@@ -7,11 +7,11 @@
 use std::io;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, select};
 use serde_json::Value;
 
+use crate::channels::{ControlSender, ShutdownCause};
 use crate::envelope::Envelope;
-use crate::worker::ShutdownCause;
 
 /// What a control message asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub fn interpret(body: &[u8]) -> ControlRequest {
 /// Starts the listener thread; it ends when `stop` closes.
 pub fn spawn_listener(
     subscription: nats::Subscription,
-    shutdown: Sender<ShutdownCause>,
+    control: ControlSender,
     stop: Receiver<()>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
@@ -60,7 +60,7 @@ pub fn spawn_listener(
                 select! {
                     recv(subscription.receiver()) -> message => {
                         let Ok(message) = message else { break };
-                        act_on(interpret(&message.data), &shutdown);
+                        act_on(interpret(&message.data), &control);
                     }
                     recv(stop) -> _ => break,
                 }
@@ -71,13 +71,11 @@ pub fn spawn_listener(
         })
 }
 
-fn act_on(request: ControlRequest, shutdown: &Sender<ShutdownCause>) {
+fn act_on(request: ControlRequest, control: &ControlSender) {
     match request {
         ControlRequest::Stop { requested_by } => {
             log::info!("stop requested over the bus by {requested_by}");
-            // A full or closed channel means a shutdown is already under way: stops are
-            // idempotent.
-            let _ = shutdown.try_send(ShutdownCause::Control { requested_by });
+            control.stop(ShutdownCause::Control { requested_by });
         }
         ControlRequest::Ignore(reason) => log::debug!("control message ignored: {reason}"),
     }
@@ -131,12 +129,12 @@ mod tests {
 
     #[test]
     fn repeated_stops_do_not_block_the_listener() {
-        let (shutdown, requests) = crossbeam_channel::bounded(1);
-        for _ in 0..3 {
-            act_on(stop("admin"), &shutdown);
+        let (control, requests) = crate::channels::control_channel();
+        for _ in 0..20 {
+            act_on(stop("admin"), &control);
         }
-        assert_eq!(requests.len(), 1);
+        assert!(requests.try_take().is_some());
         drop(requests);
-        act_on(stop("admin"), &shutdown);
+        act_on(stop("admin"), &control);
     }
 }

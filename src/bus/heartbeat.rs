@@ -7,9 +7,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, select, tick};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
-use crate::bus::Publisher;
+use super::publish::Publisher;
 use crate::counters::Counters;
 use crate::envelope::{Envelope, now_epoch_secs};
 use crate::topics::{HEALTH, WORKER_NAME};
@@ -45,15 +45,15 @@ pub fn spawn(
         })
 }
 
-/// Reads the counters back out of a beat; used by tests and tools that watch the worker.
-pub fn counter(beat: &Map<String, Value>, name: &str) -> Option<u64> {
-    beat.get(name).and_then(Value::as_u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::counters::Mode;
+    use serde_json::Value;
+
+    fn counter(beat: &Map<String, Value>, name: &str) -> Option<u64> {
+        beat.get(name).and_then(Value::as_u64)
+    }
 
     #[test]
     fn a_beat_carries_worker_ts_and_counters() {

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::announce;
+use super::announce;
+use super::main_loop::{BatchFailed, Handler};
+use crate::channels::Outbox;
 use crate::counters::Counters;
 use crate::envelope::Inbound;
-use crate::store::{Anchor, Store};
+use crate::store::{Anchor, Store, StoreError};
 use crate::tagging::{Tag, Tagger};
-use crate::worker::{BatchFailed, Handler, Outbox};
 
 pub struct TaggingPipeline {
     tagger: Tagger,
@@ -39,9 +40,8 @@ impl TaggingPipeline {
             log::warn!("{error}");
         }
         for announcement in announcements {
-            let is_tagged = announcement.subject == crate::topics::TAGGED;
             let sent = outbox.publish(&announcement.subject, announcement.bytes);
-            if sent && is_tagged {
+            if sent && announcement.kind == announce::Kind::Tagged {
                 Counters::bump(&self.counters.tagged_published);
             }
         }
@@ -84,12 +84,13 @@ impl Handler for TaggingPipeline {
 
         let outcome = self.store.commit_batch(&rows, &anchors).map_err(|err| {
             Counters::bump(&self.counters.store_errors);
-            let kind = if err.is_transient() {
-                ""
+            let transient = err.is_transient();
+            let refused = Box::new(StoreRefused(err));
+            if transient {
+                BatchFailed::Transient(refused)
             } else {
-                " (not expected to pass by itself)"
-            };
-            BatchFailed(format!("the tag store refused the batch{kind}: {err}"))
+                BatchFailed::Lasting(refused)
+            }
         })?;
 
         Counters::add(&self.counters.events, events as u64);
@@ -155,6 +156,10 @@ impl Handler for TaggingPipeline {
         log::debug!("quiet: released the regex and page caches and free heap pages");
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("the tag store refused the batch: {0}")]
+struct StoreRefused(#[source] StoreError);
 
 /// A payload that names both an attacker uuid and its IP tells us who that IP is; the store
 /// remembers it and upgrades that IP's earlier IP-anchored tags.

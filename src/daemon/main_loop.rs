@@ -1,145 +1,77 @@
 //! The main loop: the whole life of the daemon on one screen.
 //!
-//! The loop sees only channels. Subscription threads put messages on **wake**, a
-//! `crossbeam_channel::tick` drives **tick**, and signals or a control stop put a cause on
-//! **shutdown**. Two one-shot timers join them: one, set by each batch to fire a little after
-//! it, tells the handler when a burst is over; the other retries a batch the handler could not
-//! finish. Everything outside the loop sits behind two seams: [`Bus`] (connect, stop taking
-//! messages, close) and [`Handler`] (what to do with a burst of messages). That is what
-//! lets unit tests drive the loop by sending on its channels, with no network at all.
+//! The loop sees only channels ([`Inbox`]): subscription threads put messages on
+//! **messages**, signals and the control subject put stop and reload requests on **control**,
+//! and a `crossbeam_channel::tick` drives **tick**. Two one-shot timers ([`Timers`]) join
+//! them: one tells the handler a burst is over, the other retries a batch the handler could
+//! not finish. [`MainLoop::next_event`] turns whichever inbox is ready into an [`Event`];
+//! [`MainLoop::handle_event`] holds every policy about what follows. Everything outside the
+//! loop sits behind two seams, [`Bus`] and [`Handler`], so unit tests drive the loop by
+//! sending on its channels, with no network at all.
 
-use std::fmt;
+use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, at, never, select};
+use crossbeam_channel::{Receiver, never, select};
 
-use crate::bus::BusError;
+use super::timers::Timers;
+use crate::channels::{
+    Ack, Bus, Control, ControlReceiver, Delivery, MESSAGE_CAPACITY, Outbox, ShutdownCause,
+};
 use crate::counters::Counters;
 use crate::envelope::Inbound;
 
-/// Capacity of the wake channel. Bounded so a flood backs up into the NATS client, where the
-/// per-subscription limits decide what is dropped, instead of into unbounded memory here.
-pub const WAKE_CAPACITY: usize = 1024;
-
-/// The most messages handled as one burst; keeps a flood from starving tick and shutdown.
+/// The most messages handled as one burst; keeps a flood from starving tick and control.
 pub const MAX_BATCH: usize = 256;
 
-/// How long wake must stay quiet after work before the handler is told to settle.
-pub const SETTLE_AFTER: Duration = Duration::from_secs(2);
-
-/// How soon a held batch is first tried again; each failure doubles the wait, up to
-/// [`RETRY_MAX`]. Ticks retry too, but the poll interval (60 s by default) is too long to leave
-/// a batch waiting after a brief failure: meanwhile no new work is taken, and in core mode the
-/// client's queues overflow and drop.
-pub const RETRY_FIRST: Duration = Duration::from_secs(1);
-pub const RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Something for the main loop to do.
-pub enum Wake {
-    /// A message from the bus, already decoded by its subscription thread.
-    Message(Delivery),
-    /// SIGHUP: re-read what can be re-read (the rules, once there are rules).
-    Reload,
-}
-
-/// A message and, in durable mode, the means to confirm it.
-pub struct Delivery {
-    pub message: Inbound,
-    pub ack: Option<Box<dyn Ack>>,
-}
-
-impl Delivery {
-    /// A core-NATS message: nothing to confirm.
-    pub fn unacked(message: Inbound) -> Delivery {
-        Delivery { message, ack: None }
-    }
-}
-
-/// Tells the bus a message is fully handled so it is not delivered again. Called only after
-/// the handler succeeded for the whole batch the message was in.
-pub trait Ack: Send {
-    fn ack(self: Box<Self>);
-    /// Hands the message back undone, for immediate redelivery (to whoever consumes next).
-    fn nak(self: Box<Self>);
-}
-
-/// Why the worker is stopping. Every cause leads to the same bounded shutdown and exit 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShutdownCause {
-    Signal(&'static str),
-    Control {
-        requested_by: String,
-    },
-    /// Every sender of the shutdown channel is gone: nothing could ever stop us again.
-    Orphaned,
-}
-
-impl fmt::Display for ShutdownCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ShutdownCause::Signal(name) => write!(f, "{name} received"),
-            ShutdownCause::Control { requested_by } => {
-                write!(f, "stop requested on the control subject by {requested_by}")
-            }
-            ShutdownCause::Orphaned => f.write_str("shutdown channel closed"),
-        }
-    }
-}
-
-/// The main loop's three inboxes.
+/// The main loop's inboxes.
 pub struct Inbox {
-    pub wake: Receiver<Wake>,
+    pub messages: Receiver<Delivery>,
+    /// Served before messages, and while a failed batch is held.
+    pub control: ControlReceiver,
     pub tick: Receiver<Instant>,
-    pub shutdown: Receiver<ShutdownCause>,
+    /// How often `tick` fires; named in the log while the bus is unreachable.
+    pub tick_every: Duration,
 }
 
-/// The bus as the main loop needs it.
-pub trait Bus: Outbox {
-    /// False when the bus is disabled by configuration: poll-only without connect attempts.
-    fn wanted(&self) -> bool;
-    fn is_connected(&self) -> bool;
-    /// One connection attempt; on success every subscription, the control listener and the
-    /// heartbeat are running, exactly as on a normal start.
-    fn connect(&mut self) -> Result<(), BusError>;
-    /// Stops putting messages on wake (subscription threads end, subscriptions are removed),
-    /// while keeping the connection for whatever the last batch still has to publish.
-    fn stop_intake(&mut self);
-    /// Stops the heartbeat, joins every thread and closes the connection.
-    fn close(&mut self);
-}
-
-/// Where a handler's announcements go: the bus while connected, nowhere in poll-only mode.
-pub trait Outbox {
-    /// Publishes exact bytes on `subject`; `false` when it could not (counted, never fatal).
-    fn publish(&self, subject: &str, bytes: Vec<u8>) -> bool;
-}
-
-/// What happens to messages. The tagging engine plugs in here.
+/// What happens to messages. The tagging pipeline plugs in here.
 pub trait Handler {
     /// One coalesced burst of messages, in arrival order. An error means nothing of the batch
-    /// may be considered done: it is kept, retried (after [`RETRY_FIRST`], backing off, and on
-    /// every tick), and not acknowledged.
+    /// may be considered done: it is kept, retried (after a backoff, and on every tick), and
+    /// not acknowledged.
     fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed>;
     /// SIGHUP arrived.
     fn reload(&mut self);
-    /// No batch or reload for [`SETTLE_AFTER`] since the last one: a moment to
-    /// give back memory that only a burst needed, so that an idle daemon is as small after
-    /// traffic as it was before it. Called once per quiet spell.
+    /// Nothing happened for a little while since the last batch or reload: a moment to give
+    /// back memory that only a burst needed, so that an idle daemon is as small after traffic
+    /// as it was before it. Called once per quiet spell.
     fn settle(&mut self) {}
 }
 
-/// The handler could not finish a batch for a reason that may pass (a full disk, a locked
-/// database); the text is logged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BatchFailed(pub String);
+type BoxedError = Box<dyn Error + Send + Sync>;
 
+/// Why the handler could not finish a batch. Either way the batch is held and retried, since
+/// giving it up would lose it; the kind decides how loudly that is said.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchFailed {
+    /// May pass by itself: a full disk, a locked database.
+    #[error("{0}")]
+    Transient(#[source] BoxedError),
+    /// Needs an operator: a damaged or read-only store, a schema from elsewhere.
+    #[error("{0} (not expected to pass by itself)")]
+    Lasting(#[source] BoxedError),
+}
+
+/// One thing for the loop to react to.
 enum Event {
-    Wake(Wake),
+    Control(Control),
+    /// The first message of a burst; the rest are taken off the channel when handling it.
+    Message(Delivery),
+    /// Every sender of the message channel is gone.
+    MessagesClosed,
     Tick,
-    Shutdown(ShutdownCause),
-    /// No work for [`MainLoop::settle_after`] since the last batch.
+    /// Quiet since the last batch or reload.
     Settle,
     /// Time to try the held batch again.
     Retry,
@@ -153,68 +85,35 @@ pub struct Stopped<H> {
 
 pub struct MainLoop<B, H> {
     inbox: Inbox,
-    /// Selected instead of wake while a failed batch is held: no new work until it is done.
-    closed_wake: Receiver<Wake>,
     bus: B,
     handler: H,
     counters: Arc<Counters>,
-    /// A batch the handler failed on, with its acks, waiting to be retried.
+    /// A batch the handler failed on, with its acks: no new work is taken until it is done.
     held: Option<Vec<Delivery>>,
-    /// When the held batch is tried next (ticks try it too), and the wait after the next failure.
-    retry_at: Option<Instant>,
-    retry_delay: Duration,
-    retry_first: Duration,
-    retry_max: Duration,
+    timers: Timers,
     failed_connects: u64,
-    poll_interval_hint: String,
-    settle_after: Duration,
-    /// When the handler settles unless more work comes first: set by each batch (and reload),
-    /// cleared by settling. Ticks leave it alone, so a poll interval shorter than
-    /// `settle_after` cannot put settling off for ever.
-    settle_at: Option<Instant>,
 }
 
 impl<B: Bus, H: Handler> MainLoop<B, H> {
     pub fn new(inbox: Inbox, bus: B, handler: H, counters: Arc<Counters>) -> MainLoop<B, H> {
         MainLoop {
             inbox,
-            closed_wake: never(),
             bus,
             handler,
             counters,
             held: None,
-            retry_at: None,
-            retry_delay: RETRY_FIRST,
-            retry_first: RETRY_FIRST,
-            retry_max: RETRY_MAX,
+            timers: Timers::default(),
             failed_connects: 0,
-            poll_interval_hint: "tick".to_owned(),
-            settle_after: SETTLE_AFTER,
-            settle_at: None,
         }
     }
 
-    /// Changes how soon a held batch is retried, and the longest wait between retries (tests).
-    pub fn with_retry_after(mut self, first: Duration, max: Duration) -> Self {
-        self.retry_first = first;
-        self.retry_delay = first;
-        self.retry_max = max;
+    /// Other settle and retry timing than the daemon's (tests).
+    pub fn with_timers(mut self, timers: Timers) -> Self {
+        self.timers = timers;
         self
     }
 
-    /// Changes how long the loop waits after work before the handler settles (tests).
-    pub fn with_settle_after(mut self, quiet: Duration) -> Self {
-        self.settle_after = quiet;
-        self
-    }
-
-    /// Names the retry cadence in the poll-only log line.
-    pub fn with_poll_interval_hint(mut self, hint: impl Into<String>) -> Self {
-        self.poll_interval_hint = hint.into();
-        self
-    }
-
-    /// Runs until a shutdown cause arrives, then shuts down in order and returns.
+    /// Runs until a stop arrives, then shuts down in order and returns.
     pub fn run(mut self) -> Stopped<H> {
         if self.bus.wanted() {
             self.try_connect();
@@ -222,15 +121,9 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             log::info!("bus disabled by configuration: poll-only, no connection attempts");
         }
         let cause = loop {
-            match self.next_event() {
-                Event::Shutdown(cause) => break cause,
-                Event::Tick => self.on_tick(),
-                Event::Wake(first) => self.on_wake(first),
-                Event::Settle => {
-                    self.settle_at = None;
-                    self.handler.settle();
-                }
-                Event::Retry => self.retry_held(),
+            let event = self.next_event();
+            if let Some(cause) = self.handle_event(event) {
+                break cause;
             }
         };
         log::info!("shutting down: {cause}");
@@ -241,34 +134,29 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         }
     }
 
-    /// Shutdown first: a flood on wake must never delay a stop.
+    /// Control first: neither a flood of messages nor a held batch may delay a stop or a
+    /// reload.
     fn next_event(&mut self) -> Event {
-        if let Ok(cause) = self.inbox.shutdown.try_recv() {
-            return Event::Shutdown(cause);
+        let control = &self.inbox.control;
+        if let Some(request) = control.try_take() {
+            return Event::Control(request);
         }
-        let wake = if self.held.is_some() {
-            &self.closed_wake
+        let holding = self.held.is_some();
+        let no_messages = never();
+        let messages = if holding {
+            &no_messages
         } else {
-            &self.inbox.wake
+            &self.inbox.messages
         };
-        // A held batch is still work in progress: no settling until it is through.
-        let (settle, retry) = match (self.held.is_some(), self.settle_at, self.retry_at) {
-            (false, Some(when), _) => (at(when), never()),
-            (true, _, Some(when)) => (never(), at(when)),
-            _ => (never(), never()),
-        };
+        let (settle, retry) = self.timers.deadlines(holding);
         select! {
-            recv(self.inbox.shutdown) -> cause => {
-                Event::Shutdown(cause.unwrap_or(ShutdownCause::Orphaned))
-            }
-            recv(wake) -> wake => match wake {
-                Ok(wake) => Event::Wake(wake),
-                Err(_) => {
-                    // Nobody can wake us any more; stop selecting on a closed channel so
-                    // the loop does not spin.
-                    self.inbox.wake = never();
-                    Event::Tick
-                }
+            recv(control.receiver()) -> request => Event::Control(match request {
+                Ok(request) => control.taken(request),
+                Err(_) => Control::Stop(ShutdownCause::Orphaned),
+            }),
+            recv(messages) -> delivery => match delivery {
+                Ok(delivery) => Event::Message(delivery),
+                Err(_) => Event::MessagesClosed,
             },
             recv(self.inbox.tick) -> _ => Event::Tick,
             recv(settle) -> _ => Event::Settle,
@@ -276,44 +164,47 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         }
     }
 
-    fn on_tick(&mut self) {
-        if self.bus.wanted() && !self.bus.is_connected() {
-            self.try_connect();
+    /// What each event leads to; `Some` ends the loop.
+    fn handle_event(&mut self, event: Event) -> Option<ShutdownCause> {
+        match event {
+            Event::Control(Control::Stop(cause)) => return Some(cause),
+            Event::Control(Control::Reload) => {
+                log::info!("reload requested (SIGHUP)");
+                self.handler.reload();
+                self.timers.worked();
+            }
+            Event::Message(first) => {
+                let batch = self.burst(first);
+                self.handle(batch);
+            }
+            // Stop selecting on a closed channel, so the loop does not spin.
+            Event::MessagesClosed => self.inbox.messages = never(),
+            Event::Tick => {
+                if self.bus.wanted() && !self.bus.is_connected() {
+                    self.try_connect();
+                }
+                self.retry_held();
+            }
+            Event::Settle => {
+                self.timers.settled();
+                self.handler.settle();
+            }
+            Event::Retry => self.retry_held(),
         }
-        self.retry_held();
+        None
     }
 
-    /// Work was done: settle once nothing more has come for `settle_after`.
-    fn worked(&mut self) {
-        self.settle_at = Some(Instant::now() + self.settle_after);
+    /// `first` and whatever else is already queued, up to [`MAX_BATCH`].
+    fn burst(&self, first: Delivery) -> Vec<Delivery> {
+        let mut batch = vec![first];
+        batch.extend(self.inbox.messages.try_iter().take(MAX_BATCH - 1));
+        batch
     }
 
     fn retry_held(&mut self) {
         if let Some(batch) = self.held.take() {
             log::info!("retrying a held batch of {} messages", batch.len());
             self.handle(batch);
-        }
-    }
-
-    /// Handles `first` and whatever else is already queued, up to [`MAX_BATCH`].
-    fn on_wake(&mut self, first: Wake) {
-        let mut batch = Vec::new();
-        let mut reload = false;
-        let mut next = Some(first);
-        while let Some(wake) = next.take() {
-            match wake {
-                Wake::Message(delivery) => batch.push(delivery),
-                Wake::Reload => reload = true,
-            }
-            if batch.len() < MAX_BATCH {
-                next = self.inbox.wake.try_recv().ok();
-            }
-        }
-        self.handle(batch);
-        if reload {
-            log::info!("reload requested (SIGHUP)");
-            self.handler.reload();
-            self.worked();
         }
     }
 
@@ -326,20 +217,21 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             batch.into_iter().map(|d| (d.message, d.ack)).unzip();
         match self.handler.handle_batch(&messages, &self.bus) {
             Ok(()) => {
-                self.worked();
-                self.retry_at = None;
-                self.retry_delay = self.retry_first;
+                self.timers.succeeded();
                 Counters::add(&self.counters.processed, messages.len() as u64);
                 acks.into_iter().flatten().for_each(|ack| ack.ack());
             }
             Err(failure) => {
-                log::warn!(
-                    "could not finish a batch of {} messages ({failure}); holding it, retrying in {} s",
-                    messages.len(),
-                    self.retry_delay.as_secs_f64()
-                );
-                self.retry_at = Some(Instant::now() + self.retry_delay);
-                self.retry_delay = (self.retry_delay * 2).min(self.retry_max);
+                let wait = self.timers.failed().as_secs_f64();
+                let count = messages.len();
+                match failure {
+                    BatchFailed::Transient(_) => log::warn!(
+                        "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s"
+                    ),
+                    BatchFailed::Lasting(_) => log::error!(
+                        "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s"
+                    ),
+                }
                 let held = messages
                     .into_iter()
                     .zip(acks)
@@ -364,8 +256,8 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 self.failed_connects += 1;
                 if self.failed_connects == 1 {
                     log::warn!(
-                        "bus unavailable ({err}); running poll-only and retrying every {}",
-                        self.poll_interval_hint
+                        "bus unavailable ({err}); running poll-only and retrying every {:?}",
+                        self.inbox.tick_every
                     );
                 } else {
                     log::debug!("bus still unavailable ({err})");
@@ -374,24 +266,18 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         }
     }
 
-    /// Stop taking messages, finish what is already queued (bounded by the wake capacity),
-    /// then close the bus. A batch that still fails is given up: unacknowledged, so in durable
-    /// mode the bus delivers it again after a restart.
+    /// Stop taking messages, finish what is already queued (bounded by the channel's
+    /// capacity), then close the bus. A batch that still fails is given up: unacknowledged,
+    /// so in durable mode the bus delivers it again after a restart.
     fn shut_down(&mut self) {
         self.bus.stop_intake();
-        if let Some(held) = self.held.take() {
-            self.handle(held);
-        }
+        self.retry_held();
         if self.held.is_none() {
             let queued: Vec<Delivery> = self
                 .inbox
-                .wake
+                .messages
                 .try_iter()
-                .take(WAKE_CAPACITY)
-                .filter_map(|wake| match wake {
-                    Wake::Message(delivery) => Some(delivery),
-                    Wake::Reload => None,
-                })
+                .take(MESSAGE_CAPACITY)
                 .collect();
             let mut queued = queued.into_iter().peekable();
             while queued.peek().is_some() && self.held.is_none() {
@@ -414,13 +300,17 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::{ControlSender, control_channel, message_channel};
     use crate::counters::Mode;
+    use crate::daemon::timers::SETTLE_AFTER;
     use crate::envelope::Envelope;
-    use crossbeam_channel::{Sender, bounded, unbounded};
+    use crossbeam_channel::{Sender, unbounded};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::thread::{self, JoinHandle};
     use std::time::Duration;
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     /// What the fake bus was asked to do, readable while the loop runs.
     #[derive(Default)]
@@ -444,22 +334,20 @@ mod tests {
     }
 
     impl Bus for FakeBus {
+        type Error = String;
         fn wanted(&self) -> bool {
             self.wanted
         }
         fn is_connected(&self) -> bool {
             self.connected
         }
-        fn connect(&mut self) -> Result<(), BusError> {
+        fn connect(&mut self) -> Result<(), String> {
             let attempt = self.log.attempts.fetch_add(1, Ordering::SeqCst) + 1;
             if Some(attempt) == self.succeed_on_attempt {
                 self.connected = true;
                 Ok(())
             } else {
-                Err(BusError::ConnectTimedOut {
-                    urls: "fake".into(),
-                    timeout: Duration::from_millis(1),
-                })
+                Err("no answer from the fake bus".into())
             }
         }
         fn stop_intake(&mut self) {
@@ -478,6 +366,9 @@ mod tests {
     struct Recorder {
         batches: Arc<Mutex<Vec<Vec<String>>>>,
         reloads: usize,
+        /// How many batches had gone through at each reload.
+        batches_before_reloads: Vec<usize>,
+        reload_count: Arc<AtomicUsize>,
         settles: Arc<AtomicUsize>,
         /// While set, every batch fails (a store that cannot be written).
         failing: Arc<AtomicBool>,
@@ -492,7 +383,7 @@ mod tests {
         ) -> Result<(), BatchFailed> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
-                return Err(BatchFailed("disk full".into()));
+                return Err(BatchFailed::Transient("disk full".into()));
             }
             let subjects = batch.iter().map(|m| m.subject.clone()).collect();
             self.batches.lock().unwrap().push(subjects);
@@ -500,6 +391,9 @@ mod tests {
         }
         fn reload(&mut self) {
             self.reloads += 1;
+            self.batches_before_reloads
+                .push(self.batches.lock().unwrap().len());
+            self.reload_count.fetch_add(1, Ordering::SeqCst);
         }
         fn settle(&mut self) {
             self.settles.fetch_add(1, Ordering::SeqCst);
@@ -507,14 +401,15 @@ mod tests {
     }
 
     struct Harness {
-        wake: Sender<Wake>,
+        messages: Sender<Delivery>,
         tick: Sender<Instant>,
-        shutdown: Sender<ShutdownCause>,
+        control: ControlSender,
         bus_log: Arc<BusLog>,
         batches: Arc<Mutex<Vec<Vec<String>>>>,
         failing: Arc<AtomicBool>,
         attempts: Arc<AtomicUsize>,
         settles: Arc<AtomicUsize>,
+        reloads: Arc<AtomicUsize>,
         acks: Arc<AtomicUsize>,
         naks: Arc<AtomicUsize>,
         counters: Arc<Counters>,
@@ -523,9 +418,9 @@ mod tests {
 
     impl Harness {
         fn new(wanted: bool, succeed_on_attempt: Option<usize>) -> Harness {
-            let (wake, wake_rx) = bounded(WAKE_CAPACITY);
+            let (messages, messages_rx) = message_channel();
             let (tick, tick_rx) = unbounded();
-            let (shutdown, shutdown_rx) = unbounded();
+            let (control, control_rx) = control_channel();
             let bus_log = Arc::new(BusLog::default());
             let bus = FakeBus {
                 wanted,
@@ -538,29 +433,35 @@ mod tests {
             let failing = handler.failing.clone();
             let attempts = handler.attempts.clone();
             let settles = handler.settles.clone();
+            let reloads = handler.reload_count.clone();
             let counters = Arc::new(Counters::new(Mode::Core));
             let inbox = Inbox {
-                wake: wake_rx,
+                messages: messages_rx,
+                control: control_rx,
                 tick: tick_rx,
-                shutdown: shutdown_rx,
+                tick_every: Duration::from_secs(60),
             };
             Harness {
-                wake,
+                messages,
                 tick,
-                shutdown,
+                control,
                 bus_log,
                 batches,
                 failing,
                 attempts,
                 settles,
+                reloads,
                 acks: Arc::new(AtomicUsize::new(0)),
                 naks: Arc::new(AtomicUsize::new(0)),
                 counters: counters.clone(),
                 // Held batches wait for a tick unless a test asks otherwise, so that attempts
                 // can be counted exactly.
                 main_loop: Some(
-                    MainLoop::new(inbox, bus, handler, counters)
-                        .with_retry_after(Duration::from_secs(3600), Duration::from_secs(3600)),
+                    MainLoop::new(inbox, bus, handler, counters).with_timers(Timers::new(
+                        SETTLE_AFTER,
+                        HOUR,
+                        HOUR,
+                    )),
                 ),
             }
         }
@@ -578,8 +479,8 @@ mod tests {
         }
 
         fn message(&self, subject: &str) {
-            self.wake
-                .send(Wake::Message(Delivery::unacked(Harness::inbound(subject))))
+            self.messages
+                .send(Delivery::unacked(Harness::inbound(subject)))
                 .unwrap();
         }
 
@@ -589,11 +490,11 @@ mod tests {
                 acks: self.acks.clone(),
                 naks: self.naks.clone(),
             };
-            self.wake
-                .send(Wake::Message(Delivery {
+            self.messages
+                .send(Delivery {
                     message: Harness::inbound(subject),
                     ack: Some(Box::new(ack)),
-                }))
+                })
                 .unwrap();
         }
 
@@ -642,7 +543,7 @@ mod tests {
         eventually("two messages processed", || {
             Counters::get(&h.counters.processed) == 2
         });
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         let stopped = running.join().unwrap();
         assert_eq!(stopped.cause, ShutdownCause::Signal("SIGTERM"));
         let seen: Vec<String> = h.batches.lock().unwrap().concat();
@@ -659,7 +560,7 @@ mod tests {
         eventually("burst processed", || {
             Counters::get(&h.counters.processed) == (MAX_BATCH + 44) as u64
         });
-        h.shutdown.send(ShutdownCause::Signal("SIGINT")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGINT"));
         running.join().unwrap();
         let sizes: Vec<usize> = h.batches.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, [MAX_BATCH, 44]);
@@ -672,7 +573,10 @@ mod tests {
         // Long next to the gaps between messages, so a loaded machine cannot fake a pause.
         let quiet = Duration::from_secs(1);
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h.main_loop.take().map(|m| m.with_settle_after(quiet));
+        h.main_loop = h
+            .main_loop
+            .take()
+            .map(|m| m.with_timers(Timers::new(quiet, HOUR, HOUR)));
         let running = h.start();
         let settles = || h.settles.load(Ordering::SeqCst);
         thread::sleep(quiet + quiet / 2);
@@ -690,7 +594,7 @@ mod tests {
         assert_eq!(settles(), 1, "settled again without new work");
         h.message("attacker.observed");
         eventually("settled after the second burst", || settles() == 2);
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
     }
 
@@ -700,7 +604,10 @@ mod tests {
     fn ticks_do_not_put_settling_off() {
         let quiet = Duration::from_millis(300);
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h.main_loop.take().map(|m| m.with_settle_after(quiet));
+        h.main_loop = h
+            .main_loop
+            .take()
+            .map(|m| m.with_timers(Timers::new(quiet, HOUR, HOUR)));
         let running = h.start();
         h.message("attacker.observed");
         let ticking = {
@@ -714,7 +621,7 @@ mod tests {
         eventually("settled while ticking", || {
             h.settles.load(Ordering::SeqCst) == 1
         });
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
         drop(h);
         ticking.join().unwrap();
@@ -725,7 +632,10 @@ mod tests {
     fn a_held_batch_defers_settling() {
         let quiet = Duration::from_millis(100);
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h.main_loop.take().map(|m| m.with_settle_after(quiet));
+        h.main_loop = h
+            .main_loop
+            .take()
+            .map(|m| m.with_timers(Timers::new(quiet, HOUR, HOUR)));
         let running = h.start();
         h.message("attacker.observed");
         eventually("settled after the first message", || {
@@ -741,7 +651,7 @@ mod tests {
         eventually("settled after the retry", || {
             h.settles.load(Ordering::SeqCst) == 2
         });
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
     }
 
@@ -762,7 +672,7 @@ mod tests {
             Counters::get(&h.counters.processed) == 1
         });
         assert_eq!(h.attempts(), 3, "no attempts once connected");
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
     }
 
@@ -777,7 +687,7 @@ mod tests {
         eventually("message processed", || {
             Counters::get(&h.counters.processed) == 1
         });
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
         assert_eq!(h.attempts(), 0);
     }
@@ -789,7 +699,7 @@ mod tests {
         let cause = ShutdownCause::Control {
             requested_by: "admin".into(),
         };
-        h.shutdown.send(cause.clone()).unwrap();
+        h.control.stop(cause.clone());
         let stopped = running.join().unwrap();
         assert_eq!(stopped.cause, cause);
         assert!(h.bus_log.closed.load(Ordering::SeqCst));
@@ -798,14 +708,17 @@ mod tests {
     #[test]
     fn shutdown_wins_over_a_flood_and_still_finishes_what_was_queued() {
         let mut h = Harness::new(true, Some(1));
-        for _ in 0..WAKE_CAPACITY {
+        for _ in 0..MESSAGE_CAPACITY {
             h.message("canary.x.triggered");
         }
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         let stopped = h.start().join().unwrap();
         assert_eq!(stopped.cause, ShutdownCause::Signal("SIGTERM"));
         // Nothing was handled before the stop; the queue was drained after intake stopped.
-        assert_eq!(Counters::get(&h.counters.processed), WAKE_CAPACITY as u64);
+        assert_eq!(
+            Counters::get(&h.counters.processed),
+            MESSAGE_CAPACITY as u64
+        );
         assert!(
             h.batches
                 .lock()
@@ -815,19 +728,45 @@ mod tests {
         );
     }
 
+    /// A reload does not wait behind messages already queued.
     #[test]
-    fn sighup_reaches_the_handler_after_its_batch() {
+    fn sighup_is_served_ahead_of_queued_messages() {
         let mut h = Harness::new(true, Some(1));
         h.message("attacker.observed");
-        h.wake.send(Wake::Reload).unwrap();
+        h.control.reload();
         let running = h.start();
         eventually("message processed", || {
             Counters::get(&h.counters.processed) == 1
         });
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         let stopped = running.join().unwrap();
         assert_eq!(stopped.handler.reloads, 1);
         assert_eq!(h.batches.lock().unwrap().len(), 1);
+        assert_eq!(stopped.handler.batches_before_reloads, [0]);
+    }
+
+    /// While a failed batch is held no message is taken, but reloads (new rules may be what
+    /// the batch needs) and stops still are.
+    #[test]
+    fn reload_and_stop_are_served_while_a_batch_is_held() {
+        let mut h = Harness::new(true, Some(1));
+        h.failing.store(true, Ordering::SeqCst);
+        h.durable_message("attacker.session.ended");
+        let running = h.start();
+        eventually("the failing attempt", || h.handle_attempts() == 1);
+        h.message("attacker.observed");
+        h.control.reload();
+        eventually("the reload", || h.reloads.load(Ordering::SeqCst) == 1);
+        assert_eq!(h.messages.len(), 1, "a message was taken while holding");
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
+        let stopped = running.join().unwrap();
+        assert_eq!(stopped.cause, ShutdownCause::Signal("SIGTERM"));
+        assert_eq!(h.acked(), 0);
+        assert_eq!(
+            h.naks.load(Ordering::SeqCst),
+            1,
+            "the held message handed back"
+        );
     }
 
     #[test]
@@ -844,7 +783,11 @@ mod tests {
         eventually("the retry on the tick", || h.handle_attempts() == 2);
         assert_eq!(h.acked(), 0);
         assert_eq!(Counters::get(&h.counters.processed), 0);
-        assert_eq!(h.wake.len(), 1, "new work was taken while a batch was held");
+        assert_eq!(
+            h.messages.len(),
+            1,
+            "new work was taken while a batch was held"
+        );
 
         h.failing.store(false, Ordering::SeqCst);
         h.tick.send(Instant::now()).unwrap();
@@ -860,7 +803,7 @@ mod tests {
                 vec!["attacker.observed"]
             ]
         );
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
     }
 
@@ -869,10 +812,13 @@ mod tests {
     #[test]
     fn a_held_batch_is_retried_without_waiting_for_a_tick() {
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h
-            .main_loop
-            .take()
-            .map(|m| m.with_retry_after(Duration::from_millis(20), Duration::from_millis(80)));
+        h.main_loop = h.main_loop.take().map(|m| {
+            m.with_timers(Timers::new(
+                SETTLE_AFTER,
+                Duration::from_millis(20),
+                Duration::from_millis(80),
+            ))
+        });
         h.failing.store(true, Ordering::SeqCst);
         h.durable_message("attacker.session.ended");
         let running = h.start();
@@ -887,7 +833,7 @@ mod tests {
             attempts,
             "retried after it went through"
         );
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
     }
 
@@ -898,7 +844,7 @@ mod tests {
         h.durable_message("canary.x.triggered");
         let running = h.start();
         eventually("the batch was tried", || h.handle_attempts() == 1);
-        h.shutdown.send(ShutdownCause::Signal("SIGTERM")).unwrap();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
         running.join().unwrap();
         assert_eq!(
             h.handle_attempts(),
@@ -913,7 +859,7 @@ mod tests {
     fn dropping_every_shutdown_sender_stops_the_loop() {
         let mut h = Harness::new(true, Some(1));
         let running = h.start();
-        drop(h.shutdown);
+        drop(h.control);
         let stopped = running.join().unwrap();
         assert_eq!(stopped.cause, ShutdownCause::Orphaned);
     }

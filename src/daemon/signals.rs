@@ -12,11 +12,10 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{Sender, bounded, select};
 use signal_hook::consts::{SIGHUP, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::{Handle, Signals};
 
-use crate::worker::{ShutdownCause, Wake};
+use crate::channels::{ControlSender, ShutdownCause};
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -31,55 +30,45 @@ pub enum SignalError {
 /// The running signal thread; [`SignalListener::close`] ends and joins it.
 pub struct SignalListener {
     handle: Handle,
-    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Installs the handlers. May be called once per process (a `ctrlc` restriction).
-pub fn install(
-    shutdown: Sender<ShutdownCause>,
-    wake: Sender<Wake>,
-) -> Result<SignalListener, SignalError> {
-    let on_interrupt = shutdown.clone();
+pub fn install(control: ControlSender) -> Result<SignalListener, SignalError> {
+    let on_interrupt = control.clone();
     ctrlc::set_handler(move || request_stop(&on_interrupt, "SIGINT"))?;
 
     let mut signals = Signals::new([SIGTERM, SIGHUP, SIGXFSZ])?;
     let handle = signals.handle();
-    let (stop, stopped) = bounded::<()>(0);
     let thread = thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
                 match signal {
-                    SIGTERM => request_stop(&shutdown, "SIGTERM"),
+                    SIGTERM => request_stop(&control, "SIGTERM"),
                     SIGXFSZ => log::warn!("a file reached the process's size limit (SIGXFSZ)"),
-                    SIGHUP => select! {
-                        send(wake, Wake::Reload) -> _ => {}
-                        recv(stopped) -> _ => break,
-                    },
+                    SIGHUP => control.reload(),
                     _ => {}
                 }
             }
         })?;
     Ok(SignalListener {
         handle,
-        stop: Some(stop),
         thread: Some(thread),
     })
 }
 
-fn request_stop(shutdown: &Sender<ShutdownCause>, name: &'static str) {
+fn request_stop(control: &ControlSender, name: &'static str) {
     if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
         log::warn!("second {name}: exiting now, without a clean shutdown");
         std::process::exit(1);
     }
-    let _ = shutdown.try_send(ShutdownCause::Signal(name));
+    control.stop(ShutdownCause::Signal(name));
 }
 
 impl SignalListener {
     pub fn close(mut self) {
         self.handle.close();
-        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

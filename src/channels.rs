@@ -1,0 +1,223 @@
+//! What travels between the daemon's threads and its main loop.
+//!
+//! This is the bottom of the daemon: the bus (`bus/`), the signal thread and the main loop
+//! (`daemon/`) all speak these types, and this module speaks none of theirs. The subscription
+//! threads put [`Delivery`]s on the message channel; signals and the control subject put
+//! [`Control`] requests on the control channel, which the loop serves first; the loop reaches
+//! back out only through [`Bus`] and [`Outbox`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+
+use crate::envelope::Inbound;
+
+/// Capacity of the message channel. Bounded so a flood backs up into the NATS client, where
+/// the per-subscription limits decide what is dropped, instead of into unbounded memory here.
+pub const MESSAGE_CAPACITY: usize = 1024;
+
+/// Room for every producer's stop at once (SIGINT, SIGTERM, the control subject) and one
+/// reload: see [`ControlSender`] for why a full channel always holds a stop.
+const CONTROL_CAPACITY: usize = 8;
+
+/// A message and, in durable mode, the means to confirm it.
+pub struct Delivery {
+    pub message: Inbound,
+    pub ack: Option<Box<dyn Ack>>,
+}
+
+impl Delivery {
+    /// A core-NATS message: nothing to confirm.
+    pub fn unacked(message: Inbound) -> Delivery {
+        Delivery { message, ack: None }
+    }
+}
+
+/// Tells the bus a message is fully handled so it is not delivered again. Called only after
+/// the handler succeeded for the whole batch the message was in.
+pub trait Ack: Send {
+    fn ack(self: Box<Self>);
+    /// Hands the message back undone, for immediate redelivery (to whoever consumes next).
+    fn nak(self: Box<Self>);
+}
+
+/// A request that does not wait behind messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Stop(ShutdownCause),
+    /// SIGHUP: re-read what can be re-read (the rules).
+    Reload,
+}
+
+/// Why the worker is stopping. Every cause leads to the same bounded shutdown and exit 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownCause {
+    Signal(&'static str),
+    Control {
+        requested_by: String,
+    },
+    /// Every sender of the control channel is gone: nothing could ever stop us again.
+    Orphaned,
+}
+
+impl fmt::Display for ShutdownCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownCause::Signal(name) => write!(f, "{name} received"),
+            ShutdownCause::Control { requested_by } => {
+                write!(f, "stop requested on the control subject by {requested_by}")
+            }
+            ShutdownCause::Orphaned => f.write_str("control channel closed"),
+        }
+    }
+}
+
+/// The message channel, bounded at [`MESSAGE_CAPACITY`].
+pub fn message_channel() -> (Sender<Delivery>, Receiver<Delivery>) {
+    bounded(MESSAGE_CAPACITY)
+}
+
+/// The control channel. Requests never block their sender: the signal thread and the control
+/// listener must stay free to end when the daemon stops.
+pub fn control_channel() -> (ControlSender, ControlReceiver) {
+    let (sender, receiver) = bounded(CONTROL_CAPACITY);
+    let reload_pending = Arc::new(AtomicBool::new(false));
+    (
+        ControlSender {
+            sender,
+            reload_pending: reload_pending.clone(),
+        },
+        ControlReceiver {
+            receiver,
+            reload_pending,
+        },
+    )
+}
+
+/// Sends control requests without ever blocking, and without ever losing a stop.
+///
+/// Reloads are coalesced: while one is queued, more add nothing (the one queued re-reads the
+/// files as they are when it is served). So at most one slot holds a reload, and a full
+/// channel means a stop is already queued — which is why a stop that finds the channel full
+/// may be dropped: stops are idempotent.
+#[derive(Clone)]
+pub struct ControlSender {
+    sender: Sender<Control>,
+    reload_pending: Arc<AtomicBool>,
+}
+
+impl ControlSender {
+    pub fn stop(&self, cause: ShutdownCause) {
+        let _ = self.sender.try_send(Control::Stop(cause));
+    }
+
+    pub fn reload(&self) {
+        if !self.reload_pending.swap(true, Ordering::SeqCst)
+            && self.sender.try_send(Control::Reload).is_err()
+        {
+            self.reload_pending.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The main loop's end of the control channel.
+pub struct ControlReceiver {
+    receiver: Receiver<Control>,
+    reload_pending: Arc<AtomicBool>,
+}
+
+impl ControlReceiver {
+    /// For `select!`; pass what it yields through [`ControlReceiver::taken`].
+    pub fn receiver(&self) -> &Receiver<Control> {
+        &self.receiver
+    }
+
+    /// A queued request, if any.
+    pub fn try_take(&self) -> Option<Control> {
+        match self.receiver.try_recv() {
+            Ok(request) => Some(self.taken(request)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Control::Stop(ShutdownCause::Orphaned)),
+        }
+    }
+
+    /// Books a request received through [`ControlReceiver::receiver`]: a reload taken off the
+    /// channel lets the next SIGHUP queue another.
+    pub fn taken(&self, request: Control) -> Control {
+        if request == Control::Reload {
+            self.reload_pending.store(false, Ordering::SeqCst);
+        }
+        request
+    }
+}
+
+/// Where a handler's announcements go: the bus while connected, nowhere in poll-only mode.
+pub trait Outbox {
+    /// Publishes exact bytes on `subject`; `false` when it could not (counted, never fatal).
+    fn publish(&self, subject: &str, bytes: Vec<u8>) -> bool;
+}
+
+/// The bus as the main loop needs it.
+pub trait Bus: Outbox {
+    type Error: fmt::Display;
+    /// False when the bus is disabled by configuration: poll-only without connect attempts.
+    fn wanted(&self) -> bool;
+    fn is_connected(&self) -> bool;
+    /// One connection attempt; on success every subscription, the control listener and the
+    /// heartbeat are running, exactly as on a normal start.
+    fn connect(&mut self) -> Result<(), Self::Error>;
+    /// Stops putting messages on the message channel (subscription threads end, subscriptions
+    /// are removed), while keeping the connection for whatever the last batch still has to
+    /// publish.
+    fn stop_intake(&mut self);
+    /// Stops the heartbeat, joins every thread and closes the connection.
+    fn close(&mut self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reloads_are_coalesced_until_one_is_taken() {
+        let (sender, receiver) = control_channel();
+        for _ in 0..20 {
+            sender.reload();
+        }
+        assert_eq!(receiver.try_take(), Some(Control::Reload));
+        assert_eq!(receiver.try_take(), None);
+        sender.reload();
+        assert_eq!(receiver.try_take(), Some(Control::Reload));
+    }
+
+    /// However many reloads and stops pile up, a stop is queued behind them.
+    #[test]
+    fn a_full_channel_always_holds_a_stop() {
+        let (sender, receiver) = control_channel();
+        sender.reload();
+        for _ in 0..3 * CONTROL_CAPACITY {
+            sender.stop(ShutdownCause::Signal("SIGTERM"));
+            sender.reload();
+        }
+        let queued: Vec<Control> = std::iter::from_fn(|| receiver.try_take()).collect();
+        assert_eq!(queued.len(), CONTROL_CAPACITY);
+        assert_eq!(queued[0], Control::Reload);
+        assert!(
+            queued[1..]
+                .iter()
+                .all(|c| *c == Control::Stop(ShutdownCause::Signal("SIGTERM")))
+        );
+    }
+
+    #[test]
+    fn a_channel_without_senders_reads_as_orphaned() {
+        let (sender, receiver) = control_channel();
+        drop(sender);
+        assert_eq!(
+            receiver.try_take(),
+            Some(Control::Stop(ShutdownCause::Orphaned))
+        );
+    }
+}
