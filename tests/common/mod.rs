@@ -88,28 +88,21 @@ impl NatsServer {
 
     /// Starts a server on `port` (e.g. one a worker is already trying to reach).
     pub fn start_on(port: u16, jetstream: bool) -> NatsServer {
-        let store_dir = std::env::temp_dir().join(format!("ttp-worker-test-js-{port}"));
-        let mut server = NatsServer {
-            child: None,
-            port,
-            monitor_port: free_port(),
-            store_dir,
-            jetstream,
-            extra_args: Vec::new(),
-        };
-        server.launch();
-        server
+        NatsServer::launched(port, jetstream, &[])
     }
 
     /// Starts a core server with further arguments, e.g. `["-c", "auth.conf"]` or TLS flags.
     pub fn start_with(args: &[&str]) -> NatsServer {
-        let port = free_port();
+        NatsServer::launched(free_port(), false, args)
+    }
+
+    fn launched(port: u16, jetstream: bool, args: &[&str]) -> NatsServer {
         let mut server = NatsServer {
             child: None,
             port,
             monitor_port: free_port(),
             store_dir: std::env::temp_dir().join(format!("ttp-worker-test-js-{port}")),
-            jetstream: false,
+            jetstream,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.launch();
