@@ -10,7 +10,15 @@ use std::collections::HashMap;
 
 use rusqlite::Connection;
 
-use super::{Anchor, Store, StoreError};
+use super::db::Store;
+use super::error::StoreError;
+
+/// An `attacker_ip → attacker_uuid` pair the resolver learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub attacker_ip: String,
+    pub attacker_uuid: String,
+}
 
 /// Rejects pairs that would match rows by accident (an empty address matches every tag whose
 /// address is empty) or erase meaning (an empty UUID).

@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use rusqlite::ErrorCode;
 
+/// How long a statement waits for a competing connection before giving up with
+/// [`StoreError::Busy`]. Only checkpoints and readers compete with the single writer, so a
+/// few seconds is generous, yet short enough that the main loop never looks hung.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the directory {} for the tag database: {source}", path.display())]
@@ -160,7 +165,7 @@ impl StoreError {
         match source.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy {
                 path,
-                timeout: super::BUSY_TIMEOUT,
+                timeout: BUSY_TIMEOUT,
                 source,
             },
             Some(ErrorCode::DiskFull) => StoreError::Full { path, source },

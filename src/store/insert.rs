@@ -12,16 +12,11 @@ use std::time::SystemTime;
 use rusqlite::{ErrorCode, TransactionBehavior};
 use serde_json::Value;
 
+use super::anchors::{self, Anchor};
 use super::clock::format_utc;
-use super::{ATTACK_RELEASE, Store, StoreError, anchors};
+use super::db::{ATTACK_RELEASE, Store};
+use super::error::StoreError;
 use crate::tagging::Tag;
-
-/// An `attacker_ip → attacker_uuid` pair the resolver learned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anchor {
-    pub attacker_ip: String,
-    pub attacker_uuid: String,
-}
 
 /// Why a tag was not stored. None of these is worth retrying: the same tag fails again.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

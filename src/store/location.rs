@@ -4,7 +4,7 @@
 //! extra configuration; a plain invocation falls back to the XDG state directory, which is
 //! where per-user state belongs (not `~/.cache`: tags are not disposable).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The file name inside whichever directory is chosen.
 pub const DB_FILE_NAME: &str = "ttp.db";
@@ -46,6 +46,13 @@ pub fn default_db_path(env: impl Fn(&str) -> Option<String>) -> Result<PathBuf, 
             .join(DB_FILE_NAME));
     }
     Err(NoDefaultLocation)
+}
+
+/// `db` with `suffix` appended to its file name (`-wal`, `-shm`, `.lock`).
+pub(super) fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-use super::{StoreError, sidecar};
+use super::error::StoreError;
+use super::location::sidecar;
 
 /// The sidecar lock file for `db`: the database path with `.lock` appended.
 pub fn lock_path(db: &Path) -> PathBuf {

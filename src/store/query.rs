@@ -13,7 +13,8 @@ use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value};
 
 use super::clock::cutoff;
-use super::{Store, StoreError};
+use super::db::Store;
+use super::error::StoreError;
 
 /// Rows shown when the operator gives no `--limit`: a screenful, newest first.
 pub const DEFAULT_LIMIT: usize = 100;

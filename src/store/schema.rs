@@ -10,8 +10,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::StoreError;
 use super::clock::format_utc;
+use super::error::StoreError;
 
 /// Version 1: tags and learned anchors.
 ///

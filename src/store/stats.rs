@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::clock::cutoff;
-use super::{Store, StoreError, sidecar};
+use super::db::Store;
+use super::error::StoreError;
+use super::location::sidecar;
 
 /// Counts over the whole store.
 #[derive(Debug, Clone, PartialEq, Eq)]
