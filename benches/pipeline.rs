@@ -18,9 +18,9 @@ use ttp_worker::channels::Outbox;
 use ttp_worker::counters::{Counters, Mode};
 use ttp_worker::daemon::{Handler, MAX_BATCH, TaggingPipeline};
 use ttp_worker::envelope::Inbound;
+use ttp_worker::envelope::jsonl::parse_line;
 use ttp_worker::store::Store;
 use ttp_worker::tagging::Tagger;
-use ttp_worker::tagging::commands::parse_line;
 
 /// Counts what would have gone on the bus.
 #[derive(Default)]

@@ -8,9 +8,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use common::corpus::{corpus_lines, reference_options};
+use ttp_worker::envelope::jsonl::parse_line;
 use ttp_worker::store::Store;
 use ttp_worker::tagging::Tagger;
-use ttp_worker::tagging::commands::parse_line;
 
 fn ttp_worker(db: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ttp-worker"));

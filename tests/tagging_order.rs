@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::corpus::{compat, reference_options};
+use ttp_worker::envelope::jsonl::parse_line;
 use ttp_worker::tagging::Tagger;
-use ttp_worker::tagging::commands::parse_line;
 
 fn reference_tagger() -> Tagger {
     Tagger::new(&reference_options()).expect("reference pack")

@@ -4,14 +4,8 @@
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use serde::de::{
-    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
-use serde_json::{Map, Value};
-
-use super::py::truthy;
 use super::{EngineError, EngineOptions, Tagger};
-use crate::envelope::{DecodeError, Envelope, Inbound, json_type_name};
+use crate::envelope::jsonl::{LineMessage, decode_line};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -289,236 +283,6 @@ fn tag_batches(
     counts
 }
 
-/// One input line of the `tag` command, as far as tagging reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LineMessage {
-    /// The line's `topic`: the subject the message would have arrived on.
-    pub subject: String,
-    /// The envelope `type` (`""` when absent or not a string).
-    pub envelope_type: String,
-    /// The envelope payload, decoded as the daemon decodes it (a falsy payload is `{}`).
-    pub payload: Map<String, Value>,
-}
-
-/// Decodes one input line in a single pass (trailing `\n`/`\r\n` allowed). `Ok(None)` for a
-/// blank line; `Err` says why the line is not an envelope with a `topic`.
-pub fn decode_line(line: &[u8]) -> Result<Option<LineMessage>, String> {
-    let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8.to_string())?;
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    let raw: RawLine = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
-    let subject = raw
-        .topic
-        .filter(|t| !t.is_empty())
-        .ok_or("no string `topic` member")?;
-    let payload = match raw.payload {
-        None => Map::new(),
-        Some(Value::Object(map)) => map,
-        // DECNET writes `payload or {}`: every falsy payload is an empty one.
-        Some(other) if !truthy(&other) => Map::new(),
-        Some(other) => {
-            return Err(DecodeError::PayloadNotAnObject(json_type_name(&other)).to_string());
-        }
-    };
-    Ok(Some(LineMessage {
-        subject,
-        envelope_type: raw.kind.unwrap_or_default(),
-        payload,
-    }))
-}
-
-/// The members of an envelope line that tagging reads; the others are skipped unparsed. A
-/// member given twice keeps its last value, as when the daemon decodes the envelope.
-struct RawLine {
-    topic: Option<String>,
-    kind: Option<String>,
-    payload: Option<Value>,
-}
-
-enum Member {
-    Topic,
-    Type,
-    Payload,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Member {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
-        struct MemberVisitor;
-        impl Visitor<'_> for MemberVisitor {
-            type Value = Member;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
-                Ok(match name {
-                    "topic" => Member::Topic,
-                    "type" => Member::Type,
-                    "payload" => Member::Payload,
-                    _ => Member::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(MemberVisitor)
-    }
-}
-
-/// Decodes a JSON value exactly as `serde_json::Value`'s own `Deserialize` does, but sizes
-/// every object and array once, from its members, instead of growing it member by member:
-/// decoding is most of the `tag` command's reading thread, and growth most of its allocations.
-///
-/// An object gets room for `spare` more members: the payload keeps one free slot, so that the
-/// tagging thread can write a resolved `attacker_uuid` into it without reallocating memory
-/// this thread allocated (which takes this thread's allocator lock).
-#[derive(Clone, Copy)]
-struct ValueSeed {
-    spare: usize,
-}
-
-const NESTED: ValueSeed = ValueSeed { spare: 0 };
-const PAYLOAD: ValueSeed = ValueSeed { spare: 1 };
-
-/// Member lists of the objects and arrays being decoded, one per nesting level, reused.
-type Scratch = (Vec<Vec<(String, Value)>>, Vec<Vec<Value>>);
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-}
-
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any valid JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = SCRATCH.with_borrow_mut(|(_, lists)| lists.pop().unwrap_or_default());
-        let result = (|| {
-            while let Some(item) = seq.next_element_seed(NESTED)? {
-                items.push(item);
-            }
-            Ok(())
-        })();
-        let mut array = Vec::with_capacity(items.len());
-        array.append(&mut items);
-        SCRATCH.with_borrow_mut(|(_, lists)| lists.push(items));
-        result.map(|()| Value::Array(array))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = SCRATCH.with_borrow_mut(|(maps, _)| maps.pop().unwrap_or_default());
-        let result = (|| {
-            while let Some(key) = map.next_key::<String>()? {
-                let value = map.next_value_seed(NESTED)?;
-                members.push((key, value));
-            }
-            Ok(())
-        })();
-        // Inserted in order: a repeated key keeps its first place and takes its last value,
-        // as in serde_json's own map.
-        let mut object = Map::with_capacity(members.len() + self.spare);
-        for (key, value) in members.drain(..) {
-            object.insert(key, value);
-        }
-        SCRATCH.with_borrow_mut(|(maps, _)| maps.push(members));
-        result.map(|()| Value::Object(object))
-    }
-}
-
-impl<'de> Deserialize<'de> for RawLine {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawLine, D::Error> {
-        struct LineVisitor;
-        impl<'de> Visitor<'de> for LineVisitor {
-            type Value = RawLine;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawLine, A::Error> {
-                let mut line = RawLine {
-                    topic: None,
-                    kind: None,
-                    payload: None,
-                };
-                let string = |v: Value| match v {
-                    Value::String(s) => Some(s),
-                    _ => None,
-                };
-                while let Some(member) = map.next_key::<Member>()? {
-                    match member {
-                        Member::Topic => line.topic = string(map.next_value()?),
-                        Member::Type => line.kind = string(map.next_value()?),
-                        Member::Payload => line.payload = Some(map.next_value_seed(PAYLOAD)?),
-                        Member::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(line)
-            }
-        }
-        deserializer.deserialize_map(LineVisitor)
-    }
-}
-
-/// Only the subject: the rest of the line is read by the envelope decoder.
-#[derive(serde::Deserialize)]
-struct TopicOnly<'a> {
-    #[serde(borrow)]
-    topic: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// One JSON line → the message the daemon would have received.
-pub fn parse_line(line: &str) -> Result<Inbound, String> {
-    let topic = serde_json::from_str::<TopicOnly<'_>>(line)
-        .map_err(|e| format!("not a JSON object: {e}"))?
-        .topic
-        .filter(|t| !t.is_empty())
-        .ok_or("no string `topic` member")?
-        .into_owned();
-    let envelope = Envelope::decode(line.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(Inbound {
-        subject: topic,
-        envelope,
-    })
-}
-
 /// Loads and compiles everything, prints a summary on `out` and each problem and warning on
 /// `err` as `FILE: rule ID: message` (`FILE: rule ID: warning: message`). Exit status: 0 when
 /// every file loaded (warnings allowed), 1 otherwise.
@@ -575,45 +339,6 @@ pub fn run_check_rules(options: &EngineOptions, mut out: impl Write, mut err: im
 mod tests {
     use super::*;
 
-    fn decoded(line: &str) -> Result<Option<(String, String, Value)>, String> {
-        decode_line(line.as_bytes())
-            .map(|m| m.map(|m| (m.subject, m.envelope_type, Value::Object(m.payload))))
-    }
-
-    #[test]
-    fn lines_decode_as_the_daemon_decodes_envelopes() {
-        let ok = |line: &str, subject: &str, kind: &str, payload: Value| {
-            assert_eq!(
-                decoded(line),
-                Ok(Some((subject.into(), kind.into(), payload))),
-                "{line}"
-            );
-        };
-        ok(
-            r#"{"v":1,"id":"x","topic":"a.b","type":"t","ts":"?","payload":{"k":[1,{"z":null}]}}"#,
-            "a.b",
-            "t",
-            serde_json::json!({"k": [1, {"z": null}]}),
-        );
-        // Last duplicate wins; a non-string type is "", a falsy payload is {}.
-        ok(
-            "{\"topic\":\"x\",\"payload\":{\"a\":1,\"a\":2},\"topic\":\"y\",\"type\":5}\r\n",
-            "y",
-            "",
-            serde_json::json!({"a": 2}),
-        );
-        for falsy in ["null", "0", "false", "\"\"", "[]", "{}"] {
-            ok(
-                &format!(r#"{{"topic":"t","payload":{falsy}}}"#),
-                "t",
-                "",
-                serde_json::json!({}),
-            );
-        }
-        assert_eq!(decoded("  \n"), Ok(None));
-        assert_eq!(decoded(""), Ok(None));
-    }
-
     /// Many batches in flight (the queues fill up both ways): the output is, byte for byte,
     /// what tagging the lines one by one on this thread gives, and malformed lines are
     /// reported with their numbers.
@@ -659,32 +384,6 @@ mod tests {
         );
     }
 
-    /// Payloads decode to exactly what `serde_json::Value` gives: member order, repeated
-    /// members, numbers of every kind, escapes, nesting.
-    #[test]
-    fn payloads_decode_as_serde_json_values() {
-        let payloads = [
-            r#"{"b":1,"a":[],"c":{},"b":2,"d":[{"x":[1,[2,[3]]],"x":null}],"a":"again"}"#,
-            r#"{"n":[0,-1,18446744073709551615,-9223372036854775808,1.5,-0.0,1e300,2E-5,10.0]}"#,
-            r#"{"s":"a\"b\\c\u00e9\ud83d\ude00\n","t":true,"f":false,"z":null,"":""}"#,
-            r#"{"deep":[[[[[[[[[[{"k":[{"k":[]}]}]]]]]]]]]]}"#,
-        ];
-        for payload in payloads {
-            let line = format!(r#"{{"topic":"t","payload":{payload}}}"#);
-            let ours = decode_line(line.as_bytes())
-                .ok()
-                .flatten()
-                .map(|m| Value::Object(m.payload));
-            let theirs: Value = serde_json::from_str(payload).unwrap_or_default();
-            assert_eq!(ours.as_ref(), Some(&theirs), "{payload}");
-            assert_eq!(
-                ours.map(|v| v.to_string()),
-                Some(theirs.to_string()),
-                "{payload}"
-            );
-        }
-    }
-
     /// An engine that cannot be built is the only thing reported, although reading started.
     #[test]
     fn an_engine_that_fails_to_build_stops_everything() {
@@ -704,21 +403,5 @@ mod tests {
             "{result:?}"
         );
         assert!(out.is_empty() && err.is_empty());
-    }
-
-    #[test]
-    fn bad_lines_say_why() {
-        let err = |line: &[u8]| decode_line(line).err().unwrap_or_default();
-        assert!(err(b"not json").starts_with("not a JSON object"));
-        assert!(err(b"[1]").starts_with("not a JSON object"));
-        assert!(err(b"{\"topic\":\"t\"} x").starts_with("not a JSON object"));
-        assert_eq!(err(b"{\"payload\":{}}"), "no string `topic` member");
-        assert_eq!(err(b"{\"topic\":5}"), "no string `topic` member");
-        assert_eq!(err(b"{\"topic\":\"\"}"), "no string `topic` member");
-        assert_eq!(
-            err(b"{\"topic\":\"t\",\"payload\":[1]}"),
-            "payload is a non-empty array, not an object"
-        );
-        assert_eq!(err(b"{\"topic\":\"t\xff\"}"), "body is not valid UTF-8");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use ttp_worker::tagging::commands::parse_line;
+use ttp_worker::envelope::jsonl::parse_line;
 use ttp_worker::tagging::{EngineOptions, Tag, Tagger};
 
 /// A file of the shared compat fixtures: under `$TTP_COMPAT_DIR` when set (a checkout that

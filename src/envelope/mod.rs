@@ -6,6 +6,8 @@
 //! Encoding is the opposite: exact bytes, so that a DECNET consumer, a golden test or an HMAC'd
 //! relay sees what DECNET's own orjson writer would have produced.
 
+pub mod jsonl;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
