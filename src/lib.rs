@@ -6,6 +6,7 @@
 pub mod bus;
 pub mod channels;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod counters;
 pub mod daemon;

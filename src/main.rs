@@ -1,18 +1,16 @@
-//! `ttp-worker`: parse the command line, then hand over to the library.
+//! `ttp-worker`: parse the command line, then hand over to the daemon or to one of
+//! `commands`, and turn what it returns into an exit status.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
-use std::path::Path;
+use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
 use ttp_worker::cli::{Cli, Command, EngineArgs, StoreArgs, TagArgs, TagsArgs};
+use ttp_worker::commands::{self, Failure};
 use ttp_worker::config::{self, Config};
-use ttp_worker::store::{TagsQuery, run_stats, run_tags};
 use ttp_worker::tagging::EngineOptions;
-use ttp_worker::tagging::commands::{run_check_rules, run_tag};
 use ttp_worker::{daemon, logging};
 
 /// Exit status for a bad flag or setting, as for any command-line usage error.
@@ -58,33 +56,23 @@ fn tag(args: &TagArgs) -> ExitCode {
         Ok(options) => options,
         Err(code) => return code,
     };
-    let input: Box<dyn BufRead> = match args.input.as_deref() {
-        None => Box::new(io::stdin().lock()),
-        Some(path) if path == Path::new("-") => Box::new(io::stdin().lock()),
-        Some(path) => match File::open(path) {
-            Ok(file) => Box::new(BufReader::new(file)),
-            Err(err) => {
-                return fail(
-                    USAGE_ERROR,
-                    format!("cannot read {}: {err}", path.display()),
-                );
-            }
-        },
+    let input = match commands::tag::open_input(args.input.as_deref()) {
+        Ok(input) => input,
+        Err(err) => return fail(USAGE_ERROR, err),
     };
-    let stdout = io::stdout().lock();
-    match run_tag(&options, input, io::BufWriter::new(stdout), io::stderr()) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(err) => fail(1, err),
-    }
+    let out = io::BufWriter::new(io::stdout().lock());
+    finish(commands::tag::run(&options, input, out, io::stderr()))
 }
 
 fn check_rules(args: &EngineArgs) -> ExitCode {
-    match engine_options(args) {
-        Ok(options) => {
-            let status = run_check_rules(&options, io::stdout().lock(), io::stderr());
-            ExitCode::from(u8::try_from(status).unwrap_or(1))
-        }
-        Err(code) => code,
+    let options = match engine_options(args) {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
+    match commands::check_rules::run(&options, io::stdout().lock(), io::stderr()) {
+        Ok(verdict) if verdict.passed() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        result => finish(result),
     }
 }
 
@@ -97,23 +85,9 @@ fn tags(args: &TagsArgs) -> ExitCode {
         Ok(db) => db,
         Err(code) => return code,
     };
-    let query = TagsQuery {
-        attacker: args.attacker.clone(),
-        identity: args.identity.clone(),
-        session: args.session.clone(),
-        techniques: args.technique.clone(),
-        since: args.since,
-        limit: args.limit,
-    };
-    match run_tags(
-        &db,
-        &query,
-        args.format,
-        io::BufWriter::new(io::stdout().lock()),
-    ) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(err) => fail(1, err),
-    }
+    let query = commands::tags::query(args);
+    let out = io::BufWriter::new(io::stdout().lock());
+    finish(commands::tags::run(&db, &query, args.format, out))
 }
 
 fn stats(args: &StoreArgs) -> ExitCode {
@@ -121,8 +95,14 @@ fn stats(args: &StoreArgs) -> ExitCode {
         Ok(db) => db,
         Err(code) => return code,
     };
-    match run_stats(&db, io::stdout().lock()) {
-        Ok(()) => ExitCode::SUCCESS,
+    finish(commands::stats::run(&db, io::stdout().lock()))
+}
+
+/// Success, a closed output pipe (quietly), or exit 1 with the one-line reason.
+fn finish<T>(result: Result<T, impl Failure>) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) if err.closed_pipe() => ExitCode::SUCCESS,
         Err(err) => fail(1, err),
     }
 }

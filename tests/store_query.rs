@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use common::TAG_KEYS;
 use serde_json::Value;
 use store_support::*;
-use ttp_worker::store::{Format, Store, StoreError, TagsQuery, run_stats, run_tags};
+use ttp_worker::commands::stats::run as run_stats;
+use ttp_worker::commands::tags::{self, run as run_tags};
+use ttp_worker::store::{Format, Store, StoreError, TagsQuery};
 use ttp_worker::units::parse_duration;
 
 const OTHER_IP: &str = "198.51.100.9";
@@ -86,7 +88,10 @@ fn attacker_filter_takes_a_uuid_or_an_ip() {
     assert_eq!(sorted_uuids(&path, by("192.0.2.1")), Vec::<String>::new());
 
     let err = run_tags(&path, &by("mallory"), Format::Json, Vec::new()).unwrap_err();
-    assert!(matches!(err, StoreError::Query(_)), "{err}");
+    assert!(
+        matches!(err, tags::Error::Store(StoreError::Query(_))),
+        "{err}"
+    );
 }
 
 #[test]
@@ -250,7 +255,10 @@ fn the_table_is_aligned_and_says_when_nothing_matches() {
 fn queries_on_a_missing_database_name_the_path() {
     let (_dir, path) = temp_db();
     let err = run_tags(&path, &TagsQuery::default(), Format::Json, Vec::new()).unwrap_err();
-    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(
+        matches!(err, tags::Error::Store(StoreError::Missing { .. })),
+        "{err}"
+    );
     let err = run_stats(&path, Vec::new()).unwrap_err();
     assert!(
         err.to_string().contains(&path.display().to_string()),

@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use common::corpus::{compat, reference_options};
 use serde_json::Value;
+use ttp_worker::commands::tag::run as run_tag;
 use ttp_worker::envelope::jsonl::{decode_line, parse_line};
 use ttp_worker::tagging::Tagger;
-use ttp_worker::tagging::commands::run_tag;
 
 #[test]
 fn dev_1k_reproduces_every_decnet_tag() {

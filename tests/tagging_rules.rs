@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use common::TAG_KEYS;
 use common::corpus::compat;
 use serde_json::{Map, Value, json};
-use ttp_worker::tagging::commands::{run_check_rules, run_tag};
+use ttp_worker::commands::check_rules::run as run_check_rules;
+use ttp_worker::commands::tag::run as run_tag;
 use ttp_worker::tagging::{EngineOptions, Tagger};
 
 fn scratch(name: &str) -> PathBuf {
@@ -174,7 +175,8 @@ fn a_failed_reload_leaves_the_engine_usable() {
 /// `check-rules`: its exit status, standard output and standard error.
 fn check_rules(options: &EngineOptions) -> (i32, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_check_rules(options, &mut out, &mut err);
+    let verdict = run_check_rules(options, &mut out, &mut err).unwrap_or_else(|e| panic!("{e}"));
+    let code = i32::from(!verdict.passed());
     (
         code,
         String::from_utf8_lossy(&out).into_owned(),

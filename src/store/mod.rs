@@ -7,7 +7,7 @@
 //! operator queries read alongside it, which WAL mode allows without blocking the writer.
 //!
 //! Layout: `schema.rs` (tables, migrations), `insert.rs` (batches), `anchors.rs` (learned IPs),
-//! `query.rs` and `stats.rs` (operator commands), `location.rs` (default path), `lock.rs`
+//! `query.rs` and `stats.rs` (what the operator commands show), `location.rs` (default path), `lock.rs`
 //! (single owner), `clock.rs` (timestamps and `--since`), `error.rs`; `db.rs` opens the
 //! file, and each of the others adds what it does to [`Store`].
 
@@ -32,6 +32,6 @@ pub use error::{BUSY_TIMEOUT, StoreError};
 pub use insert::{BatchOutcome, SkipReason, SkippedAnchor, SkippedTag, mitre_url};
 pub use location::{DB_FILE_NAME, NoDefaultLocation, default_db_path};
 pub use lock::lock_path;
-pub use query::{DEFAULT_LIMIT, Format, TagRow, TagsQuery, run_tags};
+pub use query::{DEFAULT_LIMIT, Format, TagRow, TagsQuery};
 pub use schema::SCHEMA_VERSION;
-pub use stats::{Stats, run_stats};
+pub use stats::Stats;

@@ -1,8 +1,8 @@
-//! `ttp-worker stats`: a health glance at the store — is it growing, what fires most, how big
-//! is the file on the appliance's flash.
+//! Counts over the store for the operator's `stats` command: is it growing, what fires most,
+//! how big is the file on the appliance's flash.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -82,71 +82,4 @@ fn file_bytes(db: &Path) -> Result<u64, StoreError> {
         }
     }
     Ok(total)
-}
-
-/// Opens `db` read-only and prints its [`Stats`] for a human.
-pub fn run_stats(db: &Path, mut out: impl Write) -> Result<(), StoreError> {
-    let stats = Store::open_read_only(db)?.stats()?;
-    write_stats(db, &stats, &mut out).map_err(StoreError::Output)
-}
-
-fn write_stats(db: &Path, s: &Stats, out: &mut impl Write) -> io::Result<()> {
-    writeln!(out, "database        {}", db.display())?;
-    writeln!(out, "schema version  {}", s.schema_version)?;
-    writeln!(
-        out,
-        "size            {} (incl. WAL)",
-        human_bytes(s.file_bytes)
-    )?;
-    writeln!(out, "tags            {}", s.total)?;
-    writeln!(out, "tags last 24h   {}", s.last_24h)?;
-    writeln!(out, "attackers       {}", s.attackers)?;
-    writeln!(out, "anchors known   {}", s.anchors)?;
-    for (title, groups) in [("by technique", &s.by_technique), ("by rule", &s.by_rule)] {
-        writeln!(out)?;
-        writeln!(out, "{title}")?;
-        if groups.is_empty() {
-            writeln!(out, "  (none)")?;
-        }
-        let width = groups
-            .iter()
-            .map(|(k, _)| k.chars().count())
-            .max()
-            .unwrap_or(0);
-        for (key, n) in groups {
-            let key: String = key.chars().filter(|c| !c.is_control()).collect();
-            writeln!(out, "  {key:<width$}  {n}")?;
-        }
-    }
-    Ok(())
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = "B";
-    for next in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = next;
-    }
-    format!("{value:.1} {unit} ({bytes} bytes)")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(4096), "4.0 KiB (4096 bytes)");
-        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB (5242880 bytes)");
-    }
 }

@@ -3,12 +3,11 @@
 //!
 //! [`Tagger`] is the seam the daemon owns: built from [`EngineOptions`], fed one
 //! [`Inbound`](crate::envelope::Inbound) at a time through [`Tagger::tag_message`], rebuilt on
-//! reload with [`Tagger::reload`]. The `tag` and `check-rules` commands in [`commands`] drive
+//! reload with [`Tagger::reload`]. The `tag` and `check-rules` commands (`src/commands/`) drive
 //! the very same code.
 
 pub mod anchors;
 mod builtin;
-pub mod commands;
 pub mod event;
 pub mod lifters;
 pub mod pattern;

@@ -1,18 +1,55 @@
-//! Library side of the `tag` and `check-rules` commands: `main.rs` only parses flags and
-//! calls these, so tests drive exactly what users run.
+//! `ttp-worker tag`: tags envelopes read one per line, offline, with the daemon's code path,
+//! so that a rule pack can be tried on a corpus without a bus or a store.
 
-use std::io::{BufRead, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{EngineError, EngineOptions, Tagger};
+use super::Failure;
 use crate::envelope::jsonl::{LineMessage, decode_line};
+use crate::tagging::{EngineError, EngineOptions, Tagger};
 
+/// Why a `tag` run stopped. Reads and writes are told apart so that a closed output pipe can
+/// end the run quietly while a failing input still says so.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub enum Error {
+    /// The input file named on the command line: a usage error, reported before any work.
+    #[error("cannot read {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Read(#[source] io::Error),
+    #[error("I/O error: {0}")]
+    Write(#[source] io::Error),
+    #[error("I/O error: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+impl Failure for Error {
+    fn closed_pipe(&self) -> bool {
+        matches!(self, Error::Write(e) if super::is_closed_pipe(e))
+    }
+}
+
+/// The input named by `--input`: stdin when absent or `-`.
+pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>, Error> {
+    match path {
+        None => Ok(Box::new(io::stdin().lock())),
+        Some(path) if path == Path::new("-") => Ok(Box::new(io::stdin().lock())),
+        Some(path) => match File::open(path) {
+            Ok(file) => Ok(Box::new(BufReader::new(file))),
+            Err(source) => Err(Error::Open {
+                path: path.to_owned(),
+                source,
+            }),
+        },
+    }
 }
 
 /// What one `tag` run did.
@@ -47,22 +84,22 @@ impl TagSummary {
 ///
 /// The engine is built on the tagging thread while this one starts reading; nothing is
 /// written before it is built, so a failure to build it is the only thing reported.
-pub fn run_tag(
+pub fn run(
     options: &EngineOptions,
     input: impl BufRead,
     out: impl Write,
     err: impl Write,
-) -> Result<TagSummary, CommandError> {
+) -> Result<TagSummary, Error> {
     tag_stream(|| Tagger::new(options), input, out, err)
 }
 
-/// [`run_tag`] with an engine already built (benchmarks, tests).
+/// [`run`] with an engine already built (benchmarks, tests).
 pub fn tag_with(
     tagger: Tagger,
     input: impl BufRead,
     out: impl Write,
     err: impl Write,
-) -> Result<TagSummary, CommandError> {
+) -> Result<TagSummary, Error> {
     tag_stream(move || Ok(tagger), input, out, err)
 }
 
@@ -106,11 +143,11 @@ fn tag_stream(
     mut input: impl BufRead,
     out: impl Write,
     mut err: impl Write,
-) -> Result<TagSummary, CommandError> {
+) -> Result<TagSummary, Error> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
-    let (counts, tags) = std::thread::scope(|scope| -> Result<(TagCounts, u64), CommandError> {
+    let (counts, tags) = std::thread::scope(|scope| -> Result<(TagCounts, u64), Error> {
         let (ready_tx, ready) = crossbeam_channel::bounded::<Ready>(1);
         let (to_tagger, batches) = crossbeam_channel::bounded::<Batch>(BATCH_QUEUE);
         let (results, from_tagger) = crossbeam_channel::bounded::<Tagged>(BATCH_QUEUE);
@@ -127,7 +164,8 @@ fn tag_stream(
                 let report = tagger.problems().iter().chain(tagger.warnings());
                 let _ = ready_tx.send(Ok(report.map(ToString::to_string).collect()));
                 tag_batches(&mut tagger, &batches, &results)
-            })?;
+            })
+            .map_err(Error::Spawn)?;
         // Line reports wait until the engine's own report is out (and say nothing if it
         // cannot be built).
         let mut held: Option<Vec<String>> = Some(Vec::new());
@@ -135,13 +173,13 @@ fn tag_stream(
             err: &mut impl Write,
             report: Ready,
             held: &mut Option<Vec<String>>,
-        ) -> Result<(), CommandError> {
+        ) -> Result<(), Error> {
             let lines = held.take().unwrap_or_default();
             for line in report? {
-                writeln!(err, "{line}")?;
+                writeln!(err, "{line}").map_err(Error::Write)?;
             }
             for line in lines {
-                writeln!(err, "{line}")?;
+                writeln!(err, "{line}").map_err(Error::Write)?;
             }
             Ok(())
         }
@@ -159,7 +197,7 @@ fn tag_stream(
             let mut bytes = 0;
             while batch.len() < BATCH_LINES && bytes < BATCH_BYTES {
                 line.clear();
-                if input.read_until(b'\n', &mut line)? == 0 {
+                if input.read_until(b'\n', &mut line).map_err(Error::Read)? == 0 {
                     at_end = true;
                     break;
                 }
@@ -173,7 +211,7 @@ fn tag_stream(
                         let report = format!("line {number}: {reason}");
                         match &mut held {
                             Some(lines) => lines.push(report),
-                            None => writeln!(err, "{report}")?,
+                            None => writeln!(err, "{report}").map_err(Error::Write)?,
                         }
                     }
                 }
@@ -191,13 +229,13 @@ fn tag_stream(
             let mut tagger_gone = false;
             while let Some(batch) = pending.take() {
                 while let Ok(tagged) = from_tagger.try_recv() {
-                    tags += write(tagged, &mut out)?;
+                    tags += write(tagged, &mut out).map_err(Error::Write)?;
                 }
                 match to_tagger.try_send(batch) {
                     Ok(()) => {}
                     Err(crossbeam_channel::TrySendError::Full(back)) => match from_tagger.recv() {
                         Ok(tagged) => {
-                            tags += write(tagged, &mut out)?;
+                            tags += write(tagged, &mut out).map_err(Error::Write)?;
                             pending = Some(back);
                         }
                         Err(_) => tagger_gone = true,
@@ -217,14 +255,14 @@ fn tag_stream(
             }
         }
         for tagged in &from_tagger {
-            tags += write(tagged, &mut out)?;
+            tags += write(tagged, &mut out).map_err(Error::Write)?;
         }
         match tagging.join() {
             Ok(counts) => Ok((counts, tags)),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })?;
-    out.flush()?;
+    out.flush().map_err(Error::Write)?;
     summary.events = counts.events;
     summary.tagger_events = counts.tagger_events;
     summary.tags = tags;
@@ -239,7 +277,8 @@ fn tag_stream(
         summary.malformed,
         summary.seconds,
         summary.events_per_second()
-    )?;
+    )
+    .map_err(Error::Write)?;
     Ok(summary)
 }
 
@@ -281,58 +320,6 @@ fn tag_batches(
         }
     }
     counts
-}
-
-/// Loads and compiles everything, prints a summary on `out` and each problem and warning on
-/// `err` as `FILE: rule ID: message` (`FILE: rule ID: warning: message`). Exit status: 0 when
-/// every file loaded (warnings allowed), 1 otherwise.
-pub fn run_check_rules(options: &EngineOptions, mut out: impl Write, mut err: impl Write) -> i32 {
-    let tagger = match Tagger::new(options) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = writeln!(err, "{e}");
-            return 1;
-        }
-    };
-    let (by_kind, by_owner) = tagger.summary();
-    let mut sources: Vec<String> = Vec::new();
-    if !options.no_builtin_rules {
-        sources.push("built-in pack".to_owned());
-    }
-    sources.extend(options.rules_dirs.iter().map(|d| d.display().to_string()));
-    let source = sources.join(", ");
-    let join = |m: Vec<String>| {
-        if m.is_empty() {
-            "-".to_owned()
-        } else {
-            m.join(", ")
-        }
-    };
-    let _ = writeln!(out, "{} rules loaded from {source}", tagger.rules().len());
-    let _ = writeln!(
-        out,
-        "by source kind: {}",
-        join(by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect())
-    );
-    let _ = writeln!(
-        out,
-        "by lifter kind: {}",
-        join(by_owner.iter().map(|(k, n)| format!("{k} {n}")).collect())
-    );
-    for problem in tagger.problems() {
-        let _ = writeln!(err, "{problem}");
-    }
-    for warning in tagger.warnings() {
-        let _ = writeln!(err, "{warning}");
-    }
-    let _ = writeln!(
-        out,
-        "{} problems, {} warnings",
-        tagger.problems().len(),
-        tagger.warnings().len()
-    );
-    // Warnings (rules that can never fire) do not fail the check.
-    i32::from(!tagger.problems().is_empty())
 }
 
 #[cfg(test)]
@@ -394,12 +381,9 @@ mod tests {
         let input = "not json\n".repeat(BATCH_LINES * 3)
             + "{\"topic\":\"attacker.observed\",\"payload\":{\"attacker_ip\":\"1.2.3.4\"}}\n";
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = run_tag(&options, input.as_bytes(), &mut out, &mut err);
+        let result = run(&options, input.as_bytes(), &mut out, &mut err);
         assert!(
-            matches!(
-                result,
-                Err(CommandError::Engine(EngineError::RulesDir { .. }))
-            ),
+            matches!(result, Err(Error::Engine(EngineError::RulesDir { .. }))),
             "{result:?}"
         );
         assert!(out.is_empty() && err.is_empty());

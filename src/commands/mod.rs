@@ -1,0 +1,22 @@
+//! The subcommands, one module each: `tag`, `check-rules`, `tags`, `stats` (a new subcommand
+//! gets its own module here). Each `run` takes its inputs and its writers and returns a typed
+//! result; `main.rs` only turns that into an exit status, so tests drive exactly what users
+//! run. These are the only modules that print: `tagging` and `store` return values.
+
+pub mod check_rules;
+pub mod stats;
+pub mod tag;
+pub mod tags;
+
+use std::io;
+
+/// A command's failure, as `main` decides what to do with it.
+pub trait Failure: std::error::Error {
+    /// The output's reader went away (`ttp-worker tags | head -1`): the rest of the output
+    /// is no longer wanted, so the command ends quietly and successfully, as ripgrep does.
+    fn closed_pipe(&self) -> bool;
+}
+
+fn is_closed_pipe(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::BrokenPipe
+}

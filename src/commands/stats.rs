@@ -1,0 +1,91 @@
+//! `ttp-worker stats`: a health glance at the store, for a human.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::Failure;
+use crate::store::{Stats, Store, StoreError};
+
+/// Why `stats` showed nothing, or stopped part way.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the output: {0}")]
+    Write(#[source] io::Error),
+}
+
+impl Failure for Error {
+    fn closed_pipe(&self) -> bool {
+        matches!(self, Error::Write(e) if super::is_closed_pipe(e))
+    }
+}
+
+/// Opens `db` read-only and prints its [`Stats`] for a human.
+pub fn run(db: &Path, mut out: impl Write) -> Result<(), Error> {
+    let stats = Store::open_read_only(db)?.stats()?;
+    write_stats(db, &stats, &mut out)
+        .and_then(|()| out.flush())
+        .map_err(Error::Write)
+}
+
+fn write_stats(db: &Path, s: &Stats, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "database        {}", db.display())?;
+    writeln!(out, "schema version  {}", s.schema_version)?;
+    writeln!(
+        out,
+        "size            {} (incl. WAL)",
+        human_bytes(s.file_bytes)
+    )?;
+    writeln!(out, "tags            {}", s.total)?;
+    writeln!(out, "tags last 24h   {}", s.last_24h)?;
+    writeln!(out, "attackers       {}", s.attackers)?;
+    writeln!(out, "anchors known   {}", s.anchors)?;
+    for (title, groups) in [("by technique", &s.by_technique), ("by rule", &s.by_rule)] {
+        writeln!(out)?;
+        writeln!(out, "{title}")?;
+        if groups.is_empty() {
+            writeln!(out, "  (none)")?;
+        }
+        let width = groups
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (key, n) in groups {
+            let key: String = key.chars().filter(|c| !c.is_control()).collect();
+            writeln!(out, "  {key:<width$}  {n}")?;
+        }
+    }
+    Ok(())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit} ({bytes} bytes)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(4096), "4.0 KiB (4096 bytes)");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB (5242880 bytes)");
+    }
+}

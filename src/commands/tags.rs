@@ -1,0 +1,185 @@
+//! `ttp-worker tags`: the operator's window on the store, as JSON lines for scripts or as a
+//! table for a terminal.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::Failure;
+use crate::cli::TagsArgs;
+use crate::store::{Format, Store, StoreError, TagRow, TagsQuery};
+
+/// Why `tags` showed nothing, or stopped part way.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the output: {0}")]
+    Write(#[source] io::Error),
+}
+
+impl Failure for Error {
+    fn closed_pipe(&self) -> bool {
+        matches!(self, Error::Write(e) if super::is_closed_pipe(e))
+    }
+}
+
+/// The filters the command line asks for.
+pub fn query(args: &TagsArgs) -> TagsQuery {
+    TagsQuery {
+        attacker: args.attacker.clone(),
+        identity: args.identity.clone(),
+        session: args.session.clone(),
+        techniques: args.technique.clone(),
+        since: args.since,
+        limit: args.limit,
+    }
+}
+
+/// Opens `db` read-only, runs `query`, writes the rows to `out`; returns how many were shown.
+pub fn run(
+    db: &Path,
+    query: &TagsQuery,
+    format: Format,
+    mut out: impl Write,
+) -> Result<usize, Error> {
+    let rows = Store::open_read_only(db)?.query_tags(query)?;
+    match format {
+        Format::Json => {
+            for row in &rows {
+                writeln!(out, "{}", to_json(row)).map_err(Error::Write)?;
+            }
+        }
+        Format::Table => write_table(&rows, &mut out).map_err(Error::Write)?,
+    }
+    out.flush().map_err(Error::Write)?;
+    Ok(rows.len())
+}
+
+/// The documented key set, in a fixed order (serde_json keeps insertion order here).
+fn to_json(row: &TagRow) -> Value {
+    let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+    let mut map = Map::new();
+    map.insert("uuid".into(), row.uuid.clone().into());
+    map.insert("source_kind".into(), row.source_kind.clone().into());
+    map.insert("source_id".into(), row.source_id.clone().into());
+    map.insert("attacker_uuid".into(), opt(&row.attacker_uuid));
+    map.insert("identity_uuid".into(), opt(&row.identity_uuid));
+    map.insert("attacker_ip".into(), opt(&row.attacker_ip));
+    map.insert("session_id".into(), opt(&row.session_id));
+    map.insert("decky_id".into(), opt(&row.decky_id));
+    map.insert("tactic".into(), row.tactic.clone().into());
+    map.insert("technique_id".into(), row.technique_id.clone().into());
+    map.insert("sub_technique_id".into(), opt(&row.sub_technique_id));
+    map.insert(
+        "confidence".into(),
+        serde_json::Number::from_f64(row.confidence).map_or(Value::Null, Value::Number),
+    );
+    map.insert("rule_id".into(), row.rule_id.clone().into());
+    map.insert("rule_version".into(), row.rule_version.into());
+    map.insert("evidence".into(), row.evidence.clone());
+    map.insert("created_at".into(), row.created_at.clone().into());
+    Value::Object(map)
+}
+
+const HEADERS: [&str; 6] = [
+    "TIME (UTC)",
+    "TECHNIQUE",
+    "RULE",
+    "CONF",
+    "ANCHOR",
+    "SESSION/SOURCE",
+];
+
+fn table_cells(row: &TagRow) -> [String; 6] {
+    // `2026-05-01T12:34:56.789012Z` → `2026-05-01 12:34:56`: seconds are enough on screen.
+    let time = row
+        .created_at
+        .get(..19)
+        .unwrap_or(&row.created_at)
+        .replace('T', " ");
+    let technique = row
+        .sub_technique_id
+        .clone()
+        .unwrap_or_else(|| row.technique_id.clone());
+    let anchor = match (&row.attacker_uuid, &row.identity_uuid, &row.attacker_ip) {
+        (Some(uuid), _, _) => uuid.clone(),
+        (None, Some(identity), _) => format!("identity {identity}"),
+        (None, None, Some(ip)) => format!("ip {ip}"),
+        (None, None, None) => "-".to_string(),
+    };
+    let origin = match &row.session_id {
+        Some(session) => session.clone(),
+        None => format!("{}:{}", row.source_kind, row.source_id),
+    };
+    [
+        time,
+        technique,
+        format!("{} v{}", row.rule_id, row.rule_version),
+        format!("{:.2}", row.confidence),
+        anchor,
+        origin,
+    ]
+    .map(|cell| printable(&cell))
+}
+
+/// Stored strings come from attacker-controlled telemetry: never let them drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+fn write_table(rows: &[TagRow], out: &mut impl Write) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "no matching tags");
+    }
+    let cells: Vec<[String; 6]> = rows.iter().map(table_cells).collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header = HEADERS.map(String::from);
+    for row in std::iter::once(&header).chain(&cells) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                // CONF is a number: right-align it.
+                let pad = width - cell.chars().count();
+                if i == 3 {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+                line.push_str("  ");
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(printable("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+        assert_eq!(printable("café"), "café");
+    }
+}
