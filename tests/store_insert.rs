@@ -9,7 +9,7 @@ use store_support::*;
 use ttp_worker::store::{Anchor, SkipReason, Store, TagsQuery};
 use ttp_worker::tagging::Tag;
 
-fn all(store: &Store) -> Vec<ttp_worker::store::TagRow> {
+fn all(store: &Store) -> Vec<ttp_worker::store::StoredTag> {
     store
         .query_tags(&TagsQuery {
             limit: Some(10_000),
@@ -103,15 +103,15 @@ fn stored_rows_read_back_as_given() {
 
     let rows = all(&store);
     let row = &rows[0];
-    assert_eq!(row.uuid, given.uuid);
-    assert_eq!(row.sub_technique_id.as_deref(), Some("T1110.001"));
-    assert_eq!(row.confidence, 0.9);
-    assert_eq!(row.rule_version, 1);
+    assert_eq!(row.tag.uuid, given.uuid);
+    assert_eq!(row.tag.sub_technique_id.as_deref(), Some("T1110.001"));
+    assert_eq!(row.tag.confidence, 0.9);
+    assert_eq!(row.tag.rule_version, 1);
     assert_eq!(row.attack_release, "v15.1");
-    assert_eq!(row.evidence, serde_json::Value::Object(given.evidence));
+    assert_eq!(row.evidence(), serde_json::Value::Object(given.evidence));
     // Key order is kept (preserve_order), as DECNET writes it.
     assert_eq!(
-        row.evidence.to_string(),
+        row.evidence().to_string(),
         r#"{"attempts":42,"service":"ssh"}"#
     );
     assert_eq!(row.created_at.len(), "2026-05-01T12:34:56.789012Z".len());
@@ -137,14 +137,14 @@ fn learning_an_anchor_upgrades_only_that_addresses_ip_anchored_rows() {
         .unwrap();
     let before: HashMap<String, _> = all(&store)
         .into_iter()
-        .map(|r| (r.uuid.clone(), r))
+        .map(|r| (r.tag.uuid.clone(), r))
         .collect();
 
     assert_eq!(store.learn_anchor(IP, ATTACKER).unwrap(), 2);
 
     let after: HashMap<String, _> = all(&store)
         .into_iter()
-        .map(|r| (r.uuid.clone(), r))
+        .map(|r| (r.tag.uuid.clone(), r))
         .collect();
     assert_eq!(
         before.keys().collect::<std::collections::BTreeSet<_>>(),
@@ -153,15 +153,16 @@ fn learning_an_anchor_upgrades_only_that_addresses_ip_anchored_rows() {
     );
     for key in ["p1", "p2"] {
         assert_eq!(
-            after[&uuid_for(key)].attacker_uuid.as_deref(),
+            after[&uuid_for(key)].tag.attacker_uuid.as_deref(),
             Some(ATTACKER)
         );
-        assert_eq!(after[&uuid_for(key)].attacker_ip.as_deref(), Some(IP));
+        assert_eq!(after[&uuid_for(key)].tag.attacker_ip.as_deref(), Some(IP));
     }
     assert_eq!(after[&uuid_for("q")], before[&uuid_for("q")]);
     assert_eq!(after[&uuid_for("roll-up")], before[&uuid_for("roll-up")]);
     assert_eq!(
         after[&uuid_for("already-anchored")]
+            .tag
             .attacker_uuid
             .as_deref(),
         Some(OTHER_ATTACKER)
@@ -193,7 +194,7 @@ fn anchors_learned_with_a_batch_upgrade_that_batchs_own_tags() {
     assert_eq!(outcome.upgraded, 1);
     assert_eq!(outcome.skipped_anchors.len(), 1);
     assert_eq!(outcome.skipped_anchors[0].index, 1);
-    assert_eq!(all(&store)[0].attacker_uuid.as_deref(), Some(ATTACKER));
+    assert_eq!(all(&store)[0].tag.attacker_uuid.as_deref(), Some(ATTACKER));
     assert_eq!(store.load_anchors().unwrap().len(), 1);
 }
 

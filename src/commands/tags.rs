@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::Failure;
 use crate::cli::TagsArgs;
-use crate::store::{Format, Store, StoreError, TagRow, TagsQuery};
+use crate::store::{Format, Store, StoreError, StoredTag, TagsQuery};
 
 /// Why `tags` showed nothing, or stopped part way.
 #[derive(Debug, thiserror::Error)]
@@ -58,27 +58,28 @@ pub fn run(
 }
 
 /// The documented key set, in a fixed order (serde_json keeps insertion order here).
-fn to_json(row: &TagRow) -> Value {
+fn to_json(row: &StoredTag) -> Value {
+    let tag = &row.tag;
     let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
     let mut map = Map::new();
-    map.insert("uuid".into(), row.uuid.clone().into());
-    map.insert("source_kind".into(), row.source_kind.clone().into());
-    map.insert("source_id".into(), row.source_id.clone().into());
-    map.insert("attacker_uuid".into(), opt(&row.attacker_uuid));
-    map.insert("identity_uuid".into(), opt(&row.identity_uuid));
-    map.insert("attacker_ip".into(), opt(&row.attacker_ip));
-    map.insert("session_id".into(), opt(&row.session_id));
-    map.insert("decky_id".into(), opt(&row.decky_id));
-    map.insert("tactic".into(), row.tactic.clone().into());
-    map.insert("technique_id".into(), row.technique_id.clone().into());
-    map.insert("sub_technique_id".into(), opt(&row.sub_technique_id));
+    map.insert("uuid".into(), tag.uuid.clone().into());
+    map.insert("source_kind".into(), tag.source_kind.clone().into());
+    map.insert("source_id".into(), tag.source_id.clone().into());
+    map.insert("attacker_uuid".into(), opt(&tag.attacker_uuid));
+    map.insert("identity_uuid".into(), opt(&tag.identity_uuid));
+    map.insert("attacker_ip".into(), opt(&tag.attacker_ip));
+    map.insert("session_id".into(), opt(&tag.session_id));
+    map.insert("decky_id".into(), opt(&tag.decky_id));
+    map.insert("tactic".into(), tag.tactic.clone().into());
+    map.insert("technique_id".into(), tag.technique_id.clone().into());
+    map.insert("sub_technique_id".into(), opt(&tag.sub_technique_id));
     map.insert(
         "confidence".into(),
-        serde_json::Number::from_f64(row.confidence).map_or(Value::Null, Value::Number),
+        serde_json::Number::from_f64(tag.confidence).map_or(Value::Null, Value::Number),
     );
-    map.insert("rule_id".into(), row.rule_id.clone().into());
-    map.insert("rule_version".into(), row.rule_version.into());
-    map.insert("evidence".into(), row.evidence.clone());
+    map.insert("rule_id".into(), tag.rule_id.clone().into());
+    map.insert("rule_version".into(), tag.rule_version.into());
+    map.insert("evidence".into(), row.evidence());
     map.insert("created_at".into(), row.created_at.clone().into());
     Value::Object(map)
 }
@@ -92,32 +93,33 @@ const HEADERS: [&str; 6] = [
     "SESSION/SOURCE",
 ];
 
-fn table_cells(row: &TagRow) -> [String; 6] {
+fn table_cells(row: &StoredTag) -> [String; 6] {
+    let tag = &row.tag;
     // `2026-05-01T12:34:56.789012Z` → `2026-05-01 12:34:56`: seconds are enough on screen.
     let time = row
         .created_at
         .get(..19)
         .unwrap_or(&row.created_at)
         .replace('T', " ");
-    let technique = row
+    let technique = tag
         .sub_technique_id
         .clone()
-        .unwrap_or_else(|| row.technique_id.clone());
-    let anchor = match (&row.attacker_uuid, &row.identity_uuid, &row.attacker_ip) {
+        .unwrap_or_else(|| tag.technique_id.clone());
+    let anchor = match (&tag.attacker_uuid, &tag.identity_uuid, &tag.attacker_ip) {
         (Some(uuid), _, _) => uuid.clone(),
         (None, Some(identity), _) => format!("identity {identity}"),
         (None, None, Some(ip)) => format!("ip {ip}"),
         (None, None, None) => "-".to_string(),
     };
-    let origin = match &row.session_id {
+    let origin = match &tag.session_id {
         Some(session) => session.clone(),
-        None => format!("{}:{}", row.source_kind, row.source_id),
+        None => format!("{}:{}", tag.source_kind, tag.source_id),
     };
     [
         time,
         technique,
-        format!("{} v{}", row.rule_id, row.rule_version),
-        format!("{:.2}", row.confidence),
+        format!("{} v{}", tag.rule_id, tag.rule_version),
+        format!("{:.2}", tag.confidence),
         anchor,
         origin,
     ]
@@ -138,7 +140,7 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-fn write_table(rows: &[TagRow], out: &mut impl Write) -> std::io::Result<()> {
+fn write_table(rows: &[StoredTag], out: &mut impl Write) -> std::io::Result<()> {
     if rows.is_empty() {
         return writeln!(out, "no matching tags");
     }

@@ -32,6 +32,6 @@ pub use error::{BUSY_TIMEOUT, StoreError};
 pub use insert::{BatchOutcome, SkipReason, SkippedAnchor, SkippedTag, mitre_url};
 pub use location::{DB_FILE_NAME, NoDefaultLocation, default_db_path};
 pub use lock::lock_path;
-pub use query::{DEFAULT_LIMIT, Format, TagRow, TagsQuery};
+pub use query::{DEFAULT_LIMIT, Format, StoredTag, TagsQuery};
 pub use schema::SCHEMA_VERSION;
 pub use stats::Stats;

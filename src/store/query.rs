@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::types::Value as SqlValue;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::clock::cutoff;
 use super::db::Store;
 use super::error::StoreError;
+use crate::tagging::Tag;
 
 /// Rows shown when the operator gives no `--limit`: a screenful, newest first.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -55,29 +56,27 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// A stored tag as read back.
+/// A stored tag as read back: the tag as it was written, and what the store added to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TagRow {
-    pub uuid: String,
-    pub source_kind: String,
-    pub source_id: String,
-    pub attacker_uuid: Option<String>,
-    pub identity_uuid: Option<String>,
-    pub attacker_ip: Option<String>,
-    pub session_id: Option<String>,
-    pub decky_id: Option<String>,
-    pub tactic: String,
-    pub technique_id: String,
-    pub sub_technique_id: Option<String>,
-    pub confidence: f64,
-    pub rule_id: String,
-    pub rule_version: i64,
-    /// As stored: a JSON object.
-    pub evidence: Value,
+pub struct StoredTag {
+    pub tag: Tag,
     pub attack_release: String,
     pub mitre_url: Option<String>,
     /// ISO-8601 UTC, e.g. `2026-05-01T12:34:56.789012Z`.
     pub created_at: String,
+    /// The evidence column when it is not a JSON object, which only a hand-edited row can be
+    /// (`tag.evidence` is then empty): shown as it is rather than failing the whole listing.
+    pub odd_evidence: Option<Value>,
+}
+
+impl StoredTag {
+    /// The evidence as stored: a JSON object, or whatever a hand-edited row holds.
+    pub fn evidence(&self) -> Value {
+        match &self.odd_evidence {
+            Some(odd) => odd.clone(),
+            None => Value::Object(self.tag.evidence.clone()),
+        }
+    }
 }
 
 const COLUMNS: &str = "uuid, source_kind, source_id, attacker_uuid, identity_uuid, attacker_ip, \
@@ -86,7 +85,7 @@ const COLUMNS: &str = "uuid, source_kind, source_id, attacker_uuid, identity_uui
 
 impl Store {
     /// The tags matching `query`, newest first.
-    pub fn query_tags(&self, query: &TagsQuery) -> Result<Vec<TagRow>, StoreError> {
+    pub fn query_tags(&self, query: &TagsQuery) -> Result<Vec<StoredTag>, StoreError> {
         let (clauses, mut params) = where_clauses(query, SystemTime::now())?;
         let mut sql = format!("SELECT {COLUMNS} FROM ttp_tag");
         if !clauses.is_empty() {
@@ -177,29 +176,35 @@ fn technique_filter(text: &str) -> Result<(&'static str, String), StoreError> {
     }
 }
 
-fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TagRow> {
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTag> {
     let evidence: String = row.get(14)?;
-    Ok(TagRow {
-        uuid: row.get(0)?,
-        source_kind: row.get(1)?,
-        source_id: row.get(2)?,
-        attacker_uuid: row.get(3)?,
-        identity_uuid: row.get(4)?,
-        attacker_ip: row.get(5)?,
-        session_id: row.get(6)?,
-        decky_id: row.get(7)?,
-        tactic: row.get(8)?,
-        technique_id: row.get(9)?,
-        sub_technique_id: row.get(10)?,
-        confidence: row.get(11)?,
-        rule_id: row.get(12)?,
-        rule_version: row.get(13)?,
-        // The schema guarantees an object; should a hand-edited row break that, show the text
-        // rather than fail the whole listing.
-        evidence: serde_json::from_str(&evidence).unwrap_or(Value::String(evidence)),
+    let (evidence, odd_evidence) = match serde_json::from_str(&evidence) {
+        Ok(Value::Object(map)) => (map, None),
+        Ok(odd) => (Map::new(), Some(odd)),
+        Err(_) => (Map::new(), Some(Value::String(evidence))),
+    };
+    Ok(StoredTag {
+        tag: Tag {
+            uuid: row.get(0)?,
+            source_kind: row.get(1)?,
+            source_id: row.get(2)?,
+            attacker_uuid: row.get(3)?,
+            identity_uuid: row.get(4)?,
+            attacker_ip: row.get(5)?,
+            session_id: row.get(6)?,
+            decky_id: row.get(7)?,
+            tactic: row.get(8)?,
+            technique_id: row.get(9)?,
+            sub_technique_id: row.get(10)?,
+            confidence: row.get(11)?,
+            rule_id: row.get(12)?,
+            rule_version: row.get(13)?,
+            evidence,
+        },
         attack_release: row.get(15)?,
         mitre_url: row.get(16)?,
         created_at: row.get(17)?,
+        odd_evidence,
     })
 }
 
