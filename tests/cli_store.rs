@@ -96,3 +96,32 @@ fn a_missing_store_or_a_bad_duration_is_reported_in_one_line() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// `ttp-worker tags | head -1`: a reader that stops early ends the listing quietly, with
+/// success, as ripgrep does.
+#[test]
+fn tags_end_quietly_when_their_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttp.db");
+    let mut tagger = Tagger::new(&reference_options()).unwrap();
+    let tags: Vec<_> = corpus_lines()
+        .iter()
+        .filter_map(|line| parse_line(line).ok())
+        .map(|message| tagger.tag_message(&message).tags)
+        .collect();
+    Store::open(&db).unwrap().commit_batch(&tags, &[]).unwrap();
+
+    for format in ["json", "table"] {
+        let mut child = ttp_worker(&db)
+            .args(["tags", "--format", format, "--limit", "100000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{format}: {stderr}");
+        assert!(stderr.is_empty(), "{format}: {stderr}");
+    }
+}

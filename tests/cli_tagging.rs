@@ -140,3 +140,50 @@ fn tempfile(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
+
+/// `ttp-worker tag … | head -1`: once the reader is gone the rest of the output is not
+/// wanted, so the command ends quietly and successfully instead of failing on the pipe.
+#[test]
+fn tag_ends_quietly_when_its_reader_goes_away() {
+    let corpus = std::fs::read(compat("corpus/dev-1k.jsonl")).expect("compat corpus");
+    let mut child = ttp_worker()
+        .args(["tag", "--no-builtin-rules"])
+        .env("DECNET_TTP_RULES_DIR", compat("decnet-rules"))
+        .env("DECNET_TTP_INTEL_MAPS", compat("decnet-intel"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before anything is tagged: the first write finds no reader.
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The worker may stop reading once its output is gone; that is what is tested.
+        let _ = stdin.write_all(&corpus);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
+
+/// Any other write failure is an error, in one line.
+#[test]
+fn check_rules_reports_an_output_it_cannot_write() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return; // no /dev/full here
+    };
+    let output = ttp_worker()
+        .arg("check-rules")
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("ttp-worker: cannot write the output: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}

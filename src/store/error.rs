@@ -140,9 +140,6 @@ pub enum StoreError {
 
     #[error("invalid query: {0}")]
     Query(String),
-
-    #[error("cannot write the output: {0}")]
-    Output(#[source] io::Error),
 }
 
 impl StoreError {
