@@ -7,9 +7,10 @@
 //! operator queries read alongside it, which WAL mode allows without blocking the writer.
 //!
 //! Layout: `schema.rs` (tables, migrations), `insert.rs` (batches), `anchors.rs` (learned IPs),
-//! `query.rs` and `stats.rs` (what the operator commands show), `location.rs` (default path), `lock.rs`
-//! (single owner), `clock.rs` (timestamps and `--since`), `error.rs`; `db.rs` opens the
-//! file, and each of the others adds what it does to [`Store`].
+//! `query.rs` and `stats.rs` (what the operator commands show, as values: `src/commands/`
+//! renders them), `location.rs` (default path), `lock.rs` (single owner), `clock.rs`
+//! (timestamps and `--since`), `error.rs`; `db.rs` opens the file, and each of the others adds
+//! what it does to [`Store`].
 
 mod anchors;
 mod checkpoint;
