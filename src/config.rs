@@ -7,46 +7,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli::settings::{self, Setting};
+use crate::cli::{EngineArgs, RunArgs, SecurityArgs};
 use crate::redact::redact_url;
 use crate::tagging::EngineOptions;
 use crate::units::{parse_bytes, parse_duration};
 
-pub const ENV_BUS_ENABLED: &str = "DECNET_BUS_ENABLED";
+/// Not a flag: DECNET's selector between its buses, checked so that a worker pointed at the
+/// UNIX-socket bus says so instead of dialling NATS.
 pub const ENV_BUS_TYPE: &str = "DECNET_BUS_TYPE";
-pub const ENV_BUS_URL: &str = "DECNET_BUS_URL";
-pub const ENV_BUS_DURABLE: &str = "DECNET_BUS_DURABLE";
-pub const ENV_POLL_INTERVAL: &str = "DECNET_TTP_POLL_INTERVAL";
-pub const ENV_HEARTBEAT_SECS: &str = "DECNET_TTP_HEARTBEAT_SECS";
-pub const ENV_DB: &str = "DECNET_TTP_DB";
-pub const ENV_RULES_DIR: &str = "DECNET_TTP_RULES_DIR";
-pub const ENV_NO_BUILTIN_RULES: &str = "DECNET_TTP_NO_BUILTIN_RULES";
-pub const ENV_INTEL_MAPS: &str = "DECNET_TTP_INTEL_MAPS";
-pub const ENV_ANCHORS: &str = "DECNET_TTP_ANCHORS";
-pub const ENV_STREAM: &str = "DECNET_TTP_STREAM";
-pub const ENV_STREAM_MAX_AGE: &str = "DECNET_TTP_STREAM_MAX_AGE";
-pub const ENV_STREAM_MAX_BYTES: &str = "DECNET_TTP_STREAM_MAX_BYTES";
-pub const ENV_ACK_WAIT: &str = "DECNET_TTP_ACK_WAIT";
-pub const ENV_LOCAL_RULES_DIR: &str = "DECNET_TTP_LOCAL_RULES_DIR";
-pub const ENV_BUS_USER: &str = "DECNET_BUS_USER";
-pub const ENV_BUS_PASSWORD_FILE: &str = "DECNET_BUS_PASSWORD_FILE";
-pub const ENV_BUS_TOKEN_FILE: &str = "DECNET_BUS_TOKEN_FILE";
-pub const ENV_BUS_CREDS: &str = "DECNET_BUS_CREDS";
-pub const ENV_BUS_NKEY_SEED_FILE: &str = "DECNET_BUS_NKEY_SEED_FILE";
-pub const ENV_BUS_TLS_CA: &str = "DECNET_BUS_TLS_CA";
-pub const ENV_BUS_TLS_CERT: &str = "DECNET_BUS_TLS_CERT";
-pub const ENV_BUS_TLS_KEY: &str = "DECNET_BUS_TLS_KEY";
-
-pub const DEFAULT_BUS_URL: &str = "nats://127.0.0.1:4222";
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_STREAM: &str = "DECNET_TTP_IN";
-/// A week of events survives a worker that is down over a long weekend and then some.
-pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Small enough for an appliance's disk; a full stream drops its oldest events first.
-pub const DEFAULT_STREAM_MAX_BYTES: u64 = 1 << 30;
-/// Long enough for a batch to be tagged and committed under load; also how soon the messages
-/// a crashed worker had in hand are delivered again.
-pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest interval accepted; far beyond any sensible value, and it keeps `Duration`
 /// arithmetic away from overflow.
@@ -54,48 +23,6 @@ const MAX_INTERVAL_SECS: f64 = 7.0 * 24.0 * 3600.0;
 
 /// DECNET's dashboard marks a worker stale after 90 s without a beat.
 const DASHBOARD_STALE_SECS: f64 = 90.0;
-
-/// The daemon's flags as typed, before validation. Kept as text so that a bad flag and a bad
-/// environment value are reported the same way.
-#[derive(Debug, Clone, Default)]
-pub struct RunFlags {
-    pub bus_url: Option<String>,
-    pub poll_interval: Option<String>,
-    pub heartbeat_interval: Option<String>,
-    pub no_bus: bool,
-    pub durable: bool,
-    pub stream: Option<String>,
-    pub stream_max_age: Option<String>,
-    pub stream_max_bytes: Option<String>,
-    pub ack_wait: Option<String>,
-    pub db: Option<String>,
-    pub engine: EngineFlags,
-    pub security: SecurityFlags,
-}
-
-/// NATS authentication and TLS as typed: user name and file paths, never a secret itself.
-#[derive(Debug, Clone, Default)]
-pub struct SecurityFlags {
-    pub user: Option<String>,
-    pub password_file: Option<String>,
-    pub token_file: Option<String>,
-    pub creds: Option<String>,
-    pub nkey_seed_file: Option<String>,
-    pub tls_ca: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-}
-
-/// Where the tagging engine's rules, intel tables and known attackers come from; shared by
-/// the daemon, `tag` and `check-rules`.
-#[derive(Debug, Clone, Default)]
-pub struct EngineFlags {
-    pub rules: Vec<String>,
-    pub local_rules: Vec<String>,
-    pub no_builtin_rules: bool,
-    pub intel_maps: Option<String>,
-    pub anchors: Option<String>,
-}
 
 /// The validated settings the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,12 +114,7 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> StreamConfig {
-        StreamConfig {
-            name: DEFAULT_STREAM.to_owned(),
-            max_age: DEFAULT_STREAM_MAX_AGE,
-            max_bytes: DEFAULT_STREAM_MAX_BYTES,
-            ack_wait: DEFAULT_ACK_WAIT,
-        }
+        resolve_stream(&RunArgs::default(), &|_| None).expect("the defaults are valid")
     }
 }
 
@@ -217,7 +139,7 @@ impl Config {
     /// Resolves every setting from `flags`, then the environment as seen through `env`, then
     /// the defaults. `env` is a parameter so tests need not touch the process environment.
     pub fn resolve(
-        flags: &RunFlags,
+        flags: &RunArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         check_bus_type(env(ENV_BUS_TYPE))?;
@@ -225,39 +147,27 @@ impl Config {
         let bus_enabled = if flags.no_bus {
             false
         } else {
-            match env(ENV_BUS_ENABLED) {
-                Some(text) => parse_bool(ENV_BUS_ENABLED, &text)?,
+            match env(settings::NO_BUS.env) {
+                Some(text) => parse_bool(settings::NO_BUS.env, &text)?,
                 None => true,
             }
         };
         let durable = flags.durable
-            || match env(ENV_BUS_DURABLE) {
-                Some(text) => parse_bool(ENV_BUS_DURABLE, &text)?,
+            || match env(settings::DURABLE.env) {
+                Some(text) => parse_bool(settings::DURABLE.env, &text)?,
                 None => false,
             };
 
-        let bus_urls = match pick(&flags.bus_url, "--bus-url", &env, ENV_BUS_URL) {
-            Some((setting, text)) => parse_bus_urls(&setting, &text)?,
-            None => vec![DEFAULT_BUS_URL.to_owned()],
-        };
-        let poll_interval = match pick(
-            &flags.poll_interval,
-            "--poll-interval",
-            &env,
-            ENV_POLL_INTERVAL,
-        ) {
-            Some((setting, text)) => parse_interval(&setting, &text)?,
-            None => DEFAULT_POLL_INTERVAL,
-        };
-        let heartbeat_interval = match pick(
+        let (setting, text) = value(&flags.bus_url, &settings::BUS_URL, &env);
+        let bus_urls = parse_bus_urls(&setting, &text)?;
+        let (setting, text) = value(&flags.poll_interval, &settings::POLL_INTERVAL, &env);
+        let poll_interval = parse_interval(&setting, &text)?;
+        let (setting, text) = value(
             &flags.heartbeat_interval,
-            "--heartbeat-interval",
+            &settings::HEARTBEAT_INTERVAL,
             &env,
-            ENV_HEARTBEAT_SECS,
-        ) {
-            Some((setting, text)) => parse_interval(&setting, &text)?,
-            None => DEFAULT_HEARTBEAT_INTERVAL,
-        };
+        );
+        let heartbeat_interval = parse_interval(&setting, &text)?;
         if heartbeat_interval.as_secs_f64() * 3.0 > DASHBOARD_STALE_SECS {
             log::warn!(
                 "heartbeat interval {:?} is over 30 s: DECNET's dashboard will show this worker as stale between beats",
@@ -265,39 +175,7 @@ impl Config {
             );
         }
 
-        let stream =
-            StreamConfig {
-                name: match pick(&flags.stream, "--stream", &env, ENV_STREAM) {
-                    Some((setting, text)) => parse_stream_name(&setting, &text)?,
-                    None => StreamConfig::default().name,
-                },
-                max_age: match pick(
-                    &flags.stream_max_age,
-                    "--stream-max-age",
-                    &env,
-                    ENV_STREAM_MAX_AGE,
-                ) {
-                    Some((setting, text)) => parse_duration(&text)
-                        .map_err(|e| invalid(&setting, &text, e.to_string()))?,
-                    None => DEFAULT_STREAM_MAX_AGE,
-                },
-                max_bytes: match pick(
-                    &flags.stream_max_bytes,
-                    "--stream-max-bytes",
-                    &env,
-                    ENV_STREAM_MAX_BYTES,
-                ) {
-                    Some((setting, text)) => {
-                        parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?
-                    }
-                    None => DEFAULT_STREAM_MAX_BYTES,
-                },
-                ack_wait: match pick(&flags.ack_wait, "--ack-wait", &env, ENV_ACK_WAIT) {
-                    Some((setting, text)) => parse_duration(&text)
-                        .map_err(|e| invalid(&setting, &text, e.to_string()))?,
-                    None => DEFAULT_ACK_WAIT,
-                },
-            };
+        let stream = resolve_stream(flags, &env)?;
 
         Ok(Config {
             bus_enabled,
@@ -313,6 +191,27 @@ impl Config {
     }
 }
 
+/// Durable mode's stream, as this worker would create it.
+fn resolve_stream(
+    flags: &RunArgs,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<StreamConfig, ConfigError> {
+    let (setting, text) = value(&flags.stream, &settings::STREAM, env);
+    let name = parse_stream_name(&setting, &text)?;
+    let (setting, text) = value(&flags.stream_max_age, &settings::STREAM_MAX_AGE, env);
+    let max_age = parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
+    let (setting, text) = value(&flags.stream_max_bytes, &settings::STREAM_MAX_BYTES, env);
+    let max_bytes = parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
+    let (setting, text) = value(&flags.ack_wait, &settings::ACK_WAIT, env);
+    let ack_wait = parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
+    Ok(StreamConfig {
+        name,
+        max_age,
+        max_bytes,
+        ack_wait,
+    })
+}
+
 /// The engine's options.
 ///
 /// * `--rules` (repeatable) or `DECNET_TTP_RULES_DIR` (`:`-separated) REPLACE the built-in
@@ -324,40 +223,35 @@ impl Config {
 ///
 /// Paths are checked here so a typo exits 2 at start instead of tagging with no rules.
 pub fn resolve_engine(
-    flags: &EngineFlags,
+    flags: &EngineArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<EngineOptions, ConfigError> {
-    let (setting, dirs) = dir_list(&flags.rules, "--rules", env, ENV_RULES_DIR);
+    let (setting, dirs) = dir_list(&flags.rules, &settings::RULES, env);
     let replacing = dirs
         .iter()
-        .map(|dir| existing_dir(setting, dir))
+        .map(|dir| existing_dir(&setting, dir))
         .collect::<Result<Vec<_>, _>>()?;
-    let (setting, dirs) = dir_list(
-        &flags.local_rules,
-        "--local-rules",
-        env,
-        ENV_LOCAL_RULES_DIR,
-    );
+    let (setting, dirs) = dir_list(&flags.local_rules, &settings::LOCAL_RULES, env);
     let mut local = Vec::new();
     for dir in &dirs {
-        let path = existing_dir(setting, dir)?;
+        let path = existing_dir(&setting, dir)?;
         if holds_rule_files(&path) {
             local.push(path);
         }
     }
     let no_builtin_rules = !replacing.is_empty()
         || flags.no_builtin_rules
-        || match env(ENV_NO_BUILTIN_RULES) {
-            Some(text) => parse_bool(ENV_NO_BUILTIN_RULES, &text)?,
+        || match env(settings::NO_BUILTIN_RULES.env) {
+            Some(text) => parse_bool(settings::NO_BUILTIN_RULES.env, &text)?,
             None => false,
         };
     let mut rules_dirs = replacing;
     rules_dirs.extend(local);
-    let intel_maps_dir = match pick(&flags.intel_maps, "--intel-maps", env, ENV_INTEL_MAPS) {
+    let intel_maps_dir = match pick(&flags.intel_maps, &settings::INTEL_MAPS, env) {
         Some((setting, dir)) => Some(existing_dir(&setting, &dir)?),
         None => None,
     };
-    let anchors_file = match pick(&flags.anchors, "--anchors", env, ENV_ANCHORS) {
+    let anchors_file = match pick(&flags.anchors, &settings::ANCHORS, env) {
         Some((setting, file)) => {
             let path = PathBuf::from(&file);
             if !path.is_file() {
@@ -380,29 +274,18 @@ pub fn resolve_engine(
 /// content. At most one way of authenticating may be configured, credentials in the URL
 /// included.
 pub fn resolve_security(
-    flags: &SecurityFlags,
+    flags: &SecurityArgs,
     bus_urls: &[String],
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<BusSecurity, ConfigError> {
-    let user = pick(&flags.user, "--bus-user", env, ENV_BUS_USER);
-    let password_file = pick(
-        &flags.password_file,
-        "--bus-password-file",
-        env,
-        ENV_BUS_PASSWORD_FILE,
-    );
-    let token_file = pick(
-        &flags.token_file,
-        "--bus-token-file",
-        env,
-        ENV_BUS_TOKEN_FILE,
-    );
-    let creds = pick(&flags.creds, "--bus-creds", env, ENV_BUS_CREDS);
+    let user = pick(&flags.bus_user, &settings::BUS_USER, env);
+    let password_file = pick(&flags.bus_password_file, &settings::BUS_PASSWORD_FILE, env);
+    let token_file = pick(&flags.bus_token_file, &settings::BUS_TOKEN_FILE, env);
+    let creds = pick(&flags.bus_creds, &settings::BUS_CREDS, env);
     let nkey_seed_file = pick(
-        &flags.nkey_seed_file,
-        "--bus-nkey-seed-file",
+        &flags.bus_nkey_seed_file,
+        &settings::BUS_NKEY_SEED_FILE,
         env,
-        ENV_BUS_NKEY_SEED_FILE,
     );
 
     let mut ways: Vec<String> = Vec::new();
@@ -449,7 +332,8 @@ pub fn resolve_security(
                 &setting,
                 &user,
                 format!(
-                    "a user needs a password: set --bus-password-file or {ENV_BUS_PASSWORD_FILE}"
+                    "a user needs a password: set --bus-password-file or {}",
+                    settings::BUS_PASSWORD_FILE.env
                 ),
             ));
         }
@@ -457,7 +341,10 @@ pub fn resolve_security(
             return Err(invalid(
                 &setting,
                 &path,
-                format!("a password needs a user: set --bus-user or {ENV_BUS_USER}"),
+                format!(
+                    "a password needs a user: set --bus-user or {}",
+                    settings::BUS_USER.env
+                ),
             ));
         }
         (None, None) => {
@@ -496,19 +383,18 @@ pub fn resolve_security(
         }
     };
 
-    let pem =
-        |flag: &Option<String>, name: &str, var: &str| -> Result<Option<PathBuf>, ConfigError> {
-            match pick(flag, name, env, var) {
-                Some((setting, path)) => {
-                    read_secret(&setting, &path, SecretKind::Pem)?;
-                    Ok(Some(PathBuf::from(path)))
-                }
-                None => Ok(None),
+    let pem = |flag: &Option<String>, setting: &Setting| -> Result<Option<PathBuf>, ConfigError> {
+        match pick(flag, setting, env) {
+            Some((setting, path)) => {
+                read_secret(&setting, &path, SecretKind::Pem)?;
+                Ok(Some(PathBuf::from(path)))
             }
-        };
-    let ca = pem(&flags.tls_ca, "--tls-ca", ENV_BUS_TLS_CA)?;
-    let cert = pem(&flags.tls_cert, "--tls-cert", ENV_BUS_TLS_CERT)?;
-    let key = pem(&flags.tls_key, "--tls-key", ENV_BUS_TLS_KEY)?;
+            None => Ok(None),
+        }
+    };
+    let ca = pem(&flags.tls_ca, &settings::TLS_CA)?;
+    let cert = pem(&flags.tls_cert, &settings::TLS_CERT)?;
+    let key = pem(&flags.tls_key, &settings::TLS_KEY)?;
     let client_cert = match (cert, key) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
@@ -516,14 +402,20 @@ pub fn resolve_security(
             return Err(invalid(
                 "--tls-cert",
                 &cert.display().to_string(),
-                format!("a client certificate needs its key: set --tls-key or {ENV_BUS_TLS_KEY}"),
+                format!(
+                    "a client certificate needs its key: set --tls-key or {}",
+                    settings::TLS_KEY.env
+                ),
             ));
         }
         (None, Some(key)) => {
             return Err(invalid(
                 "--tls-key",
                 &key.display().to_string(),
-                format!("a client key needs its certificate: set --tls-cert or {ENV_BUS_TLS_CERT}"),
+                format!(
+                    "a client key needs its certificate: set --tls-cert or {}",
+                    settings::TLS_CERT.env
+                ),
             ));
         }
     };
@@ -589,38 +481,41 @@ pub fn resolve_db(
     flag: &Option<String>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<PathBuf, ConfigError> {
-    match pick(flag, "--db", env, ENV_DB) {
+    match pick(flag, &settings::DB, env) {
         Some((setting, text)) if text.trim().is_empty() => {
             Err(invalid(&setting, &text, "empty path"))
         }
         Some((_, text)) => Ok(PathBuf::from(text)),
         None => crate::store::default_db_path(env).map_err(|err| {
             invalid(
-                ENV_DB,
+                settings::DB.env,
                 "",
-                format!("{err}; give the database a path with --db or {ENV_DB}"),
+                format!(
+                    "{err}; give the database a path with --db or {}",
+                    settings::DB.env
+                ),
             )
         }),
     }
 }
 
-/// The flag's values if any were given, else the environment variable split on `:`.
-fn dir_list<'a>(
+/// The flag's values if any were given, else the environment variable split on `:`; with
+/// the name to blame in an error.
+fn dir_list(
     flag: &[String],
-    flag_name: &'a str,
+    setting: &Setting,
     env: &impl Fn(&str) -> Option<String>,
-    env_name: &'a str,
-) -> (&'a str, Vec<String>) {
+) -> (String, Vec<String>) {
     if flag.is_empty() {
-        let from_env = env(env_name).unwrap_or_default();
+        let from_env = env(setting.env).unwrap_or_default();
         let dirs = from_env
             .split(':')
             .filter(|d| !d.trim().is_empty())
             .map(str::to_owned)
             .collect();
-        (env_name, dirs)
+        (setting.env.to_owned(), dirs)
     } else {
-        (flag_name, flag.to_vec())
+        (setting.flag_name(), flag.to_vec())
     }
 }
 
@@ -648,14 +543,27 @@ fn existing_dir(setting: &str, dir: &str) -> Result<PathBuf, ConfigError> {
 /// The flag if given, else the environment variable; with the name to blame in an error.
 fn pick(
     flag: &Option<String>,
-    flag_name: &str,
+    setting: &Setting,
     env: &impl Fn(&str) -> Option<String>,
-    env_name: &str,
 ) -> Option<(String, String)> {
     match flag {
-        Some(text) => Some((flag_name.to_owned(), text.clone())),
-        None => env(env_name).map(|text| (env_name.to_owned(), text)),
+        Some(text) => Some((setting.flag_name(), text.clone())),
+        None => env(setting.env).map(|text| (setting.env.to_owned(), text)),
     }
+}
+
+/// As [`pick`], else the setting's default as `--help` shows it, blamed on the flag.
+fn value(
+    flag: &Option<String>,
+    setting: &Setting,
+    env: &impl Fn(&str) -> Option<String>,
+) -> (String, String) {
+    pick(flag, setting, env).unwrap_or_else(|| {
+        let default = setting
+            .default
+            .expect("a setting resolved by value has a default");
+        (setting.flag_name(), default.to_owned())
+    })
 }
 
 fn invalid(setting: &str, value: &str, problem: impl Into<String>) -> ConfigError {
@@ -765,7 +673,7 @@ mod tests {
     use std::collections::HashMap;
 
     /// Resolves with `env` plus a `HOME`, as every login and service has one.
-    fn resolve(flags: RunFlags, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn resolve(flags: RunArgs, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -777,7 +685,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let config = resolve(RunFlags::default(), &[]).unwrap();
+        let config = resolve(RunArgs::default(), &[]).unwrap();
         assert_eq!(
             config,
             Config {
@@ -801,23 +709,23 @@ mod tests {
 
     #[test]
     fn flags_win_over_environment() {
-        let flags = RunFlags {
+        let flags = RunArgs {
             bus_url: Some("nats://flag:1".into()),
             poll_interval: Some("5".into()),
             heartbeat_interval: Some("0.5".into()),
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         let env = [
-            (ENV_BUS_URL, "nats://env:2"),
-            (ENV_POLL_INTERVAL, "7"),
-            (ENV_HEARTBEAT_SECS, "9"),
+            (settings::BUS_URL.env, "nats://env:2"),
+            (settings::POLL_INTERVAL.env, "7"),
+            (settings::HEARTBEAT_INTERVAL.env, "9"),
         ];
         let config = resolve(flags, &env).unwrap();
         assert_eq!(config.bus_urls, ["nats://flag:1"]);
         assert_eq!(config.poll_interval, Duration::from_secs(5));
         assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
 
-        let config = resolve(RunFlags::default(), &env).unwrap();
+        let config = resolve(RunArgs::default(), &env).unwrap();
         assert_eq!(config.bus_urls, ["nats://env:2"]);
         assert_eq!(config.poll_interval, Duration::from_secs(7));
         assert_eq!(config.heartbeat_interval, Duration::from_secs(9));
@@ -826,8 +734,8 @@ mod tests {
     #[test]
     fn url_lists_and_bare_hosts() {
         let config = resolve(
-            RunFlags::default(),
-            &[(ENV_BUS_URL, "nats://a:4222, tls://b:4443,c")],
+            RunArgs::default(),
+            &[(settings::BUS_URL.env, "nats://a:4222, tls://b:4443,c")],
         )
         .unwrap();
         assert_eq!(
@@ -845,9 +753,9 @@ mod tests {
             "a,,b",
             "nats://user:hunter2@host:99999",
         ] {
-            let err = resolve(RunFlags::default(), &[(ENV_BUS_URL, bad)]).unwrap_err();
+            let err = resolve(RunArgs::default(), &[(settings::BUS_URL.env, bad)]).unwrap_err();
             let line = err.to_string();
-            assert!(line.contains(ENV_BUS_URL), "{line}");
+            assert!(line.contains(settings::BUS_URL.env), "{line}");
             assert!(!line.contains("hunter2"), "{line}");
             assert!(!line.contains('\n'), "{line}");
         }
@@ -856,11 +764,15 @@ mod tests {
     #[test]
     fn intervals_must_be_positive_numbers() {
         for bad in ["0", "-1", "abc", "", "nan", "inf", "1e12"] {
-            let err = resolve(RunFlags::default(), &[(ENV_POLL_INTERVAL, bad)]).unwrap_err();
-            assert!(err.to_string().contains(ENV_POLL_INTERVAL), "{err}");
-            let flags = RunFlags {
+            let err =
+                resolve(RunArgs::default(), &[(settings::POLL_INTERVAL.env, bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains(settings::POLL_INTERVAL.env),
+                "{err}"
+            );
+            let flags = RunArgs {
                 heartbeat_interval: Some(bad.into()),
-                ..RunFlags::default()
+                ..RunArgs::default()
             };
             let err = resolve(flags, &[]).unwrap_err();
             assert!(err.to_string().contains("--heartbeat-interval"), "{err}");
@@ -869,14 +781,14 @@ mod tests {
 
     #[test]
     fn bus_type_must_be_nats() {
-        assert!(resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "nats")]).is_ok());
-        assert!(resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "NATS")]).is_ok());
+        assert!(resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "nats")]).is_ok());
+        assert!(resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "NATS")]).is_ok());
         assert_eq!(
-            resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "unix")]),
+            resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "unix")]),
             Err(ConfigError::UnixBus)
         );
         assert_eq!(
-            resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "fake")]),
+            resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "fake")]),
             Err(ConfigError::UnknownBusType("fake".into()))
         );
     }
@@ -884,45 +796,45 @@ mod tests {
     #[test]
     fn bus_can_be_disabled_by_environment_or_flag() {
         for off in ["false", "FALSE", "0", "no", "off"] {
-            let config = resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, off)]).unwrap();
+            let config = resolve(RunArgs::default(), &[(settings::NO_BUS.env, off)]).unwrap();
             assert!(!config.bus_enabled, "{off}");
         }
-        let config = resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, "true")]).unwrap();
+        let config = resolve(RunArgs::default(), &[(settings::NO_BUS.env, "true")]).unwrap();
         assert!(config.bus_enabled);
-        let flags = RunFlags {
+        let flags = RunArgs {
             no_bus: true,
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         assert!(
-            !resolve(flags, &[(ENV_BUS_ENABLED, "true")])
+            !resolve(flags, &[(settings::NO_BUS.env, "true")])
                 .unwrap()
                 .bus_enabled
         );
-        assert!(resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, "maybe")]).is_err());
+        assert!(resolve(RunArgs::default(), &[(settings::NO_BUS.env, "maybe")]).is_err());
     }
 
     #[test]
     fn stream_settings() {
         let env = [
-            (ENV_STREAM, "EVENTS"),
-            (ENV_STREAM_MAX_AGE, "2d"),
-            (ENV_STREAM_MAX_BYTES, "256M"),
-            (ENV_ACK_WAIT, "5s"),
+            (settings::STREAM.env, "EVENTS"),
+            (settings::STREAM_MAX_AGE.env, "2d"),
+            (settings::STREAM_MAX_BYTES.env, "256M"),
+            (settings::ACK_WAIT.env, "5s"),
         ];
-        let stream = resolve(RunFlags::default(), &env).unwrap().stream;
+        let stream = resolve(RunArgs::default(), &env).unwrap().stream;
         assert_eq!(stream.ack_wait, Duration::from_secs(5));
         assert_eq!(stream.name, "EVENTS");
         assert_eq!(stream.max_age, Duration::from_secs(172_800));
         assert_eq!(stream.max_bytes, 256 << 20);
         for (name, bad) in [
-            (ENV_STREAM, "a.b"),
-            (ENV_STREAM, "a/b"),
-            (ENV_STREAM, ""),
-            (ENV_STREAM_MAX_AGE, "0"),
-            (ENV_STREAM_MAX_AGE, "forever"),
-            (ENV_STREAM_MAX_BYTES, "much"),
+            (settings::STREAM.env, "a.b"),
+            (settings::STREAM.env, "a/b"),
+            (settings::STREAM.env, ""),
+            (settings::STREAM_MAX_AGE.env, "0"),
+            (settings::STREAM_MAX_AGE.env, "forever"),
+            (settings::STREAM_MAX_BYTES.env, "much"),
         ] {
-            let err = resolve(RunFlags::default(), &[(name, bad)]).unwrap_err();
+            let err = resolve(RunArgs::default(), &[(name, bad)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }
@@ -931,85 +843,85 @@ mod tests {
     fn engine_paths_from_flags_or_environment() {
         let dir = std::env::temp_dir();
         let dir_text = dir.to_str().unwrap();
-        let env = [(ENV_RULES_DIR, format!("{dir_text}:{dir_text}"))];
+        let env = [(settings::RULES.env, format!("{dir_text}:{dir_text}"))];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let engine = resolve(RunFlags::default(), &env).unwrap().engine;
+        let engine = resolve(RunArgs::default(), &env).unwrap().engine;
         assert_eq!(engine.rules_dirs, [dir.clone(), dir.clone()]);
         // --rules replaces the built-in pack.
         assert!(engine.no_builtin_rules);
 
-        let flags = RunFlags {
-            engine: EngineFlags {
+        let flags = RunArgs {
+            engine: EngineArgs {
                 rules: vec![dir_text.to_owned()],
                 no_builtin_rules: true,
-                ..EngineFlags::default()
+                ..EngineArgs::default()
             },
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
-        let engine = resolve(flags, &[(ENV_RULES_DIR, "/nonexistent")])
+        let engine = resolve(flags, &[(settings::RULES.env, "/nonexistent")])
             .unwrap()
             .engine;
         assert_eq!(engine.rules_dirs, [dir]);
         assert!(engine.no_builtin_rules);
 
         for (name, value) in [
-            (ENV_RULES_DIR, "/no/such/rules"),
-            (ENV_INTEL_MAPS, "/no/such/maps"),
-            (ENV_ANCHORS, "/no/such/anchors.json"),
-            (ENV_NO_BUILTIN_RULES, "perhaps"),
+            (settings::RULES.env, "/no/such/rules"),
+            (settings::INTEL_MAPS.env, "/no/such/maps"),
+            (settings::ANCHORS.env, "/no/such/anchors.json"),
+            (settings::NO_BUILTIN_RULES.env, "perhaps"),
         ] {
-            let err = resolve(RunFlags::default(), &[(name, value)]).unwrap_err();
+            let err = resolve(RunArgs::default(), &[(name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }
 
     #[test]
     fn database_location() {
-        let db = |flags: RunFlags, env: &[(&str, &str)]| resolve(flags, env).unwrap().db;
+        let db = |flags: RunArgs, env: &[(&str, &str)]| resolve(flags, env).unwrap().db;
         assert_eq!(
             db(
-                RunFlags::default(),
+                RunArgs::default(),
                 &[("STATE_DIRECTORY", "/var/lib/ttp-worker")]
             ),
             PathBuf::from("/var/lib/ttp-worker/ttp.db")
         );
         assert_eq!(
             db(
-                RunFlags::default(),
-                &[(ENV_DB, "/tmp/a.db"), ("STATE_DIRECTORY", "/x")]
+                RunArgs::default(),
+                &[(settings::DB.env, "/tmp/a.db"), ("STATE_DIRECTORY", "/x")]
             ),
             PathBuf::from("/tmp/a.db")
         );
-        let flags = RunFlags {
+        let flags = RunArgs {
             db: Some("/tmp/b.db".into()),
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         assert_eq!(
-            db(flags, &[(ENV_DB, "/tmp/a.db")]),
+            db(flags, &[(settings::DB.env, "/tmp/a.db")]),
             PathBuf::from("/tmp/b.db")
         );
-        assert!(resolve(RunFlags::default(), &[(ENV_DB, " ")]).is_err());
+        assert!(resolve(RunArgs::default(), &[(settings::DB.env, " ")]).is_err());
     }
 
     #[test]
     fn durable_from_flag_or_environment() {
         assert!(
-            resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "true")])
+            resolve(RunArgs::default(), &[(settings::DURABLE.env, "true")])
                 .unwrap()
                 .durable
         );
         assert!(
-            !resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "0")])
+            !resolve(RunArgs::default(), &[(settings::DURABLE.env, "0")])
                 .unwrap()
                 .durable
         );
-        let flags = RunFlags {
+        let flags = RunArgs {
             durable: true,
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         assert!(resolve(flags, &[]).unwrap().durable);
-        let err = resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "ture")]).unwrap_err();
-        assert!(err.to_string().contains(ENV_BUS_DURABLE));
+        let err = resolve(RunArgs::default(), &[(settings::DURABLE.env, "ture")]).unwrap_err();
+        assert!(err.to_string().contains(settings::DURABLE.env));
     }
     /// A file in a fresh directory, for secret-file settings.
     fn secret_file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
@@ -1019,7 +931,7 @@ mod tests {
     }
 
     fn security(env: &[(&str, &str)]) -> Result<BusSecurity, ConfigError> {
-        resolve(RunFlags::default(), env).map(|c| c.bus_security)
+        resolve(RunArgs::default(), env).map(|c| c.bus_security)
     }
 
     #[test]
@@ -1033,26 +945,29 @@ mod tests {
             full.path().to_str().unwrap(),
         );
         let env = format!("{empty_text}:{full_text}");
-        let engine = resolve(RunFlags::default(), &[(ENV_LOCAL_RULES_DIR, &env)])
+        let engine = resolve(RunArgs::default(), &[(settings::LOCAL_RULES.env, &env)])
             .unwrap()
             .engine;
         assert_eq!(engine.rules_dirs, [full.path().to_path_buf()]);
         assert!(!engine.no_builtin_rules);
 
         // The packaged default: an empty rules.d leaves the engine as without it.
-        let engine = resolve(RunFlags::default(), &[(ENV_LOCAL_RULES_DIR, empty_text)])
-            .unwrap()
-            .engine;
+        let engine = resolve(
+            RunArgs::default(),
+            &[(settings::LOCAL_RULES.env, empty_text)],
+        )
+        .unwrap()
+        .engine;
         assert_eq!(engine, EngineOptions::default());
 
         // --rules replaces the pack; local rules come after its directories.
-        let flags = RunFlags {
-            engine: EngineFlags {
+        let flags = RunArgs {
+            engine: EngineArgs {
                 rules: vec![empty_text.to_owned()],
                 local_rules: vec![full_text.to_owned()],
-                ..EngineFlags::default()
+                ..EngineArgs::default()
             },
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         let engine = resolve(flags, &[]).unwrap().engine;
         assert_eq!(
@@ -1062,11 +977,11 @@ mod tests {
         assert!(engine.no_builtin_rules);
 
         let err = resolve(
-            RunFlags::default(),
-            &[(ENV_LOCAL_RULES_DIR, "/no/such/rules.d")],
+            RunArgs::default(),
+            &[(settings::LOCAL_RULES.env, "/no/such/rules.d")],
         )
         .unwrap_err();
-        assert!(err.to_string().contains(ENV_LOCAL_RULES_DIR), "{err}");
+        assert!(err.to_string().contains(settings::LOCAL_RULES.env), "{err}");
     }
 
     #[test]
@@ -1074,7 +989,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let password = secret_file(&dir, "pw", "pa ss-w0rd\n");
         let token = secret_file(&dir, "token", "  t0k3n-s3cr3t \n");
-        let got = security(&[(ENV_BUS_USER, "ttp"), (ENV_BUS_PASSWORD_FILE, &password)]).unwrap();
+        let got = security(&[
+            (settings::BUS_USER.env, "ttp"),
+            (settings::BUS_PASSWORD_FILE.env, &password),
+        ])
+        .unwrap();
         assert_eq!(
             got.auth,
             BusAuth::UserPassword {
@@ -1083,7 +1002,7 @@ mod tests {
             }
         );
         assert!(!format!("{got:?}").contains("w0rd"));
-        let got = security(&[(ENV_BUS_TOKEN_FILE, &token)]).unwrap();
+        let got = security(&[(settings::BUS_TOKEN_FILE.env, &token)]).unwrap();
         assert_eq!(got.auth, BusAuth::Token(Secret::new("t0k3n-s3cr3t")));
         assert!(!format!("{got:?}").contains("s3cr3t"));
         assert_eq!(security(&[]).unwrap(), BusSecurity::default());
@@ -1101,56 +1020,59 @@ mod tests {
         type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
         let cases: Vec<Case> = vec![
             (
-                vec![(ENV_BUS_TOKEN_FILE, &missing)],
-                ENV_BUS_TOKEN_FILE,
+                vec![(settings::BUS_TOKEN_FILE.env, &missing)],
+                settings::BUS_TOKEN_FILE.env,
                 "no such file",
             ),
             (
-                vec![(ENV_BUS_TOKEN_FILE, &empty)],
-                ENV_BUS_TOKEN_FILE,
+                vec![(settings::BUS_TOKEN_FILE.env, &empty)],
+                settings::BUS_TOKEN_FILE.env,
                 "empty",
             ),
             (
-                vec![(ENV_BUS_PASSWORD_FILE, &token)],
-                ENV_BUS_PASSWORD_FILE,
+                vec![(settings::BUS_PASSWORD_FILE.env, &token)],
+                settings::BUS_PASSWORD_FILE.env,
                 "needs a user",
             ),
             (
-                vec![(ENV_BUS_USER, "ttp")],
-                ENV_BUS_USER,
+                vec![(settings::BUS_USER.env, "ttp")],
+                settings::BUS_USER.env,
                 "needs a password",
             ),
             (
-                vec![(ENV_BUS_TOKEN_FILE, &token), (ENV_BUS_CREDS, &token)],
-                ENV_BUS_TOKEN_FILE,
+                vec![
+                    (settings::BUS_TOKEN_FILE.env, &token),
+                    (settings::BUS_CREDS.env, &token),
+                ],
+                settings::BUS_TOKEN_FILE.env,
                 "one way",
             ),
             (
                 vec![
-                    (ENV_BUS_TOKEN_FILE, &token),
-                    (ENV_BUS_URL, "nats://u:s3cr3t@h:1"),
+                    (settings::BUS_TOKEN_FILE.env, &token),
+                    (settings::BUS_URL.env, "nats://u:s3cr3t@h:1"),
                 ],
-                ENV_BUS_TOKEN_FILE,
+                settings::BUS_TOKEN_FILE.env,
                 "one way",
             ),
             (
-                vec![(ENV_BUS_TLS_CA, &not_pem)],
-                ENV_BUS_TLS_CA,
+                vec![(settings::TLS_CA.env, &not_pem)],
+                settings::TLS_CA.env,
                 "not a PEM",
             ),
             (
-                vec![(ENV_BUS_NKEY_SEED_FILE, &not_seed)],
-                ENV_BUS_NKEY_SEED_FILE,
+                vec![(settings::BUS_NKEY_SEED_FILE.env, &not_seed)],
+                settings::BUS_NKEY_SEED_FILE.env,
                 "nkey seed",
             ),
             (
-                vec![(ENV_BUS_CREDS, &not_creds)],
-                ENV_BUS_CREDS,
+                vec![(settings::BUS_CREDS.env, &not_creds)],
+                settings::BUS_CREDS.env,
                 "credentials file",
             ),
             (
-                vec![(ENV_BUS_TLS_KEY, &missing)],
-                ENV_BUS_TLS_KEY,
+                vec![(settings::TLS_KEY.env, &missing)],
+                settings::TLS_KEY.env,
                 "no such file",
             ),
         ];
@@ -1172,10 +1094,10 @@ mod tests {
         let cert = secret_file(&dir, "cert.pem", pem);
         let key = secret_file(&dir, "key.pem", "-----BEGIN PRIVATE KEY-----\n");
         let got = security(&[
-            (ENV_BUS_NKEY_SEED_FILE, &seed),
-            (ENV_BUS_TLS_CA, &ca),
-            (ENV_BUS_TLS_CERT, &cert),
-            (ENV_BUS_TLS_KEY, &key),
+            (settings::BUS_NKEY_SEED_FILE.env, &seed),
+            (settings::TLS_CA.env, &ca),
+            (settings::TLS_CERT.env, &cert),
+            (settings::TLS_KEY.env, &key),
         ])
         .unwrap();
         assert_eq!(got.auth, BusAuth::NKey(Secret::new(pair.seed().unwrap())));
@@ -1185,7 +1107,7 @@ mod tests {
             got.tls.client_cert,
             Some((PathBuf::from(&cert), PathBuf::from(&key)))
         );
-        let err = security(&[(ENV_BUS_TLS_CERT, &cert)]).unwrap_err();
+        let err = security(&[(settings::TLS_CERT.env, &cert)]).unwrap_err();
         assert!(err.to_string().contains("--tls-key"), "{err}");
     }
 }
