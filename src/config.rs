@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::bus::security::{self, BusAuth, BusSecurity, BusTls, SecretFileError};
+use crate::bus::{BusSettings, StreamConfig};
 use crate::cli::settings::{self, Setting};
 use crate::cli::{EngineArgs, RunArgs, SecurityArgs};
 use crate::redact::redact_url;
@@ -27,91 +29,19 @@ const DASHBOARD_STALE_SECS: f64 = 90.0;
 /// The validated settings the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// NATS servers to try; never logged with credentials.
-    pub bus_urls: Vec<String>,
-    /// `false` means poll-only mode with no connection attempts.
-    pub bus_enabled: bool,
-    pub durable: bool,
+    /// Everything the NATS side needs, secrets already read from their files.
+    pub bus: BusSettings,
     pub poll_interval: Duration,
-    pub heartbeat_interval: Duration,
-    /// The JetStream stream durable mode consumes from (created when absent).
-    pub stream: StreamConfig,
     pub engine: EngineOptions,
     /// The SQLite tag store this worker owns.
     pub db: PathBuf,
-    /// NATS authentication and TLS, secrets already read from their files.
-    pub bus_security: BusSecurity,
 }
 
-/// A secret read from a file: its `Debug` never shows it, and nothing else prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// Upper bound on one connection attempt; beyond it the bus counts as unavailable and the
+/// next tick tries again. Never longer than a tick, so a dead server cannot delay one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Secret {
-    pub fn new(text: impl Into<String>) -> Secret {
-        Secret(text.into())
-    }
-
-    /// The secret itself, for the NATS client and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// How the worker proves who it is to the NATS server (at most one way).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum BusAuth {
-    #[default]
-    None,
-    UserPassword {
-        user: String,
-        password: Secret,
-    },
-    Token(Secret),
-    /// The text of a `.creds` file: user JWT and nkey seed.
-    Credentials(Secret),
-    /// A user nkey seed (`SU...`).
-    NKey(Secret),
-}
-
-/// TLS for the NATS connection; any setting here makes TLS required.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BusTls {
-    /// PEM CA certificate(s) the server must chain to, instead of the system roots.
-    pub ca: Option<PathBuf>,
-    /// PEM client certificate and private key.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-impl BusTls {
-    pub fn required(&self) -> bool {
-        self.ca.is_some() || self.client_cert.is_some()
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BusSecurity {
-    pub auth: BusAuth,
-    pub tls: BusTls,
-}
-
-/// Durable mode's stream and consumers: used as they are when they exist, created with these
-/// settings when not.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamConfig {
-    pub name: String,
-    pub max_age: Duration,
-    pub max_bytes: u64,
-    /// How long JetStream waits for an ack before delivering a message again.
-    pub ack_wait: Duration,
-}
-
+/// Durable mode's defaults are the settings table's, like every other default.
 impl Default for StreamConfig {
     fn default() -> StreamConfig {
         resolve_stream(&RunArgs::default(), &|_| None).expect("the defaults are valid")
@@ -177,16 +107,20 @@ impl Config {
 
         let stream = resolve_stream(flags, &env)?;
 
+        let security = resolve_security(&flags.security, &bus_urls, &env)?;
         Ok(Config {
-            bus_enabled,
-            durable,
+            bus: BusSettings {
+                urls: bus_urls,
+                enabled: bus_enabled,
+                heartbeat_interval,
+                connect_timeout: CONNECT_TIMEOUT.min(poll_interval),
+                durable,
+                stream,
+                security,
+            },
             poll_interval,
-            heartbeat_interval,
-            stream,
             engine: resolve_engine(&flags.engine, &env)?,
             db: resolve_db(&flags.db, &env)?,
-            bus_security: resolve_security(&flags.security, &bus_urls, &env)?,
-            bus_urls,
         })
     }
 }
@@ -324,7 +258,8 @@ pub fn resolve_security(
             }
             BusAuth::UserPassword {
                 user,
-                password: Secret::new(read_secret(&setting, &path, SecretKind::Password)?),
+                password: security::read_password(&path)
+                    .map_err(|e| unreadable(&setting, &path, e))?,
             }
         }
         (Some((setting, user)), None) => {
@@ -349,34 +284,18 @@ pub fn resolve_security(
         }
         (None, None) => {
             if let Some((setting, path)) = token_file {
-                BusAuth::Token(Secret::new(read_secret(
-                    &setting,
-                    &path,
-                    SecretKind::Token,
-                )?))
+                BusAuth::Token(
+                    security::read_token(&path).map_err(|e| unreadable(&setting, &path, e))?,
+                )
             } else if let Some((setting, path)) = creds {
-                let text = read_secret(&setting, &path, SecretKind::File)?;
-                if nats::Options::with_static_credentials(&text).is_err() {
-                    return Err(invalid(
-                        &setting,
-                        &path,
-                        "not a NATS credentials file (a user JWT and an nkey seed)",
-                    ));
-                }
-                BusAuth::Credentials(Secret::new(text))
+                BusAuth::Credentials(
+                    security::read_credentials(&path)
+                        .map_err(|e| unreadable(&setting, &path, e))?,
+                )
             } else if let Some((setting, path)) = nkey_seed_file {
-                let seed = read_secret(&setting, &path, SecretKind::Token)?;
-                match nkeys::KeyPair::from_seed(&seed) {
-                    Ok(_) if seed.starts_with("SU") => {}
-                    _ => {
-                        return Err(invalid(
-                            &setting,
-                            &path,
-                            "the file does not hold a user nkey seed (SU...)",
-                        ));
-                    }
-                }
-                BusAuth::NKey(Secret::new(seed))
+                BusAuth::NKey(
+                    security::read_user_seed(&path).map_err(|e| unreadable(&setting, &path, e))?,
+                )
             } else {
                 BusAuth::None
             }
@@ -385,10 +304,9 @@ pub fn resolve_security(
 
     let pem = |flag: &Option<String>, setting: &Setting| -> Result<Option<PathBuf>, ConfigError> {
         match pick(flag, setting, env) {
-            Some((setting, path)) => {
-                read_secret(&setting, &path, SecretKind::Pem)?;
-                Ok(Some(PathBuf::from(path)))
-            }
+            Some((setting, path)) => security::check_pem(&path)
+                .map(Some)
+                .map_err(|e| unreadable(&setting, &path, e)),
             None => Ok(None),
         }
     };
@@ -423,53 +341,6 @@ pub fn resolve_security(
         auth,
         tls: BusTls { ca, client_cert },
     })
-}
-
-/// What a secret file must hold.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SecretKind {
-    /// The whole line; a trailing line break is not part of it.
-    Password,
-    /// One word; surrounding white space is not part of it.
-    Token,
-    /// The file as it is.
-    File,
-    /// A PEM file (certificate or key); only checked, not kept.
-    Pem,
-}
-
-/// Reads a secret file. Errors name the setting and the path, never a byte of the content.
-fn read_secret(setting: &str, path: &str, kind: SecretKind) -> Result<String, ConfigError> {
-    if path.trim().is_empty() {
-        return Err(invalid(setting, path, "empty path"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| {
-        let problem = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_owned(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-            _ => format!("cannot read it: {e}"),
-        };
-        invalid(setting, path, problem)
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid(setting, path, "not UTF-8 text"))?;
-    let value = match kind {
-        SecretKind::Password => {
-            let line = text.strip_suffix('\n').unwrap_or(&text);
-            line.strip_suffix('\r').unwrap_or(line).to_owned()
-        }
-        SecretKind::Token => text.trim().to_owned(),
-        SecretKind::File => text,
-        SecretKind::Pem => {
-            if !text.contains("-----BEGIN ") {
-                return Err(invalid(setting, path, "not a PEM file"));
-            }
-            String::new()
-        }
-    };
-    if kind != SecretKind::Pem && value.trim().is_empty() {
-        return Err(invalid(setting, path, "the file is empty"));
-    }
-    Ok(value)
 }
 
 fn url_has_credentials(url: &str) -> bool {
@@ -564,6 +435,11 @@ fn value(
             .expect("a setting resolved by value has a default");
         (setting.flag_name(), default.to_owned())
     })
+}
+
+/// A secret or certificate file that cannot be used: the setting and path, never the content.
+fn unreadable(setting: &str, path: &str, err: SecretFileError) -> ConfigError {
+    invalid(setting, path, err.to_string())
 }
 
 fn invalid(setting: &str, value: &str, problem: impl Into<String>) -> ConfigError {
@@ -670,6 +546,7 @@ fn parse_bus_urls(setting: &str, text: &str) -> Result<Vec<String>, ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::security::Secret;
     use std::collections::HashMap;
 
     /// Resolves with `env` plus a `HOME`, as every login and service has one.
@@ -689,20 +566,23 @@ mod tests {
         assert_eq!(
             config,
             Config {
-                bus_urls: vec!["nats://127.0.0.1:4222".into()],
-                bus_enabled: true,
-                durable: false,
-                poll_interval: Duration::from_secs(60),
-                heartbeat_interval: Duration::from_secs(30),
-                stream: StreamConfig {
-                    name: "DECNET_TTP_IN".into(),
-                    max_age: Duration::from_secs(604_800),
-                    max_bytes: 1 << 30,
-                    ack_wait: Duration::from_secs(30),
+                bus: BusSettings {
+                    urls: vec!["nats://127.0.0.1:4222".into()],
+                    enabled: true,
+                    heartbeat_interval: Duration::from_secs(30),
+                    connect_timeout: Duration::from_secs(2),
+                    durable: false,
+                    stream: StreamConfig {
+                        name: "DECNET_TTP_IN".into(),
+                        max_age: Duration::from_secs(604_800),
+                        max_bytes: 1 << 30,
+                        ack_wait: Duration::from_secs(30),
+                    },
+                    security: BusSecurity::default(),
                 },
+                poll_interval: Duration::from_secs(60),
                 engine: EngineOptions::default(),
                 db: PathBuf::from("/home/ops/.local/state/ttp-worker/ttp.db"),
-                bus_security: BusSecurity::default(),
             }
         );
     }
@@ -721,14 +601,14 @@ mod tests {
             (settings::HEARTBEAT_INTERVAL.env, "9"),
         ];
         let config = resolve(flags, &env).unwrap();
-        assert_eq!(config.bus_urls, ["nats://flag:1"]);
+        assert_eq!(config.bus.urls, ["nats://flag:1"]);
         assert_eq!(config.poll_interval, Duration::from_secs(5));
-        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.bus.heartbeat_interval, Duration::from_millis(500));
 
         let config = resolve(RunArgs::default(), &env).unwrap();
-        assert_eq!(config.bus_urls, ["nats://env:2"]);
+        assert_eq!(config.bus.urls, ["nats://env:2"]);
         assert_eq!(config.poll_interval, Duration::from_secs(7));
-        assert_eq!(config.heartbeat_interval, Duration::from_secs(9));
+        assert_eq!(config.bus.heartbeat_interval, Duration::from_secs(9));
     }
 
     #[test]
@@ -739,7 +619,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.bus_urls,
+            config.bus.urls,
             ["nats://a:4222", "tls://b:4443", "nats://c"]
         );
     }
@@ -797,10 +677,10 @@ mod tests {
     fn bus_can_be_disabled_by_environment_or_flag() {
         for off in ["false", "FALSE", "0", "no", "off"] {
             let config = resolve(RunArgs::default(), &[(settings::NO_BUS.env, off)]).unwrap();
-            assert!(!config.bus_enabled, "{off}");
+            assert!(!config.bus.enabled, "{off}");
         }
         let config = resolve(RunArgs::default(), &[(settings::NO_BUS.env, "true")]).unwrap();
-        assert!(config.bus_enabled);
+        assert!(config.bus.enabled);
         let flags = RunArgs {
             no_bus: true,
             ..RunArgs::default()
@@ -808,7 +688,8 @@ mod tests {
         assert!(
             !resolve(flags, &[(settings::NO_BUS.env, "true")])
                 .unwrap()
-                .bus_enabled
+                .bus
+                .enabled
         );
         assert!(resolve(RunArgs::default(), &[(settings::NO_BUS.env, "maybe")]).is_err());
     }
@@ -821,7 +702,7 @@ mod tests {
             (settings::STREAM_MAX_BYTES.env, "256M"),
             (settings::ACK_WAIT.env, "5s"),
         ];
-        let stream = resolve(RunArgs::default(), &env).unwrap().stream;
+        let stream = resolve(RunArgs::default(), &env).unwrap().bus.stream;
         assert_eq!(stream.ack_wait, Duration::from_secs(5));
         assert_eq!(stream.name, "EVENTS");
         assert_eq!(stream.max_age, Duration::from_secs(172_800));
@@ -908,18 +789,20 @@ mod tests {
         assert!(
             resolve(RunArgs::default(), &[(settings::DURABLE.env, "true")])
                 .unwrap()
+                .bus
                 .durable
         );
         assert!(
             !resolve(RunArgs::default(), &[(settings::DURABLE.env, "0")])
                 .unwrap()
+                .bus
                 .durable
         );
         let flags = RunArgs {
             durable: true,
             ..RunArgs::default()
         };
-        assert!(resolve(flags, &[]).unwrap().durable);
+        assert!(resolve(flags, &[]).unwrap().bus.durable);
         let err = resolve(RunArgs::default(), &[(settings::DURABLE.env, "ture")]).unwrap_err();
         assert!(err.to_string().contains(settings::DURABLE.env));
     }
@@ -931,7 +814,7 @@ mod tests {
     }
 
     fn security(env: &[(&str, &str)]) -> Result<BusSecurity, ConfigError> {
-        resolve(RunArgs::default(), env).map(|c| c.bus_security)
+        resolve(RunArgs::default(), env).map(|c| c.bus.security)
     }
 
     #[test]
