@@ -266,6 +266,31 @@ mod tests {
         command().debug_assert();
     }
 
+    /// A table entry whose flag no argument has would resolve but never show in `--help`.
+    #[test]
+    fn every_setting_names_a_flag_and_shows_its_variable() {
+        let cmd = command();
+        let mut cases = vec![(&cmd, settings::DAEMON), (&cmd, settings::ENGINE)];
+        for (name, table) in [
+            ("tag", settings::ENGINE),
+            ("check-rules", settings::ENGINE),
+            ("tags", settings::STORE),
+            ("stats", settings::STORE),
+        ] {
+            cases.push((cmd.find_subcommand(name).unwrap(), table));
+        }
+        for (cmd, table) in cases {
+            for setting in table {
+                let arg = cmd
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(setting.flag))
+                    .unwrap_or_else(|| panic!("{} has no --{}", cmd.get_name(), setting.flag));
+                let help = arg.get_help().unwrap().to_string();
+                assert!(help.contains(setting.env), "{help}");
+            }
+        }
+    }
+
     #[test]
     fn daemon_flags_do_not_mix_with_subcommands() {
         assert!(Cli::try_parse_from(["ttp-worker", "--durable", "tag"]).is_err());
