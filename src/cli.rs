@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{EngineFlags, RunFlags, SecurityFlags};
+pub mod settings;
 
 const ABOUT: &str = "Tags DECNET honeypot telemetry with MITRE ATT&CK techniques";
 
@@ -47,58 +47,53 @@ pub enum Command {
     Stats(StoreArgs),
 }
 
-/// Options of the daemon itself.
-#[derive(Debug, Args)]
+/// Options of the daemon itself. Each flag's environment variable and default are in
+/// [`settings`], which `--help` and `config` both read.
+#[derive(Debug, Default, Args)]
 pub struct RunArgs {
     /// NATS server URL(s), comma-separated; nats:// or tls://
-    /// [env: DECNET_BUS_URL] [default: nats://127.0.0.1:4222]
-    #[arg(long, value_name = "URL")]
+    #[arg(long = settings::BUS_URL.flag, value_name = "URL")]
     pub bus_url: Option<String>,
 
     /// Seconds between idle ticks; while NATS is unreachable, a connection is retried on
-    /// every tick [env: DECNET_TTP_POLL_INTERVAL] [default: 60]
-    #[arg(short = 'i', long, value_name = "SECS")]
+    /// every tick
+    #[arg(short = 'i', long = settings::POLL_INTERVAL.flag, value_name = "SECS")]
     pub poll_interval: Option<String>,
 
     /// Seconds between heartbeats on system.ttp.health; keep it at 30 or less for DECNET's
-    /// dashboard [env: DECNET_TTP_HEARTBEAT_SECS] [default: 30]
-    #[arg(long, value_name = "SECS")]
+    /// dashboard
+    #[arg(long = settings::HEARTBEAT_INTERVAL.flag, value_name = "SECS")]
     pub heartbeat_interval: Option<String>,
 
-    /// Do not connect to NATS at all (poll-only) [env: DECNET_BUS_ENABLED=false]
-    #[arg(long)]
+    /// Do not connect to NATS at all (poll-only)
+    #[arg(long = settings::NO_BUS.flag)]
     pub no_bus: bool,
 
     /// Consume through JetStream so no event is lost across restarts
-    /// [env: DECNET_BUS_DURABLE]
-    #[arg(long)]
+    #[arg(long = settings::DURABLE.flag)]
     pub durable: bool,
 
     /// JetStream stream for durable mode; created when absent, used as it is when present
-    /// [env: DECNET_TTP_STREAM] [default: DECNET_TTP_IN]
-    #[arg(long, value_name = "NAME")]
+    #[arg(long = settings::STREAM.flag, value_name = "NAME")]
     pub stream: Option<String>,
 
     /// Maximum age of events in a stream this worker creates, e.g. 7d or 36h
-    /// [env: DECNET_TTP_STREAM_MAX_AGE] [default: 7d]
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long = settings::STREAM_MAX_AGE.flag, value_name = "DURATION")]
     pub stream_max_age: Option<String>,
 
     /// Maximum size of a stream this worker creates, e.g. 1G or 512M; the oldest events go
-    /// first [env: DECNET_TTP_STREAM_MAX_BYTES] [default: 1G]
-    #[arg(long, value_name = "BYTES")]
+    /// first
+    #[arg(long = settings::STREAM_MAX_BYTES.flag, value_name = "BYTES")]
     pub stream_max_bytes: Option<String>,
 
     /// How long JetStream waits for an acknowledgement before delivering a message again (and
     /// so how soon a crashed worker's in-hand messages come back), for consumers this worker
-    /// creates [env: DECNET_TTP_ACK_WAIT] [default: 30s]
-    #[arg(long, value_name = "DURATION")]
+    /// creates
+    #[arg(long = settings::ACK_WAIT.flag, value_name = "DURATION")]
     pub ack_wait: Option<String>,
 
     /// SQLite tag store, owned by this worker alone
-    /// [env: DECNET_TTP_DB] [default: $STATE_DIRECTORY/ttp.db, else $XDG_STATE_HOME/ttp-worker/ttp.db,
-    /// else ~/.local/state/ttp-worker/ttp.db]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long = settings::DB.flag, value_name = "PATH")]
     pub db: Option<String>,
 
     #[command(flatten)]
@@ -109,72 +104,70 @@ pub struct RunArgs {
 }
 
 /// NATS authentication and TLS. Secrets are only ever given as files, read once at start.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(next_help_heading = "NATS authentication and TLS")]
 pub struct SecurityArgs {
     /// User name for NATS user/password authentication; the password comes from
-    /// --bus-password-file [env: DECNET_BUS_USER]
-    #[arg(long, value_name = "NAME")]
+    /// --bus-password-file
+    #[arg(long = settings::BUS_USER.flag, value_name = "NAME")]
     pub bus_user: Option<String>,
 
     /// File holding the NATS password for --bus-user (one line)
-    /// [env: DECNET_BUS_PASSWORD_FILE]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = settings::BUS_PASSWORD_FILE.flag, value_name = "FILE")]
     pub bus_password_file: Option<String>,
 
-    /// File holding a NATS authentication token [env: DECNET_BUS_TOKEN_FILE]
-    #[arg(long, value_name = "FILE")]
+    /// File holding a NATS authentication token
+    #[arg(long = settings::BUS_TOKEN_FILE.flag, value_name = "FILE")]
     pub bus_token_file: Option<String>,
 
-    /// NATS credentials file (.creds: user JWT and nkey seed) [env: DECNET_BUS_CREDS]
-    #[arg(long, value_name = "FILE")]
+    /// NATS credentials file (.creds: user JWT and nkey seed)
+    #[arg(long = settings::BUS_CREDS.flag, value_name = "FILE")]
     pub bus_creds: Option<String>,
 
-    /// File holding a user nkey seed (SU...) [env: DECNET_BUS_NKEY_SEED_FILE]
-    #[arg(long, value_name = "FILE")]
+    /// File holding a user nkey seed (SU...)
+    #[arg(long = settings::BUS_NKEY_SEED_FILE.flag, value_name = "FILE")]
     pub bus_nkey_seed_file: Option<String>,
 
     /// PEM CA certificate(s) the server's certificate must chain to, instead of the system's
-    /// roots; makes TLS required [env: DECNET_BUS_TLS_CA]
-    #[arg(long, value_name = "FILE")]
+    /// roots; makes TLS required
+    #[arg(long = settings::TLS_CA.flag, value_name = "FILE")]
     pub tls_ca: Option<String>,
 
     /// PEM client certificate for servers that verify clients; needs --tls-key; makes TLS
-    /// required [env: DECNET_BUS_TLS_CERT]
-    #[arg(long, value_name = "FILE")]
+    /// required
+    #[arg(long = settings::TLS_CERT.flag, value_name = "FILE")]
     pub tls_cert: Option<String>,
 
-    /// PEM private key of --tls-cert [env: DECNET_BUS_TLS_KEY]
-    #[arg(long, value_name = "FILE")]
+    /// PEM private key of --tls-cert
+    #[arg(long = settings::TLS_KEY.flag, value_name = "FILE")]
     pub tls_key: Option<String>,
 }
 
 /// Where the rules, intel tables and known attackers come from.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct EngineArgs {
     /// Directory of DECNET-format YAML rule files replacing the built-in pack; repeat for
-    /// several [env: DECNET_TTP_RULES_DIR, ':'-separated]
-    #[arg(long = "rules", value_name = "DIR")]
+    /// several
+    #[arg(long = settings::RULES.flag, value_name = "DIR")]
     pub rules: Vec<String>,
 
     /// Directory of local YAML rule files added to the built-in pack (a rule with a built-in
-    /// rule's id replaces it); repeat for several [env: DECNET_TTP_LOCAL_RULES_DIR,
-    /// ':'-separated]
-    #[arg(long = "local-rules", value_name = "DIR")]
+    /// rule's id replaces it); repeat for several
+    #[arg(long = settings::LOCAL_RULES.flag, value_name = "DIR")]
     pub local_rules: Vec<String>,
 
-    /// Do not load the built-in rule pack [env: DECNET_TTP_NO_BUILTIN_RULES]
-    #[arg(long)]
+    /// Do not load the built-in rule pack
+    #[arg(long = settings::NO_BUILTIN_RULES.flag)]
     pub no_builtin_rules: bool,
 
     /// Directory of intel provider mapping tables (abuseipdb.yaml, greynoise.yaml, feodo.yaml,
-    /// threatfox.yaml) overriding the built-in ones [env: DECNET_TTP_INTEL_MAPS]
-    #[arg(long, value_name = "DIR")]
+    /// threatfox.yaml) overriding the built-in ones
+    #[arg(long = settings::INTEL_MAPS.flag, value_name = "DIR")]
     pub intel_maps: Option<String>,
 
     /// JSON object {"<attacker_ip>": "<attacker_uuid>"} of attackers known beforehand, e.g.
-    /// exported from DECNET's attackers table [env: DECNET_TTP_ANCHORS]
-    #[arg(long, value_name = "FILE")]
+    /// exported from DECNET's attackers table
+    #[arg(long = settings::ANCHORS.flag, value_name = "FILE")]
     pub anchors: Option<String>,
 }
 
@@ -192,8 +185,8 @@ pub struct TagArgs {
 /// Which tag store to read.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// SQLite tag store [env: DECNET_TTP_DB] [default: as for the daemon]
-    #[arg(long, value_name = "PATH")]
+    /// SQLite tag store
+    #[arg(long = settings::STORE_DB.flag, value_name = "PATH")]
     pub db: Option<String>,
 }
 
@@ -236,60 +229,66 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::units::parse_duration(text).map_err(|err| err.to_string())
 }
 
-impl RunArgs {
-    pub fn to_flags(&self) -> RunFlags {
-        RunFlags {
-            bus_url: self.bus_url.clone(),
-            poll_interval: self.poll_interval.clone(),
-            heartbeat_interval: self.heartbeat_interval.clone(),
-            no_bus: self.no_bus,
-            durable: self.durable,
-            stream: self.stream.clone(),
-            stream_max_age: self.stream_max_age.clone(),
-            stream_max_bytes: self.stream_max_bytes.clone(),
-            ack_wait: self.ack_wait.clone(),
-            db: self.db.clone(),
-            engine: self.engine.to_flags(),
-            security: self.security.to_flags(),
-        }
-    }
+/// The command line as `--help` and the man page show it: the derived definition, with each
+/// setting's environment variable and default from [`settings`].
+pub fn command() -> clap::Command {
+    use settings::{DAEMON, ENGINE, STORE};
+    Cli::command()
+        .mut_args(|arg| settings::render(arg, &[DAEMON, ENGINE]))
+        .mut_subcommand("tag", |cmd| {
+            cmd.mut_args(|arg| settings::render(arg, &[ENGINE]))
+        })
+        .mut_subcommand("check-rules", |cmd| {
+            cmd.mut_args(|arg| settings::render(arg, &[ENGINE]))
+        })
+        .mut_subcommand("tags", |cmd| {
+            cmd.mut_args(|arg| settings::render(arg, &[STORE]))
+        })
+        .mut_subcommand("stats", |cmd| {
+            cmd.mut_args(|arg| settings::render(arg, &[STORE]))
+        })
 }
 
-impl EngineArgs {
-    pub fn to_flags(&self) -> EngineFlags {
-        EngineFlags {
-            rules: self.rules.clone(),
-            local_rules: self.local_rules.clone(),
-            no_builtin_rules: self.no_builtin_rules,
-            intel_maps: self.intel_maps.clone(),
-            anchors: self.anchors.clone(),
-        }
-    }
-}
-
-impl SecurityArgs {
-    pub fn to_flags(&self) -> SecurityFlags {
-        SecurityFlags {
-            user: self.bus_user.clone(),
-            password_file: self.bus_password_file.clone(),
-            token_file: self.bus_token_file.clone(),
-            creds: self.bus_creds.clone(),
-            nkey_seed_file: self.bus_nkey_seed_file.clone(),
-            tls_ca: self.tls_ca.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-        }
+impl Cli {
+    /// Parses the process's arguments against [`command`], so `--help` shows every setting's
+    /// variable and default.
+    pub fn try_parse_args() -> Result<Cli, clap::Error> {
+        Cli::from_arg_matches(&command().try_get_matches()?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_definition_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// A table entry whose flag no argument has would resolve but never show in `--help`.
+    #[test]
+    fn every_setting_names_a_flag_and_shows_its_variable() {
+        let cmd = command();
+        let mut cases = vec![(&cmd, settings::DAEMON), (&cmd, settings::ENGINE)];
+        for (name, table) in [
+            ("tag", settings::ENGINE),
+            ("check-rules", settings::ENGINE),
+            ("tags", settings::STORE),
+            ("stats", settings::STORE),
+        ] {
+            cases.push((cmd.find_subcommand(name).unwrap(), table));
+        }
+        for (cmd, table) in cases {
+            for setting in table {
+                let arg = cmd
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(setting.flag))
+                    .unwrap_or_else(|| panic!("{} has no --{}", cmd.get_name(), setting.flag));
+                let help = arg.get_help().unwrap().to_string();
+                assert!(help.contains(setting.env), "{help}");
+            }
+        }
     }
 
     #[test]

@@ -7,46 +7,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::bus::security::{self, BusAuth, BusSecurity, BusTls, SecretFileError};
+use crate::bus::{BusSettings, StreamConfig};
+use crate::cli::settings::{self, Setting};
+use crate::cli::{EngineArgs, RunArgs, SecurityArgs};
 use crate::redact::redact_url;
 use crate::tagging::EngineOptions;
 use crate::units::{parse_bytes, parse_duration};
 
-pub const ENV_BUS_ENABLED: &str = "DECNET_BUS_ENABLED";
+/// Not a flag: DECNET's selector between its buses, checked so that a worker pointed at the
+/// UNIX-socket bus says so instead of dialling NATS.
 pub const ENV_BUS_TYPE: &str = "DECNET_BUS_TYPE";
-pub const ENV_BUS_URL: &str = "DECNET_BUS_URL";
-pub const ENV_BUS_DURABLE: &str = "DECNET_BUS_DURABLE";
-pub const ENV_POLL_INTERVAL: &str = "DECNET_TTP_POLL_INTERVAL";
-pub const ENV_HEARTBEAT_SECS: &str = "DECNET_TTP_HEARTBEAT_SECS";
-pub const ENV_DB: &str = "DECNET_TTP_DB";
-pub const ENV_RULES_DIR: &str = "DECNET_TTP_RULES_DIR";
-pub const ENV_NO_BUILTIN_RULES: &str = "DECNET_TTP_NO_BUILTIN_RULES";
-pub const ENV_INTEL_MAPS: &str = "DECNET_TTP_INTEL_MAPS";
-pub const ENV_ANCHORS: &str = "DECNET_TTP_ANCHORS";
-pub const ENV_STREAM: &str = "DECNET_TTP_STREAM";
-pub const ENV_STREAM_MAX_AGE: &str = "DECNET_TTP_STREAM_MAX_AGE";
-pub const ENV_STREAM_MAX_BYTES: &str = "DECNET_TTP_STREAM_MAX_BYTES";
-pub const ENV_ACK_WAIT: &str = "DECNET_TTP_ACK_WAIT";
-pub const ENV_LOCAL_RULES_DIR: &str = "DECNET_TTP_LOCAL_RULES_DIR";
-pub const ENV_BUS_USER: &str = "DECNET_BUS_USER";
-pub const ENV_BUS_PASSWORD_FILE: &str = "DECNET_BUS_PASSWORD_FILE";
-pub const ENV_BUS_TOKEN_FILE: &str = "DECNET_BUS_TOKEN_FILE";
-pub const ENV_BUS_CREDS: &str = "DECNET_BUS_CREDS";
-pub const ENV_BUS_NKEY_SEED_FILE: &str = "DECNET_BUS_NKEY_SEED_FILE";
-pub const ENV_BUS_TLS_CA: &str = "DECNET_BUS_TLS_CA";
-pub const ENV_BUS_TLS_CERT: &str = "DECNET_BUS_TLS_CERT";
-pub const ENV_BUS_TLS_KEY: &str = "DECNET_BUS_TLS_KEY";
-
-pub const DEFAULT_BUS_URL: &str = "nats://127.0.0.1:4222";
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_STREAM: &str = "DECNET_TTP_IN";
-/// A week of events survives a worker that is down over a long weekend and then some.
-pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Small enough for an appliance's disk; a full stream drops its oldest events first.
-pub const DEFAULT_STREAM_MAX_BYTES: u64 = 1 << 30;
-/// Long enough for a batch to be tagged and committed under load; also how soon the messages
-/// a crashed worker had in hand are delivered again.
-pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest interval accepted; far beyond any sensible value, and it keeps `Duration`
 /// arithmetic away from overflow.
@@ -55,144 +26,25 @@ const MAX_INTERVAL_SECS: f64 = 7.0 * 24.0 * 3600.0;
 /// DECNET's dashboard marks a worker stale after 90 s without a beat.
 const DASHBOARD_STALE_SECS: f64 = 90.0;
 
-/// The daemon's flags as typed, before validation. Kept as text so that a bad flag and a bad
-/// environment value are reported the same way.
-#[derive(Debug, Clone, Default)]
-pub struct RunFlags {
-    pub bus_url: Option<String>,
-    pub poll_interval: Option<String>,
-    pub heartbeat_interval: Option<String>,
-    pub no_bus: bool,
-    pub durable: bool,
-    pub stream: Option<String>,
-    pub stream_max_age: Option<String>,
-    pub stream_max_bytes: Option<String>,
-    pub ack_wait: Option<String>,
-    pub db: Option<String>,
-    pub engine: EngineFlags,
-    pub security: SecurityFlags,
-}
-
-/// NATS authentication and TLS as typed: user name and file paths, never a secret itself.
-#[derive(Debug, Clone, Default)]
-pub struct SecurityFlags {
-    pub user: Option<String>,
-    pub password_file: Option<String>,
-    pub token_file: Option<String>,
-    pub creds: Option<String>,
-    pub nkey_seed_file: Option<String>,
-    pub tls_ca: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-}
-
-/// Where the tagging engine's rules, intel tables and known attackers come from; shared by
-/// the daemon, `tag` and `check-rules`.
-#[derive(Debug, Clone, Default)]
-pub struct EngineFlags {
-    pub rules: Vec<String>,
-    pub local_rules: Vec<String>,
-    pub no_builtin_rules: bool,
-    pub intel_maps: Option<String>,
-    pub anchors: Option<String>,
-}
-
 /// The validated settings the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// NATS servers to try; never logged with credentials.
-    pub bus_urls: Vec<String>,
-    /// `false` means poll-only mode with no connection attempts.
-    pub bus_enabled: bool,
-    pub durable: bool,
+    /// Everything the NATS side needs, secrets already read from their files.
+    pub bus: BusSettings,
     pub poll_interval: Duration,
-    pub heartbeat_interval: Duration,
-    /// The JetStream stream durable mode consumes from (created when absent).
-    pub stream: StreamConfig,
     pub engine: EngineOptions,
     /// The SQLite tag store this worker owns.
     pub db: PathBuf,
-    /// NATS authentication and TLS, secrets already read from their files.
-    pub bus_security: BusSecurity,
 }
 
-/// A secret read from a file: its `Debug` never shows it, and nothing else prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// Upper bound on one connection attempt; beyond it the bus counts as unavailable and the
+/// next tick tries again. Never longer than a tick, so a dead server cannot delay one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Secret {
-    pub fn new(text: impl Into<String>) -> Secret {
-        Secret(text.into())
-    }
-
-    /// The secret itself, for the NATS client and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// How the worker proves who it is to the NATS server (at most one way).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum BusAuth {
-    #[default]
-    None,
-    UserPassword {
-        user: String,
-        password: Secret,
-    },
-    Token(Secret),
-    /// The text of a `.creds` file: user JWT and nkey seed.
-    Credentials(Secret),
-    /// A user nkey seed (`SU...`).
-    NKey(Secret),
-}
-
-/// TLS for the NATS connection; any setting here makes TLS required.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BusTls {
-    /// PEM CA certificate(s) the server must chain to, instead of the system roots.
-    pub ca: Option<PathBuf>,
-    /// PEM client certificate and private key.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-impl BusTls {
-    pub fn required(&self) -> bool {
-        self.ca.is_some() || self.client_cert.is_some()
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BusSecurity {
-    pub auth: BusAuth,
-    pub tls: BusTls,
-}
-
-/// Durable mode's stream and consumers: used as they are when they exist, created with these
-/// settings when not.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamConfig {
-    pub name: String,
-    pub max_age: Duration,
-    pub max_bytes: u64,
-    /// How long JetStream waits for an ack before delivering a message again.
-    pub ack_wait: Duration,
-}
-
+/// Durable mode's defaults are the settings table's, like every other default.
 impl Default for StreamConfig {
     fn default() -> StreamConfig {
-        StreamConfig {
-            name: DEFAULT_STREAM.to_owned(),
-            max_age: DEFAULT_STREAM_MAX_AGE,
-            max_bytes: DEFAULT_STREAM_MAX_BYTES,
-            ack_wait: DEFAULT_ACK_WAIT,
-        }
+        resolve_stream(&RunArgs::default(), &|_| None).expect("the defaults are valid")
     }
 }
 
@@ -217,7 +69,7 @@ impl Config {
     /// Resolves every setting from `flags`, then the environment as seen through `env`, then
     /// the defaults. `env` is a parameter so tests need not touch the process environment.
     pub fn resolve(
-        flags: &RunFlags,
+        flags: &RunArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         check_bus_type(env(ENV_BUS_TYPE))?;
@@ -225,39 +77,27 @@ impl Config {
         let bus_enabled = if flags.no_bus {
             false
         } else {
-            match env(ENV_BUS_ENABLED) {
-                Some(text) => parse_bool(ENV_BUS_ENABLED, &text)?,
+            match env(settings::NO_BUS.env) {
+                Some(text) => parse_bool(settings::NO_BUS.env, &text)?,
                 None => true,
             }
         };
         let durable = flags.durable
-            || match env(ENV_BUS_DURABLE) {
-                Some(text) => parse_bool(ENV_BUS_DURABLE, &text)?,
+            || match env(settings::DURABLE.env) {
+                Some(text) => parse_bool(settings::DURABLE.env, &text)?,
                 None => false,
             };
 
-        let bus_urls = match pick(&flags.bus_url, "--bus-url", &env, ENV_BUS_URL) {
-            Some((setting, text)) => parse_bus_urls(&setting, &text)?,
-            None => vec![DEFAULT_BUS_URL.to_owned()],
-        };
-        let poll_interval = match pick(
-            &flags.poll_interval,
-            "--poll-interval",
-            &env,
-            ENV_POLL_INTERVAL,
-        ) {
-            Some((setting, text)) => parse_interval(&setting, &text)?,
-            None => DEFAULT_POLL_INTERVAL,
-        };
-        let heartbeat_interval = match pick(
+        let (setting, text) = value(&flags.bus_url, &settings::BUS_URL, &env);
+        let bus_urls = parse_bus_urls(&setting, &text)?;
+        let (setting, text) = value(&flags.poll_interval, &settings::POLL_INTERVAL, &env);
+        let poll_interval = parse_interval(&setting, &text)?;
+        let (setting, text) = value(
             &flags.heartbeat_interval,
-            "--heartbeat-interval",
+            &settings::HEARTBEAT_INTERVAL,
             &env,
-            ENV_HEARTBEAT_SECS,
-        ) {
-            Some((setting, text)) => parse_interval(&setting, &text)?,
-            None => DEFAULT_HEARTBEAT_INTERVAL,
-        };
+        );
+        let heartbeat_interval = parse_interval(&setting, &text)?;
         if heartbeat_interval.as_secs_f64() * 3.0 > DASHBOARD_STALE_SECS {
             log::warn!(
                 "heartbeat interval {:?} is over 30 s: DECNET's dashboard will show this worker as stale between beats",
@@ -265,52 +105,45 @@ impl Config {
             );
         }
 
-        let stream =
-            StreamConfig {
-                name: match pick(&flags.stream, "--stream", &env, ENV_STREAM) {
-                    Some((setting, text)) => parse_stream_name(&setting, &text)?,
-                    None => StreamConfig::default().name,
-                },
-                max_age: match pick(
-                    &flags.stream_max_age,
-                    "--stream-max-age",
-                    &env,
-                    ENV_STREAM_MAX_AGE,
-                ) {
-                    Some((setting, text)) => parse_duration(&text)
-                        .map_err(|e| invalid(&setting, &text, e.to_string()))?,
-                    None => DEFAULT_STREAM_MAX_AGE,
-                },
-                max_bytes: match pick(
-                    &flags.stream_max_bytes,
-                    "--stream-max-bytes",
-                    &env,
-                    ENV_STREAM_MAX_BYTES,
-                ) {
-                    Some((setting, text)) => {
-                        parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?
-                    }
-                    None => DEFAULT_STREAM_MAX_BYTES,
-                },
-                ack_wait: match pick(&flags.ack_wait, "--ack-wait", &env, ENV_ACK_WAIT) {
-                    Some((setting, text)) => parse_duration(&text)
-                        .map_err(|e| invalid(&setting, &text, e.to_string()))?,
-                    None => DEFAULT_ACK_WAIT,
-                },
-            };
+        let stream = resolve_stream(flags, &env)?;
 
+        let security = resolve_security(&flags.security, &bus_urls, &env)?;
         Ok(Config {
-            bus_enabled,
-            durable,
+            bus: BusSettings {
+                urls: bus_urls,
+                enabled: bus_enabled,
+                heartbeat_interval,
+                connect_timeout: CONNECT_TIMEOUT.min(poll_interval),
+                durable,
+                stream,
+                security,
+            },
             poll_interval,
-            heartbeat_interval,
-            stream,
             engine: resolve_engine(&flags.engine, &env)?,
             db: resolve_db(&flags.db, &env)?,
-            bus_security: resolve_security(&flags.security, &bus_urls, &env)?,
-            bus_urls,
         })
     }
+}
+
+/// Durable mode's stream, as this worker would create it.
+fn resolve_stream(
+    flags: &RunArgs,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<StreamConfig, ConfigError> {
+    let (setting, text) = value(&flags.stream, &settings::STREAM, env);
+    let name = parse_stream_name(&setting, &text)?;
+    let (setting, text) = value(&flags.stream_max_age, &settings::STREAM_MAX_AGE, env);
+    let max_age = parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
+    let (setting, text) = value(&flags.stream_max_bytes, &settings::STREAM_MAX_BYTES, env);
+    let max_bytes = parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
+    let (setting, text) = value(&flags.ack_wait, &settings::ACK_WAIT, env);
+    let ack_wait = parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
+    Ok(StreamConfig {
+        name,
+        max_age,
+        max_bytes,
+        ack_wait,
+    })
 }
 
 /// The engine's options.
@@ -324,40 +157,35 @@ impl Config {
 ///
 /// Paths are checked here so a typo exits 2 at start instead of tagging with no rules.
 pub fn resolve_engine(
-    flags: &EngineFlags,
+    flags: &EngineArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<EngineOptions, ConfigError> {
-    let (setting, dirs) = dir_list(&flags.rules, "--rules", env, ENV_RULES_DIR);
+    let (setting, dirs) = dir_list(&flags.rules, &settings::RULES, env);
     let replacing = dirs
         .iter()
-        .map(|dir| existing_dir(setting, dir))
+        .map(|dir| existing_dir(&setting, dir))
         .collect::<Result<Vec<_>, _>>()?;
-    let (setting, dirs) = dir_list(
-        &flags.local_rules,
-        "--local-rules",
-        env,
-        ENV_LOCAL_RULES_DIR,
-    );
+    let (setting, dirs) = dir_list(&flags.local_rules, &settings::LOCAL_RULES, env);
     let mut local = Vec::new();
     for dir in &dirs {
-        let path = existing_dir(setting, dir)?;
+        let path = existing_dir(&setting, dir)?;
         if holds_rule_files(&path) {
             local.push(path);
         }
     }
     let no_builtin_rules = !replacing.is_empty()
         || flags.no_builtin_rules
-        || match env(ENV_NO_BUILTIN_RULES) {
-            Some(text) => parse_bool(ENV_NO_BUILTIN_RULES, &text)?,
+        || match env(settings::NO_BUILTIN_RULES.env) {
+            Some(text) => parse_bool(settings::NO_BUILTIN_RULES.env, &text)?,
             None => false,
         };
     let mut rules_dirs = replacing;
     rules_dirs.extend(local);
-    let intel_maps_dir = match pick(&flags.intel_maps, "--intel-maps", env, ENV_INTEL_MAPS) {
+    let intel_maps_dir = match pick(&flags.intel_maps, &settings::INTEL_MAPS, env) {
         Some((setting, dir)) => Some(existing_dir(&setting, &dir)?),
         None => None,
     };
-    let anchors_file = match pick(&flags.anchors, "--anchors", env, ENV_ANCHORS) {
+    let anchors_file = match pick(&flags.anchors, &settings::ANCHORS, env) {
         Some((setting, file)) => {
             let path = PathBuf::from(&file);
             if !path.is_file() {
@@ -380,29 +208,18 @@ pub fn resolve_engine(
 /// content. At most one way of authenticating may be configured, credentials in the URL
 /// included.
 pub fn resolve_security(
-    flags: &SecurityFlags,
+    flags: &SecurityArgs,
     bus_urls: &[String],
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<BusSecurity, ConfigError> {
-    let user = pick(&flags.user, "--bus-user", env, ENV_BUS_USER);
-    let password_file = pick(
-        &flags.password_file,
-        "--bus-password-file",
-        env,
-        ENV_BUS_PASSWORD_FILE,
-    );
-    let token_file = pick(
-        &flags.token_file,
-        "--bus-token-file",
-        env,
-        ENV_BUS_TOKEN_FILE,
-    );
-    let creds = pick(&flags.creds, "--bus-creds", env, ENV_BUS_CREDS);
+    let user = pick(&flags.bus_user, &settings::BUS_USER, env);
+    let password_file = pick(&flags.bus_password_file, &settings::BUS_PASSWORD_FILE, env);
+    let token_file = pick(&flags.bus_token_file, &settings::BUS_TOKEN_FILE, env);
+    let creds = pick(&flags.bus_creds, &settings::BUS_CREDS, env);
     let nkey_seed_file = pick(
-        &flags.nkey_seed_file,
-        "--bus-nkey-seed-file",
+        &flags.bus_nkey_seed_file,
+        &settings::BUS_NKEY_SEED_FILE,
         env,
-        ENV_BUS_NKEY_SEED_FILE,
     );
 
     let mut ways: Vec<String> = Vec::new();
@@ -441,7 +258,8 @@ pub fn resolve_security(
             }
             BusAuth::UserPassword {
                 user,
-                password: Secret::new(read_secret(&setting, &path, SecretKind::Password)?),
+                password: security::read_password(&path)
+                    .map_err(|e| unreadable(&setting, &path, e))?,
             }
         }
         (Some((setting, user)), None) => {
@@ -449,7 +267,8 @@ pub fn resolve_security(
                 &setting,
                 &user,
                 format!(
-                    "a user needs a password: set --bus-password-file or {ENV_BUS_PASSWORD_FILE}"
+                    "a user needs a password: set --bus-password-file or {}",
+                    settings::BUS_PASSWORD_FILE.env
                 ),
             ));
         }
@@ -457,58 +276,43 @@ pub fn resolve_security(
             return Err(invalid(
                 &setting,
                 &path,
-                format!("a password needs a user: set --bus-user or {ENV_BUS_USER}"),
+                format!(
+                    "a password needs a user: set --bus-user or {}",
+                    settings::BUS_USER.env
+                ),
             ));
         }
         (None, None) => {
             if let Some((setting, path)) = token_file {
-                BusAuth::Token(Secret::new(read_secret(
-                    &setting,
-                    &path,
-                    SecretKind::Token,
-                )?))
+                BusAuth::Token(
+                    security::read_token(&path).map_err(|e| unreadable(&setting, &path, e))?,
+                )
             } else if let Some((setting, path)) = creds {
-                let text = read_secret(&setting, &path, SecretKind::File)?;
-                if nats::Options::with_static_credentials(&text).is_err() {
-                    return Err(invalid(
-                        &setting,
-                        &path,
-                        "not a NATS credentials file (a user JWT and an nkey seed)",
-                    ));
-                }
-                BusAuth::Credentials(Secret::new(text))
+                BusAuth::Credentials(
+                    security::read_credentials(&path)
+                        .map_err(|e| unreadable(&setting, &path, e))?,
+                )
             } else if let Some((setting, path)) = nkey_seed_file {
-                let seed = read_secret(&setting, &path, SecretKind::Token)?;
-                match nkeys::KeyPair::from_seed(&seed) {
-                    Ok(_) if seed.starts_with("SU") => {}
-                    _ => {
-                        return Err(invalid(
-                            &setting,
-                            &path,
-                            "the file does not hold a user nkey seed (SU...)",
-                        ));
-                    }
-                }
-                BusAuth::NKey(Secret::new(seed))
+                BusAuth::NKey(
+                    security::read_user_seed(&path).map_err(|e| unreadable(&setting, &path, e))?,
+                )
             } else {
                 BusAuth::None
             }
         }
     };
 
-    let pem =
-        |flag: &Option<String>, name: &str, var: &str| -> Result<Option<PathBuf>, ConfigError> {
-            match pick(flag, name, env, var) {
-                Some((setting, path)) => {
-                    read_secret(&setting, &path, SecretKind::Pem)?;
-                    Ok(Some(PathBuf::from(path)))
-                }
-                None => Ok(None),
-            }
-        };
-    let ca = pem(&flags.tls_ca, "--tls-ca", ENV_BUS_TLS_CA)?;
-    let cert = pem(&flags.tls_cert, "--tls-cert", ENV_BUS_TLS_CERT)?;
-    let key = pem(&flags.tls_key, "--tls-key", ENV_BUS_TLS_KEY)?;
+    let pem = |flag: &Option<String>, setting: &Setting| -> Result<Option<PathBuf>, ConfigError> {
+        match pick(flag, setting, env) {
+            Some((setting, path)) => security::check_pem(&path)
+                .map(Some)
+                .map_err(|e| unreadable(&setting, &path, e)),
+            None => Ok(None),
+        }
+    };
+    let ca = pem(&flags.tls_ca, &settings::TLS_CA)?;
+    let cert = pem(&flags.tls_cert, &settings::TLS_CERT)?;
+    let key = pem(&flags.tls_key, &settings::TLS_KEY)?;
     let client_cert = match (cert, key) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
@@ -516,14 +320,20 @@ pub fn resolve_security(
             return Err(invalid(
                 "--tls-cert",
                 &cert.display().to_string(),
-                format!("a client certificate needs its key: set --tls-key or {ENV_BUS_TLS_KEY}"),
+                format!(
+                    "a client certificate needs its key: set --tls-key or {}",
+                    settings::TLS_KEY.env
+                ),
             ));
         }
         (None, Some(key)) => {
             return Err(invalid(
                 "--tls-key",
                 &key.display().to_string(),
-                format!("a client key needs its certificate: set --tls-cert or {ENV_BUS_TLS_CERT}"),
+                format!(
+                    "a client key needs its certificate: set --tls-cert or {}",
+                    settings::TLS_CERT.env
+                ),
             ));
         }
     };
@@ -531,53 +341,6 @@ pub fn resolve_security(
         auth,
         tls: BusTls { ca, client_cert },
     })
-}
-
-/// What a secret file must hold.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SecretKind {
-    /// The whole line; a trailing line break is not part of it.
-    Password,
-    /// One word; surrounding white space is not part of it.
-    Token,
-    /// The file as it is.
-    File,
-    /// A PEM file (certificate or key); only checked, not kept.
-    Pem,
-}
-
-/// Reads a secret file. Errors name the setting and the path, never a byte of the content.
-fn read_secret(setting: &str, path: &str, kind: SecretKind) -> Result<String, ConfigError> {
-    if path.trim().is_empty() {
-        return Err(invalid(setting, path, "empty path"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| {
-        let problem = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_owned(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-            _ => format!("cannot read it: {e}"),
-        };
-        invalid(setting, path, problem)
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid(setting, path, "not UTF-8 text"))?;
-    let value = match kind {
-        SecretKind::Password => {
-            let line = text.strip_suffix('\n').unwrap_or(&text);
-            line.strip_suffix('\r').unwrap_or(line).to_owned()
-        }
-        SecretKind::Token => text.trim().to_owned(),
-        SecretKind::File => text,
-        SecretKind::Pem => {
-            if !text.contains("-----BEGIN ") {
-                return Err(invalid(setting, path, "not a PEM file"));
-            }
-            String::new()
-        }
-    };
-    if kind != SecretKind::Pem && value.trim().is_empty() {
-        return Err(invalid(setting, path, "the file is empty"));
-    }
-    Ok(value)
 }
 
 fn url_has_credentials(url: &str) -> bool {
@@ -589,38 +352,41 @@ pub fn resolve_db(
     flag: &Option<String>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<PathBuf, ConfigError> {
-    match pick(flag, "--db", env, ENV_DB) {
+    match pick(flag, &settings::DB, env) {
         Some((setting, text)) if text.trim().is_empty() => {
             Err(invalid(&setting, &text, "empty path"))
         }
         Some((_, text)) => Ok(PathBuf::from(text)),
         None => crate::store::default_db_path(env).map_err(|err| {
             invalid(
-                ENV_DB,
+                settings::DB.env,
                 "",
-                format!("{err}; give the database a path with --db or {ENV_DB}"),
+                format!(
+                    "{err}; give the database a path with --db or {}",
+                    settings::DB.env
+                ),
             )
         }),
     }
 }
 
-/// The flag's values if any were given, else the environment variable split on `:`.
-fn dir_list<'a>(
+/// The flag's values if any were given, else the environment variable split on `:`; with
+/// the name to blame in an error.
+fn dir_list(
     flag: &[String],
-    flag_name: &'a str,
+    setting: &Setting,
     env: &impl Fn(&str) -> Option<String>,
-    env_name: &'a str,
-) -> (&'a str, Vec<String>) {
+) -> (String, Vec<String>) {
     if flag.is_empty() {
-        let from_env = env(env_name).unwrap_or_default();
+        let from_env = env(setting.env).unwrap_or_default();
         let dirs = from_env
             .split(':')
             .filter(|d| !d.trim().is_empty())
             .map(str::to_owned)
             .collect();
-        (env_name, dirs)
+        (setting.env.to_owned(), dirs)
     } else {
-        (flag_name, flag.to_vec())
+        (setting.flag_name(), flag.to_vec())
     }
 }
 
@@ -648,14 +414,32 @@ fn existing_dir(setting: &str, dir: &str) -> Result<PathBuf, ConfigError> {
 /// The flag if given, else the environment variable; with the name to blame in an error.
 fn pick(
     flag: &Option<String>,
-    flag_name: &str,
+    setting: &Setting,
     env: &impl Fn(&str) -> Option<String>,
-    env_name: &str,
 ) -> Option<(String, String)> {
     match flag {
-        Some(text) => Some((flag_name.to_owned(), text.clone())),
-        None => env(env_name).map(|text| (env_name.to_owned(), text)),
+        Some(text) => Some((setting.flag_name(), text.clone())),
+        None => env(setting.env).map(|text| (setting.env.to_owned(), text)),
     }
+}
+
+/// As [`pick`], else the setting's default as `--help` shows it, blamed on the flag.
+fn value(
+    flag: &Option<String>,
+    setting: &Setting,
+    env: &impl Fn(&str) -> Option<String>,
+) -> (String, String) {
+    pick(flag, setting, env).unwrap_or_else(|| {
+        let default = setting
+            .default
+            .expect("a setting resolved by value has a default");
+        (setting.flag_name(), default.to_owned())
+    })
+}
+
+/// A secret or certificate file that cannot be used: the setting and path, never the content.
+fn unreadable(setting: &str, path: &str, err: SecretFileError) -> ConfigError {
+    invalid(setting, path, err.to_string())
 }
 
 fn invalid(setting: &str, value: &str, problem: impl Into<String>) -> ConfigError {
@@ -762,10 +546,11 @@ fn parse_bus_urls(setting: &str, text: &str) -> Result<Vec<String>, ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::security::Secret;
     use std::collections::HashMap;
 
     /// Resolves with `env` plus a `HOME`, as every login and service has one.
-    fn resolve(flags: RunFlags, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn resolve(flags: RunArgs, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -777,61 +562,64 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let config = resolve(RunFlags::default(), &[]).unwrap();
+        let config = resolve(RunArgs::default(), &[]).unwrap();
         assert_eq!(
             config,
             Config {
-                bus_urls: vec!["nats://127.0.0.1:4222".into()],
-                bus_enabled: true,
-                durable: false,
-                poll_interval: Duration::from_secs(60),
-                heartbeat_interval: Duration::from_secs(30),
-                stream: StreamConfig {
-                    name: "DECNET_TTP_IN".into(),
-                    max_age: Duration::from_secs(604_800),
-                    max_bytes: 1 << 30,
-                    ack_wait: Duration::from_secs(30),
+                bus: BusSettings {
+                    urls: vec!["nats://127.0.0.1:4222".into()],
+                    enabled: true,
+                    heartbeat_interval: Duration::from_secs(30),
+                    connect_timeout: Duration::from_secs(2),
+                    durable: false,
+                    stream: StreamConfig {
+                        name: "DECNET_TTP_IN".into(),
+                        max_age: Duration::from_secs(604_800),
+                        max_bytes: 1 << 30,
+                        ack_wait: Duration::from_secs(30),
+                    },
+                    security: BusSecurity::default(),
                 },
+                poll_interval: Duration::from_secs(60),
                 engine: EngineOptions::default(),
                 db: PathBuf::from("/home/ops/.local/state/ttp-worker/ttp.db"),
-                bus_security: BusSecurity::default(),
             }
         );
     }
 
     #[test]
     fn flags_win_over_environment() {
-        let flags = RunFlags {
+        let flags = RunArgs {
             bus_url: Some("nats://flag:1".into()),
             poll_interval: Some("5".into()),
             heartbeat_interval: Some("0.5".into()),
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         let env = [
-            (ENV_BUS_URL, "nats://env:2"),
-            (ENV_POLL_INTERVAL, "7"),
-            (ENV_HEARTBEAT_SECS, "9"),
+            (settings::BUS_URL.env, "nats://env:2"),
+            (settings::POLL_INTERVAL.env, "7"),
+            (settings::HEARTBEAT_INTERVAL.env, "9"),
         ];
         let config = resolve(flags, &env).unwrap();
-        assert_eq!(config.bus_urls, ["nats://flag:1"]);
+        assert_eq!(config.bus.urls, ["nats://flag:1"]);
         assert_eq!(config.poll_interval, Duration::from_secs(5));
-        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.bus.heartbeat_interval, Duration::from_millis(500));
 
-        let config = resolve(RunFlags::default(), &env).unwrap();
-        assert_eq!(config.bus_urls, ["nats://env:2"]);
+        let config = resolve(RunArgs::default(), &env).unwrap();
+        assert_eq!(config.bus.urls, ["nats://env:2"]);
         assert_eq!(config.poll_interval, Duration::from_secs(7));
-        assert_eq!(config.heartbeat_interval, Duration::from_secs(9));
+        assert_eq!(config.bus.heartbeat_interval, Duration::from_secs(9));
     }
 
     #[test]
     fn url_lists_and_bare_hosts() {
         let config = resolve(
-            RunFlags::default(),
-            &[(ENV_BUS_URL, "nats://a:4222, tls://b:4443,c")],
+            RunArgs::default(),
+            &[(settings::BUS_URL.env, "nats://a:4222, tls://b:4443,c")],
         )
         .unwrap();
         assert_eq!(
-            config.bus_urls,
+            config.bus.urls,
             ["nats://a:4222", "tls://b:4443", "nats://c"]
         );
     }
@@ -845,9 +633,9 @@ mod tests {
             "a,,b",
             "nats://user:hunter2@host:99999",
         ] {
-            let err = resolve(RunFlags::default(), &[(ENV_BUS_URL, bad)]).unwrap_err();
+            let err = resolve(RunArgs::default(), &[(settings::BUS_URL.env, bad)]).unwrap_err();
             let line = err.to_string();
-            assert!(line.contains(ENV_BUS_URL), "{line}");
+            assert!(line.contains(settings::BUS_URL.env), "{line}");
             assert!(!line.contains("hunter2"), "{line}");
             assert!(!line.contains('\n'), "{line}");
         }
@@ -856,11 +644,15 @@ mod tests {
     #[test]
     fn intervals_must_be_positive_numbers() {
         for bad in ["0", "-1", "abc", "", "nan", "inf", "1e12"] {
-            let err = resolve(RunFlags::default(), &[(ENV_POLL_INTERVAL, bad)]).unwrap_err();
-            assert!(err.to_string().contains(ENV_POLL_INTERVAL), "{err}");
-            let flags = RunFlags {
+            let err =
+                resolve(RunArgs::default(), &[(settings::POLL_INTERVAL.env, bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains(settings::POLL_INTERVAL.env),
+                "{err}"
+            );
+            let flags = RunArgs {
                 heartbeat_interval: Some(bad.into()),
-                ..RunFlags::default()
+                ..RunArgs::default()
             };
             let err = resolve(flags, &[]).unwrap_err();
             assert!(err.to_string().contains("--heartbeat-interval"), "{err}");
@@ -869,14 +661,14 @@ mod tests {
 
     #[test]
     fn bus_type_must_be_nats() {
-        assert!(resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "nats")]).is_ok());
-        assert!(resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "NATS")]).is_ok());
+        assert!(resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "nats")]).is_ok());
+        assert!(resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "NATS")]).is_ok());
         assert_eq!(
-            resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "unix")]),
+            resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "unix")]),
             Err(ConfigError::UnixBus)
         );
         assert_eq!(
-            resolve(RunFlags::default(), &[(ENV_BUS_TYPE, "fake")]),
+            resolve(RunArgs::default(), &[(ENV_BUS_TYPE, "fake")]),
             Err(ConfigError::UnknownBusType("fake".into()))
         );
     }
@@ -884,45 +676,46 @@ mod tests {
     #[test]
     fn bus_can_be_disabled_by_environment_or_flag() {
         for off in ["false", "FALSE", "0", "no", "off"] {
-            let config = resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, off)]).unwrap();
-            assert!(!config.bus_enabled, "{off}");
+            let config = resolve(RunArgs::default(), &[(settings::NO_BUS.env, off)]).unwrap();
+            assert!(!config.bus.enabled, "{off}");
         }
-        let config = resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, "true")]).unwrap();
-        assert!(config.bus_enabled);
-        let flags = RunFlags {
+        let config = resolve(RunArgs::default(), &[(settings::NO_BUS.env, "true")]).unwrap();
+        assert!(config.bus.enabled);
+        let flags = RunArgs {
             no_bus: true,
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         assert!(
-            !resolve(flags, &[(ENV_BUS_ENABLED, "true")])
+            !resolve(flags, &[(settings::NO_BUS.env, "true")])
                 .unwrap()
-                .bus_enabled
+                .bus
+                .enabled
         );
-        assert!(resolve(RunFlags::default(), &[(ENV_BUS_ENABLED, "maybe")]).is_err());
+        assert!(resolve(RunArgs::default(), &[(settings::NO_BUS.env, "maybe")]).is_err());
     }
 
     #[test]
     fn stream_settings() {
         let env = [
-            (ENV_STREAM, "EVENTS"),
-            (ENV_STREAM_MAX_AGE, "2d"),
-            (ENV_STREAM_MAX_BYTES, "256M"),
-            (ENV_ACK_WAIT, "5s"),
+            (settings::STREAM.env, "EVENTS"),
+            (settings::STREAM_MAX_AGE.env, "2d"),
+            (settings::STREAM_MAX_BYTES.env, "256M"),
+            (settings::ACK_WAIT.env, "5s"),
         ];
-        let stream = resolve(RunFlags::default(), &env).unwrap().stream;
+        let stream = resolve(RunArgs::default(), &env).unwrap().bus.stream;
         assert_eq!(stream.ack_wait, Duration::from_secs(5));
         assert_eq!(stream.name, "EVENTS");
         assert_eq!(stream.max_age, Duration::from_secs(172_800));
         assert_eq!(stream.max_bytes, 256 << 20);
         for (name, bad) in [
-            (ENV_STREAM, "a.b"),
-            (ENV_STREAM, "a/b"),
-            (ENV_STREAM, ""),
-            (ENV_STREAM_MAX_AGE, "0"),
-            (ENV_STREAM_MAX_AGE, "forever"),
-            (ENV_STREAM_MAX_BYTES, "much"),
+            (settings::STREAM.env, "a.b"),
+            (settings::STREAM.env, "a/b"),
+            (settings::STREAM.env, ""),
+            (settings::STREAM_MAX_AGE.env, "0"),
+            (settings::STREAM_MAX_AGE.env, "forever"),
+            (settings::STREAM_MAX_BYTES.env, "much"),
         ] {
-            let err = resolve(RunFlags::default(), &[(name, bad)]).unwrap_err();
+            let err = resolve(RunArgs::default(), &[(name, bad)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }
@@ -931,85 +724,87 @@ mod tests {
     fn engine_paths_from_flags_or_environment() {
         let dir = std::env::temp_dir();
         let dir_text = dir.to_str().unwrap();
-        let env = [(ENV_RULES_DIR, format!("{dir_text}:{dir_text}"))];
+        let env = [(settings::RULES.env, format!("{dir_text}:{dir_text}"))];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let engine = resolve(RunFlags::default(), &env).unwrap().engine;
+        let engine = resolve(RunArgs::default(), &env).unwrap().engine;
         assert_eq!(engine.rules_dirs, [dir.clone(), dir.clone()]);
         // --rules replaces the built-in pack.
         assert!(engine.no_builtin_rules);
 
-        let flags = RunFlags {
-            engine: EngineFlags {
+        let flags = RunArgs {
+            engine: EngineArgs {
                 rules: vec![dir_text.to_owned()],
                 no_builtin_rules: true,
-                ..EngineFlags::default()
+                ..EngineArgs::default()
             },
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
-        let engine = resolve(flags, &[(ENV_RULES_DIR, "/nonexistent")])
+        let engine = resolve(flags, &[(settings::RULES.env, "/nonexistent")])
             .unwrap()
             .engine;
         assert_eq!(engine.rules_dirs, [dir]);
         assert!(engine.no_builtin_rules);
 
         for (name, value) in [
-            (ENV_RULES_DIR, "/no/such/rules"),
-            (ENV_INTEL_MAPS, "/no/such/maps"),
-            (ENV_ANCHORS, "/no/such/anchors.json"),
-            (ENV_NO_BUILTIN_RULES, "perhaps"),
+            (settings::RULES.env, "/no/such/rules"),
+            (settings::INTEL_MAPS.env, "/no/such/maps"),
+            (settings::ANCHORS.env, "/no/such/anchors.json"),
+            (settings::NO_BUILTIN_RULES.env, "perhaps"),
         ] {
-            let err = resolve(RunFlags::default(), &[(name, value)]).unwrap_err();
+            let err = resolve(RunArgs::default(), &[(name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }
 
     #[test]
     fn database_location() {
-        let db = |flags: RunFlags, env: &[(&str, &str)]| resolve(flags, env).unwrap().db;
+        let db = |flags: RunArgs, env: &[(&str, &str)]| resolve(flags, env).unwrap().db;
         assert_eq!(
             db(
-                RunFlags::default(),
+                RunArgs::default(),
                 &[("STATE_DIRECTORY", "/var/lib/ttp-worker")]
             ),
             PathBuf::from("/var/lib/ttp-worker/ttp.db")
         );
         assert_eq!(
             db(
-                RunFlags::default(),
-                &[(ENV_DB, "/tmp/a.db"), ("STATE_DIRECTORY", "/x")]
+                RunArgs::default(),
+                &[(settings::DB.env, "/tmp/a.db"), ("STATE_DIRECTORY", "/x")]
             ),
             PathBuf::from("/tmp/a.db")
         );
-        let flags = RunFlags {
+        let flags = RunArgs {
             db: Some("/tmp/b.db".into()),
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         assert_eq!(
-            db(flags, &[(ENV_DB, "/tmp/a.db")]),
+            db(flags, &[(settings::DB.env, "/tmp/a.db")]),
             PathBuf::from("/tmp/b.db")
         );
-        assert!(resolve(RunFlags::default(), &[(ENV_DB, " ")]).is_err());
+        assert!(resolve(RunArgs::default(), &[(settings::DB.env, " ")]).is_err());
     }
 
     #[test]
     fn durable_from_flag_or_environment() {
         assert!(
-            resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "true")])
+            resolve(RunArgs::default(), &[(settings::DURABLE.env, "true")])
                 .unwrap()
+                .bus
                 .durable
         );
         assert!(
-            !resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "0")])
+            !resolve(RunArgs::default(), &[(settings::DURABLE.env, "0")])
                 .unwrap()
+                .bus
                 .durable
         );
-        let flags = RunFlags {
+        let flags = RunArgs {
             durable: true,
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
-        assert!(resolve(flags, &[]).unwrap().durable);
-        let err = resolve(RunFlags::default(), &[(ENV_BUS_DURABLE, "ture")]).unwrap_err();
-        assert!(err.to_string().contains(ENV_BUS_DURABLE));
+        assert!(resolve(flags, &[]).unwrap().bus.durable);
+        let err = resolve(RunArgs::default(), &[(settings::DURABLE.env, "ture")]).unwrap_err();
+        assert!(err.to_string().contains(settings::DURABLE.env));
     }
     /// A file in a fresh directory, for secret-file settings.
     fn secret_file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
@@ -1019,7 +814,7 @@ mod tests {
     }
 
     fn security(env: &[(&str, &str)]) -> Result<BusSecurity, ConfigError> {
-        resolve(RunFlags::default(), env).map(|c| c.bus_security)
+        resolve(RunArgs::default(), env).map(|c| c.bus.security)
     }
 
     #[test]
@@ -1033,26 +828,29 @@ mod tests {
             full.path().to_str().unwrap(),
         );
         let env = format!("{empty_text}:{full_text}");
-        let engine = resolve(RunFlags::default(), &[(ENV_LOCAL_RULES_DIR, &env)])
+        let engine = resolve(RunArgs::default(), &[(settings::LOCAL_RULES.env, &env)])
             .unwrap()
             .engine;
         assert_eq!(engine.rules_dirs, [full.path().to_path_buf()]);
         assert!(!engine.no_builtin_rules);
 
         // The packaged default: an empty rules.d leaves the engine as without it.
-        let engine = resolve(RunFlags::default(), &[(ENV_LOCAL_RULES_DIR, empty_text)])
-            .unwrap()
-            .engine;
+        let engine = resolve(
+            RunArgs::default(),
+            &[(settings::LOCAL_RULES.env, empty_text)],
+        )
+        .unwrap()
+        .engine;
         assert_eq!(engine, EngineOptions::default());
 
         // --rules replaces the pack; local rules come after its directories.
-        let flags = RunFlags {
-            engine: EngineFlags {
+        let flags = RunArgs {
+            engine: EngineArgs {
                 rules: vec![empty_text.to_owned()],
                 local_rules: vec![full_text.to_owned()],
-                ..EngineFlags::default()
+                ..EngineArgs::default()
             },
-            ..RunFlags::default()
+            ..RunArgs::default()
         };
         let engine = resolve(flags, &[]).unwrap().engine;
         assert_eq!(
@@ -1062,11 +860,11 @@ mod tests {
         assert!(engine.no_builtin_rules);
 
         let err = resolve(
-            RunFlags::default(),
-            &[(ENV_LOCAL_RULES_DIR, "/no/such/rules.d")],
+            RunArgs::default(),
+            &[(settings::LOCAL_RULES.env, "/no/such/rules.d")],
         )
         .unwrap_err();
-        assert!(err.to_string().contains(ENV_LOCAL_RULES_DIR), "{err}");
+        assert!(err.to_string().contains(settings::LOCAL_RULES.env), "{err}");
     }
 
     #[test]
@@ -1074,7 +872,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let password = secret_file(&dir, "pw", "pa ss-w0rd\n");
         let token = secret_file(&dir, "token", "  t0k3n-s3cr3t \n");
-        let got = security(&[(ENV_BUS_USER, "ttp"), (ENV_BUS_PASSWORD_FILE, &password)]).unwrap();
+        let got = security(&[
+            (settings::BUS_USER.env, "ttp"),
+            (settings::BUS_PASSWORD_FILE.env, &password),
+        ])
+        .unwrap();
         assert_eq!(
             got.auth,
             BusAuth::UserPassword {
@@ -1083,7 +885,7 @@ mod tests {
             }
         );
         assert!(!format!("{got:?}").contains("w0rd"));
-        let got = security(&[(ENV_BUS_TOKEN_FILE, &token)]).unwrap();
+        let got = security(&[(settings::BUS_TOKEN_FILE.env, &token)]).unwrap();
         assert_eq!(got.auth, BusAuth::Token(Secret::new("t0k3n-s3cr3t")));
         assert!(!format!("{got:?}").contains("s3cr3t"));
         assert_eq!(security(&[]).unwrap(), BusSecurity::default());
@@ -1101,56 +903,59 @@ mod tests {
         type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
         let cases: Vec<Case> = vec![
             (
-                vec![(ENV_BUS_TOKEN_FILE, &missing)],
-                ENV_BUS_TOKEN_FILE,
+                vec![(settings::BUS_TOKEN_FILE.env, &missing)],
+                settings::BUS_TOKEN_FILE.env,
                 "no such file",
             ),
             (
-                vec![(ENV_BUS_TOKEN_FILE, &empty)],
-                ENV_BUS_TOKEN_FILE,
+                vec![(settings::BUS_TOKEN_FILE.env, &empty)],
+                settings::BUS_TOKEN_FILE.env,
                 "empty",
             ),
             (
-                vec![(ENV_BUS_PASSWORD_FILE, &token)],
-                ENV_BUS_PASSWORD_FILE,
+                vec![(settings::BUS_PASSWORD_FILE.env, &token)],
+                settings::BUS_PASSWORD_FILE.env,
                 "needs a user",
             ),
             (
-                vec![(ENV_BUS_USER, "ttp")],
-                ENV_BUS_USER,
+                vec![(settings::BUS_USER.env, "ttp")],
+                settings::BUS_USER.env,
                 "needs a password",
             ),
             (
-                vec![(ENV_BUS_TOKEN_FILE, &token), (ENV_BUS_CREDS, &token)],
-                ENV_BUS_TOKEN_FILE,
+                vec![
+                    (settings::BUS_TOKEN_FILE.env, &token),
+                    (settings::BUS_CREDS.env, &token),
+                ],
+                settings::BUS_TOKEN_FILE.env,
                 "one way",
             ),
             (
                 vec![
-                    (ENV_BUS_TOKEN_FILE, &token),
-                    (ENV_BUS_URL, "nats://u:s3cr3t@h:1"),
+                    (settings::BUS_TOKEN_FILE.env, &token),
+                    (settings::BUS_URL.env, "nats://u:s3cr3t@h:1"),
                 ],
-                ENV_BUS_TOKEN_FILE,
+                settings::BUS_TOKEN_FILE.env,
                 "one way",
             ),
             (
-                vec![(ENV_BUS_TLS_CA, &not_pem)],
-                ENV_BUS_TLS_CA,
+                vec![(settings::TLS_CA.env, &not_pem)],
+                settings::TLS_CA.env,
                 "not a PEM",
             ),
             (
-                vec![(ENV_BUS_NKEY_SEED_FILE, &not_seed)],
-                ENV_BUS_NKEY_SEED_FILE,
+                vec![(settings::BUS_NKEY_SEED_FILE.env, &not_seed)],
+                settings::BUS_NKEY_SEED_FILE.env,
                 "nkey seed",
             ),
             (
-                vec![(ENV_BUS_CREDS, &not_creds)],
-                ENV_BUS_CREDS,
+                vec![(settings::BUS_CREDS.env, &not_creds)],
+                settings::BUS_CREDS.env,
                 "credentials file",
             ),
             (
-                vec![(ENV_BUS_TLS_KEY, &missing)],
-                ENV_BUS_TLS_KEY,
+                vec![(settings::TLS_KEY.env, &missing)],
+                settings::TLS_KEY.env,
                 "no such file",
             ),
         ];
@@ -1172,10 +977,10 @@ mod tests {
         let cert = secret_file(&dir, "cert.pem", pem);
         let key = secret_file(&dir, "key.pem", "-----BEGIN PRIVATE KEY-----\n");
         let got = security(&[
-            (ENV_BUS_NKEY_SEED_FILE, &seed),
-            (ENV_BUS_TLS_CA, &ca),
-            (ENV_BUS_TLS_CERT, &cert),
-            (ENV_BUS_TLS_KEY, &key),
+            (settings::BUS_NKEY_SEED_FILE.env, &seed),
+            (settings::TLS_CA.env, &ca),
+            (settings::TLS_CERT.env, &cert),
+            (settings::TLS_KEY.env, &key),
         ])
         .unwrap();
         assert_eq!(got.auth, BusAuth::NKey(Secret::new(pair.seed().unwrap())));
@@ -1185,7 +990,7 @@ mod tests {
             got.tls.client_cert,
             Some((PathBuf::from(&cert), PathBuf::from(&key)))
         );
-        let err = security(&[(ENV_BUS_TLS_CERT, &cert)]).unwrap_err();
+        let err = security(&[(settings::TLS_CERT.env, &cert)]).unwrap_err();
         assert!(err.to_string().contains("--tls-key"), "{err}");
     }
 }

@@ -4,7 +4,6 @@
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 
 use ttp_worker::cli::{Cli, Command, EngineArgs, StoreArgs, TagArgs, TagsArgs};
@@ -17,7 +16,7 @@ use ttp_worker::{daemon, logging};
 const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_args() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
@@ -36,7 +35,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn run_daemon(cli: &Cli) -> ExitCode {
-    let config = match Config::resolve(&cli.run.to_flags(), env) {
+    let config = match Config::resolve(&cli.run, env) {
         Ok(config) => config,
         Err(err) => return fail(USAGE_ERROR, err),
     };
@@ -48,7 +47,7 @@ fn run_daemon(cli: &Cli) -> ExitCode {
 }
 
 fn engine_options(args: &EngineArgs) -> Result<EngineOptions, ExitCode> {
-    config::resolve_engine(&args.to_flags(), &env).map_err(|err| fail(USAGE_ERROR, err))
+    config::resolve_engine(args, &env).map_err(|err| fail(USAGE_ERROR, err))
 }
 
 fn tag(args: &TagArgs) -> ExitCode {

@@ -5,9 +5,7 @@
 
 use std::path::Path;
 
-use clap::CommandFactory;
 use clap_mangen::Man;
-use ttp_worker::cli::Cli;
 
 const MAN_PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/ttp-worker.1");
 
@@ -82,7 +80,7 @@ Set by systemd; log lines then carry syslog priority prefixes for journald.
 "#;
 
 fn render() -> String {
-    let man = Man::new(Cli::command())
+    let man = Man::new(ttp_worker::cli::command())
         .section("1")
         .manual("ttp-worker manual")
         .source(format!("ttp-worker {}", env!("CARGO_PKG_VERSION")));

@@ -9,13 +9,13 @@ use std::time::Duration;
 use crossbeam_channel::bounded;
 
 use super::error::BusError;
-use crate::config::{BusAuth, BusSecurity};
+use super::security::{BusAuth, BusSecurity};
 use crate::counters::Counters;
 use crate::redact::redact_url;
 use crate::topics::WORKER_NAME;
 
-/// What the bus needs from the configuration.
-#[derive(Debug, Clone)]
+/// What the bus needs from the configuration; `config` resolves it, typed, from the settings.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BusSettings {
     pub urls: Vec<String>,
     pub enabled: bool,
@@ -24,9 +24,20 @@ pub struct BusSettings {
     pub connect_timeout: Duration,
     /// Consume `TOPICS` through JetStream instead of core subscriptions.
     pub durable: bool,
-    pub stream: crate::config::StreamConfig,
+    pub stream: StreamConfig,
     /// Authentication and TLS; its `Debug` shows no secret.
     pub security: BusSecurity,
+}
+
+/// Durable mode's stream and consumers: used as they are when they exist, created with these
+/// settings when not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub name: String,
+    pub max_age: Duration,
+    pub max_bytes: u64,
+    /// How long JetStream waits for an ack before delivering a message again.
+    pub ack_wait: Duration,
 }
 
 /// Longest pause between two reconnect attempts after the server went away.

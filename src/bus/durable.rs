@@ -21,7 +21,6 @@ use nats::jetstream::{
 use super::error::BusError;
 use super::intake::decode;
 use crate::channels::{Ack, Delivery};
-use crate::config;
 use crate::counters::Counters;
 use crate::topics::TOPICS;
 
@@ -40,7 +39,7 @@ const FETCH_GRACE: Duration = Duration::from_millis(50);
 
 /// Creates the stream when it is missing; an existing stream is used exactly as it is, so
 /// an operator may size it, replicate it or share it with other consumers.
-pub fn ensure_stream(js: &JetStream, stream: &config::StreamConfig) -> Result<(), BusError> {
+pub fn ensure_stream(js: &JetStream, stream: &super::StreamConfig) -> Result<(), BusError> {
     match js.stream_info(&stream.name) {
         Ok(info) => {
             log::info!(

@@ -12,6 +12,7 @@ mod error;
 mod heartbeat;
 mod intake;
 mod publish;
+pub mod security;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub use connect::BusSettings;
+pub use connect::{BusSettings, StreamConfig};
 pub use error::BusError;
 pub use publish::Publisher;
 

@@ -26,10 +26,6 @@ use crate::store::{Store, StoreError};
 use crate::tagging::{EngineError, Tagger};
 use signals::SignalError;
 
-/// Upper bound on one connection attempt; beyond it the bus counts as unavailable and the
-/// next tick tries again.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -78,7 +74,7 @@ pub fn wire<H: Handler>(
 
 /// Runs the daemon; returns the cause it stopped for. Every cause is a clean exit.
 pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
-    let mode = if config.durable {
+    let mode = if config.bus.durable {
         Mode::Durable
     } else {
         Mode::Core
@@ -94,15 +90,6 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     crate::memory::release_freed_memory();
     let counters = Arc::new(Counters::new(mode));
 
-    let settings = BusSettings {
-        urls: config.bus_urls.clone(),
-        enabled: config.bus_enabled,
-        heartbeat_interval: config.heartbeat_interval,
-        connect_timeout: CONNECT_TIMEOUT.min(config.poll_interval),
-        durable: config.durable,
-        stream: config.stream.clone(),
-        security: config.bus_security.clone(),
-    };
     log::info!(
         "ttp-worker {} starting: {} rules ({} problems), store {}, poll interval {:?}, heartbeat every {:?}, {} mode",
         env!("CARGO_PKG_VERSION"),
@@ -110,12 +97,16 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         tagger.problems().len(),
         config.db.display(),
         config.poll_interval,
-        config.heartbeat_interval,
+        config.bus.heartbeat_interval,
         mode.as_str()
     );
     let pipeline = TaggingPipeline::new(tagger, store, counters.clone());
-    let Wired { main_loop, control } =
-        wire(settings, config.poll_interval, pipeline, counters.clone());
+    let Wired { main_loop, control } = wire(
+        config.bus.clone(),
+        config.poll_interval,
+        pipeline,
+        counters.clone(),
+    );
     let signal_listener = signals::install(control)?;
     let stopped = main_loop.run();
     signal_listener.close();

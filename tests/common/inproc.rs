@@ -10,8 +10,8 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::NatsServer;
 use ttp_worker::bus::BusSettings;
+use ttp_worker::bus::StreamConfig;
 use ttp_worker::channels::{ControlSender, Outbox, ShutdownCause};
-use ttp_worker::config::StreamConfig;
 use ttp_worker::counters::{Counters, Mode};
 use ttp_worker::daemon::{self, BatchFailed, Handler, Wired};
 use ttp_worker::envelope::Inbound;

@@ -1,0 +1,153 @@
+//! Every setting's flag, environment variable and default, in one table.
+//!
+//! The clap definition in `cli.rs` names its flags from here, `--help` and the man page render
+//! `[env: …] [default: …]` from here ([`render`]), and `config` resolves flag, then
+//! environment, then default from here. A default is written as an operator would type it and
+//! goes through the same parser as their input, so what `--help` shows is what runs.
+
+/// One setting of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The long flag, without its `--`.
+    pub flag: &'static str,
+    pub env: &'static str,
+    /// Said after the variable's name in `--help`: how the variable differs from the flag.
+    pub env_note: &'static str,
+    /// As typed on the command line; `None` when unset means "off" or "none".
+    pub default: Option<&'static str>,
+}
+
+impl Setting {
+    const fn new(flag: &'static str, env: &'static str) -> Setting {
+        Setting {
+            flag,
+            env,
+            env_note: "",
+            default: None,
+        }
+    }
+
+    const fn default(self, default: &'static str) -> Setting {
+        Setting {
+            default: Some(default),
+            ..self
+        }
+    }
+
+    const fn env_note(self, env_note: &'static str) -> Setting {
+        Setting { env_note, ..self }
+    }
+
+    /// The flag as an operator types it, e.g. `--poll-interval`, to name it in an error.
+    pub fn flag_name(&self) -> String {
+        format!("--{}", self.flag)
+    }
+
+    /// What `--help` adds after the help text.
+    fn annotation(&self) -> String {
+        let mut text = format!("[env: {}{}]", self.env, self.env_note);
+        if let Some(default) = self.default {
+            text.push_str(&format!(" [default: {default}]"));
+        }
+        text
+    }
+}
+
+pub const BUS_URL: Setting =
+    Setting::new("bus-url", "DECNET_BUS_URL").default("nats://127.0.0.1:4222");
+pub const POLL_INTERVAL: Setting =
+    Setting::new("poll-interval", "DECNET_TTP_POLL_INTERVAL").default("60");
+pub const HEARTBEAT_INTERVAL: Setting =
+    Setting::new("heartbeat-interval", "DECNET_TTP_HEARTBEAT_SECS").default("30");
+/// The variable enables, the flag disables: `--no-bus` is `DECNET_BUS_ENABLED=false`.
+pub const NO_BUS: Setting = Setting::new("no-bus", "DECNET_BUS_ENABLED").env_note("=false");
+pub const DURABLE: Setting = Setting::new("durable", "DECNET_BUS_DURABLE");
+pub const STREAM: Setting = Setting::new("stream", "DECNET_TTP_STREAM").default("DECNET_TTP_IN");
+/// Long enough to ride out a weekend outage of the tagger without filling a small disk.
+pub const STREAM_MAX_AGE: Setting =
+    Setting::new("stream-max-age", "DECNET_TTP_STREAM_MAX_AGE").default("7d");
+pub const STREAM_MAX_BYTES: Setting =
+    Setting::new("stream-max-bytes", "DECNET_TTP_STREAM_MAX_BYTES").default("1G");
+/// Short enough that a crashed worker's messages come back soon after a restart.
+pub const ACK_WAIT: Setting = Setting::new("ack-wait", "DECNET_TTP_ACK_WAIT").default("30s");
+/// The daemon's store; the default is worked out from the state directory at start.
+pub const DB: Setting = Setting::new("db", "DECNET_TTP_DB").default(
+    "$STATE_DIRECTORY/ttp.db, else $XDG_STATE_HOME/ttp-worker/ttp.db, else ~/.local/state/ttp-worker/ttp.db",
+);
+/// `tags` and `stats` read the daemon's store: same variable, same default.
+pub const STORE_DB: Setting = DB.default("as for the daemon");
+
+pub const RULES: Setting =
+    Setting::new("rules", "DECNET_TTP_RULES_DIR").env_note(", ':'-separated");
+pub const LOCAL_RULES: Setting =
+    Setting::new("local-rules", "DECNET_TTP_LOCAL_RULES_DIR").env_note(", ':'-separated");
+pub const NO_BUILTIN_RULES: Setting =
+    Setting::new("no-builtin-rules", "DECNET_TTP_NO_BUILTIN_RULES");
+pub const INTEL_MAPS: Setting = Setting::new("intel-maps", "DECNET_TTP_INTEL_MAPS");
+pub const ANCHORS: Setting = Setting::new("anchors", "DECNET_TTP_ANCHORS");
+
+pub const BUS_USER: Setting = Setting::new("bus-user", "DECNET_BUS_USER");
+pub const BUS_PASSWORD_FILE: Setting =
+    Setting::new("bus-password-file", "DECNET_BUS_PASSWORD_FILE");
+pub const BUS_TOKEN_FILE: Setting = Setting::new("bus-token-file", "DECNET_BUS_TOKEN_FILE");
+pub const BUS_CREDS: Setting = Setting::new("bus-creds", "DECNET_BUS_CREDS");
+pub const BUS_NKEY_SEED_FILE: Setting =
+    Setting::new("bus-nkey-seed-file", "DECNET_BUS_NKEY_SEED_FILE");
+pub const TLS_CA: Setting = Setting::new("tls-ca", "DECNET_BUS_TLS_CA");
+pub const TLS_CERT: Setting = Setting::new("tls-cert", "DECNET_BUS_TLS_CERT");
+pub const TLS_KEY: Setting = Setting::new("tls-key", "DECNET_BUS_TLS_KEY");
+
+/// Where the rules, intel tables and known attackers come from: the daemon, `tag` and
+/// `check-rules` take these.
+pub const ENGINE: &[Setting] = &[RULES, LOCAL_RULES, NO_BUILTIN_RULES, INTEL_MAPS, ANCHORS];
+
+/// The daemon's own settings.
+pub const DAEMON: &[Setting] = &[
+    BUS_URL,
+    POLL_INTERVAL,
+    HEARTBEAT_INTERVAL,
+    NO_BUS,
+    DURABLE,
+    STREAM,
+    STREAM_MAX_AGE,
+    STREAM_MAX_BYTES,
+    ACK_WAIT,
+    DB,
+    BUS_USER,
+    BUS_PASSWORD_FILE,
+    BUS_TOKEN_FILE,
+    BUS_CREDS,
+    BUS_NKEY_SEED_FILE,
+    TLS_CA,
+    TLS_CERT,
+    TLS_KEY,
+];
+
+/// The store's readers (`tags`, `stats`).
+pub const STORE: &[Setting] = &[STORE_DB];
+
+/// Appends each setting's `[env: …] [default: …]` to the help of the argument with its flag.
+/// Arguments no setting names are left as they are.
+pub fn render(arg: clap::Arg, settings: &[&[Setting]]) -> clap::Arg {
+    let Some(setting) = arg.get_long().and_then(|long| {
+        settings
+            .iter()
+            .flat_map(|s| s.iter())
+            .find(|s| s.flag == long)
+    }) else {
+        return arg;
+    };
+    let annotation = setting.annotation();
+    let help = arg.get_help().map(|help| format!("{help} {annotation}"));
+    let long_help = arg
+        .get_long_help()
+        .map(|help| format!("{help} {annotation}"));
+    let arg = match help {
+        Some(help) => arg.help(help),
+        None => arg.help(annotation),
+    };
+    match long_help {
+        Some(help) => arg.long_help(help),
+        None => arg,
+    }
+}
