@@ -25,7 +25,7 @@ use crate::counters::Counters;
 use crate::topics::TOPICS;
 
 /// Messages in flight per consumer; with nine consumers this bounds our memory the way the
-/// wake channel's capacity does in core mode.
+/// message channel's capacity does in core mode.
 const MAX_ACK_PENDING: i64 = 1024;
 
 /// Messages asked for per pull request.
