@@ -22,34 +22,9 @@ use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
+use super::py::Fields as _;
 use super::pyre::{Dollar, PyRegex, translate_with};
 use super::rules::{Owner, Rule};
-use crate::tagging::py::Fields as _;
-
-/// `match` keys of lifter rules that hold lists of Python regexes.
-pub const LIFTER_REGEX_LISTS: [&str; 3] = ["patterns", "paths", "filename_patterns"];
-
-/// Load-time check (our addition): every regex a rule carries must compile, and an engine
-/// rule's `pattern` must be a string or null.
-pub fn validate_rule_regexes(rule: &Rule) -> Result<(), String> {
-    if rule.owner() == Owner::Engine {
-        match rule.param("pattern") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(p)) => {
-                PyRegex::cached(p).map_err(|e| e.to_string())?;
-            }
-            Some(other) => return Err(format!("match.pattern must be a string, got {other}")),
-        }
-    }
-    for key in LIFTER_REGEX_LISTS {
-        if let Some(Value::Array(items)) = rule.param(key) {
-            for p in items.iter().filter_map(Value::as_str) {
-                PyRegex::cached(p).map_err(|e| format!("match.{key}: {e}"))?;
-            }
-        }
-    }
-    Ok(())
-}
 
 /// The field a rule reads when `match.field` is not set (§7.2).
 fn default_field(source_kind: &str) -> Option<&'static str> {
@@ -346,12 +321,7 @@ fn engine_evidence(
     source_kind: &str,
     payload: &Map<String, Value>,
 ) -> Map<String, Value> {
-    let mut evidence = Map::new();
-    for name in &rule.evidence_fields {
-        if let Some(v) = payload.field(name) {
-            evidence.insert(name.clone(), v.clone());
-        }
-    }
+    let mut evidence = rule.evidence_from(payload);
     if source_kind == "command" {
         for name in ["uid", "user", "src", "pwd"] {
             if !evidence.contains_key(name)

@@ -10,8 +10,12 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::py::{Fields as _, py_float, py_str, truthy};
+use super::pyre::PyRegex;
 use super::state::RuleState;
 use super::yaml::parse_document;
+
+/// `match` keys of lifter rules that hold lists of Python regexes.
+pub const LIFTER_REGEX_LISTS: [&str; 3] = ["patterns", "paths", "filename_patterns"];
 
 /// One `emits` entry after compilation (§5.3).
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +108,18 @@ impl Rule {
     /// A `match` parameter.
     pub fn param(&self, key: &str) -> Option<&Value> {
         self.match_spec.field(key)
+    }
+
+    /// The evidence every tagger starts from (§7.5, §8.0 step 4): the rule's
+    /// `evidence_fields` that the payload has, verbatim, in the rule's order.
+    pub fn evidence_from(&self, payload: &Map<String, Value>) -> Map<String, Value> {
+        let mut evidence = Map::new();
+        for name in &self.evidence_fields {
+            if let Some(v) = payload.field(name) {
+                evidence.insert(name.clone(), v.clone());
+            }
+        }
+        evidence
     }
 }
 
@@ -283,8 +299,30 @@ pub fn compile_text(origin: &str, text: &str) -> Result<Rule, RuleProblem> {
     };
     // Our addition to DECNET's schema: a regex that does not compile is a load error, not a
     // warning on every evaluation (§13.25).
-    super::pattern::validate_rule_regexes(&rule).map_err(|m| problem(Some(&rule.rule_id), m))?;
+    validate_regexes(&rule).map_err(|m| problem(Some(&rule.rule_id), m))?;
     Ok(rule)
+}
+
+/// Every regex a rule carries must compile, and an engine rule's `pattern` must be a string
+/// or null.
+fn validate_regexes(rule: &Rule) -> Result<(), String> {
+    if rule.owner() == Owner::Engine {
+        match rule.param("pattern") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(p)) => {
+                PyRegex::cached(p).map_err(|e| e.to_string())?;
+            }
+            Some(other) => return Err(format!("match.pattern must be a string, got {other}")),
+        }
+    }
+    for key in LIFTER_REGEX_LISTS {
+        if let Some(Value::Array(items)) = rule.param(key) {
+            for p in items.iter().filter_map(Value::as_str) {
+                PyRegex::cached(p).map_err(|e| format!("match.{key}: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn required_str(top: &Map<String, Value>, key: &str) -> Result<String, String> {

@@ -21,9 +21,8 @@ use serde_json::{Map, Value};
 
 use super::event::TaggerEvent;
 use super::pyre::PyRegex;
-use super::rules::{Emit, Rule};
+use super::rules::{Emit, LIFTER_REGEX_LISTS, Rule};
 use super::tag::{Tag, tag_uuid};
-use crate::tagging::py::Fields as _;
 
 /// Evidence entries a predicate adds on top of the rule's `evidence_fields`.
 pub type Extras = Map<String, Value>;
@@ -59,7 +58,7 @@ impl RegexCache {
     pub fn new(rules: &[Arc<Rule>]) -> RegexCache {
         let mut compiled = FxHashMap::default();
         for rule in rules {
-            for key in super::pattern::LIFTER_REGEX_LISTS {
+            for key in LIFTER_REGEX_LISTS {
                 if let Some(Value::Array(items)) = rule.param(key) {
                     for p in items.iter().filter_map(Value::as_str) {
                         if let Ok(re) = PyRegex::cached(p) {
@@ -87,12 +86,7 @@ pub fn standard_evidence(
     payload: &Map<String, Value>,
     extras: Extras,
 ) -> Map<String, Value> {
-    let mut evidence = Map::new();
-    for name in &rule.evidence_fields {
-        if let Some(v) = payload.field(name) {
-            evidence.insert(name.clone(), v.clone());
-        }
-    }
+    let mut evidence = rule.evidence_from(payload);
     for (k, v) in extras {
         evidence.insert(k, v);
     }
