@@ -15,6 +15,7 @@ pub mod pattern;
 pub mod py;
 pub mod pyre;
 pub mod rules;
+pub mod ruleset;
 pub mod state;
 pub mod tag;
 pub mod yaml;
@@ -32,8 +33,9 @@ pub use rules::{Owner, Rule, RuleProblem};
 pub use tag::{CONFIDENCE_FLOOR, Tag};
 
 use crate::envelope::Inbound;
-use lifters::{LiftContext, LiftError, RegexCache, intel::IntelMaps};
+use lifters::{AnchorMode, IntelMaps, LiftContext, LiftError, RegexCache};
 use pattern::PatternEngine;
+use ruleset::RuleSet;
 
 /// Where rules, intel tables and known attackers come from. The daemon and the `tag` /
 /// `check-rules` commands take the same options.
@@ -108,24 +110,6 @@ pub struct Counters {
     pub regex_errors: u64,
 }
 
-/// Which taggers handle a source kind, in DECNET's composite order (§9.1).
-fn route(source_kind: &str) -> &'static [Owner] {
-    use Owner::*;
-    match source_kind {
-        "command" | "payload" => &[Engine],
-        "http_request" => &[Engine, Behavioral],
-        "auth_attempt" => &[Engine, Credential],
-        "session" => &[Behavioral],
-        "email" => &[Behavioral, Email],
-        "intel" => &[Intel],
-        "canary_fingerprint" => &[Canary],
-        "identity" => &[Identity],
-        "credential" => &[Credential],
-        "ipv6_leak" => &[Ipv6],
-        _ => &[],
-    }
-}
-
 /// Kinds DECNET knows; `http_fingerprint` has a (dead) lifter that never emits (§8.7).
 const KNOWN_KINDS: [&str; 12] = [
     "command",
@@ -163,7 +147,7 @@ impl Tagger {
     /// Loads rules, intel tables and anchors. Rule-file problems do not fail the build: the
     /// file is skipped and listed in [`Tagger::problems`].
     pub fn new(options: &EngineOptions) -> Result<Tagger, EngineError> {
-        let mut set = rules::RuleSet::default();
+        let mut set = RuleSet::default();
         if !options.no_builtin_rules {
             builtin::add_rules(&mut set);
         }
@@ -197,7 +181,7 @@ impl Tagger {
 
     fn from_parts(
         options: EngineOptions,
-        set: rules::RuleSet,
+        set: RuleSet,
         intel_maps: IntelMaps,
         anchors: AnchorResolver,
     ) -> Tagger {
@@ -389,24 +373,15 @@ impl Tagger {
         out
     }
 
-    /// The composite (§9): each routed tagger in order; a tolerated failure costs that tagger's
-    /// tags, an evidence-schema violation costs the whole tagger event.
+    /// The composite (§9): the pattern engine, then each lifter, that handles the event's kind
+    /// (§9.1); a tolerated failure costs that tagger's tags, an evidence-schema violation costs
+    /// the whole tagger event.
     fn tag_event(&mut self, ev: &TaggerEvent, now: f64, warnings: &mut Vec<String>) -> Vec<Tag> {
-        let owners = route(&ev.source_kind);
-        if owners.is_empty() {
-            if !self
-                .unhandled_kinds_logged
-                .contains(ev.source_kind.as_ref())
-            {
-                self.unhandled_kinds_logged
-                    .insert(ev.source_kind.to_string());
-                let known = KNOWN_KINDS.contains(&ev.source_kind.as_ref());
-                log::info!(
-                    "no tagger handles source kind {:?}{}; its events yield no tags",
-                    ev.source_kind,
-                    if known { " (known, no rules)" } else { "" }
-                );
-            }
+        let kind = ev.source_kind.as_ref();
+        let by_engine = pattern::HANDLES.contains(&kind);
+        let mut lifters = lifters::handling(kind).peekable();
+        if !by_engine && lifters.peek().is_none() {
+            self.log_unhandled(kind);
             return Vec::new();
         }
         let ctx = LiftContext {
@@ -414,53 +389,21 @@ impl Tagger {
             regexes: &self.regexes,
             intel_maps: &self.intel_maps,
         };
+        let engine = by_engine.then(|| {
+            let result = run_engine(&self.pattern, ev, now, &mut self.counters.regex_errors);
+            (Owner::Engine, result)
+        });
+        let by_owner = &self.by_owner;
+        let lifted = lifters.filter_map(|lifter| {
+            let rules = by_owner.get(&lifter.owner).map_or(&[][..], Vec::as_slice);
+            (!rules.is_empty()).then(|| {
+                let result = (lifter.lift)(rules, ev, &ctx)
+                    .and_then(|t| lifters::validate_evidence(kind, &t).map(|()| t));
+                (lifter.owner, result)
+            })
+        });
         let mut tags = Vec::new();
-        for owner in owners {
-            let result = match owner {
-                Owner::Engine => {
-                    let fired = self.pattern.evaluate(
-                        &ev.source_kind,
-                        &ev.payload,
-                        now,
-                        &mut self.counters.regex_errors,
-                    );
-                    let mut engine_tags = Vec::new();
-                    let mut err = None;
-                    for f in fired {
-                        if let Err(e) = lifters::emit_all(
-                            ev,
-                            f.rule,
-                            f.evidence,
-                            lifters::AnchorMode::Event,
-                            &mut engine_tags,
-                        ) {
-                            err = Some(e);
-                            break;
-                        }
-                    }
-                    match err {
-                        Some(e) => Err(e),
-                        None => Ok(engine_tags),
-                    }
-                }
-                lifter => {
-                    let rules = self.by_owner.get(lifter).map_or(&[][..], Vec::as_slice);
-                    if rules.is_empty() {
-                        continue;
-                    }
-                    let lifted = match lifter {
-                        Owner::Behavioral => lifters::behavioral::lift(rules, ev, &ctx),
-                        Owner::Intel => lifters::intel::lift(rules, ev, &ctx),
-                        Owner::Canary => lifters::canary::lift(rules, ev, &ctx),
-                        Owner::Email => lifters::email::lift(rules, ev, &ctx),
-                        Owner::Identity => lifters::identity::lift(rules, ev, &ctx),
-                        Owner::Credential => lifters::credential::lift(rules, ev, &ctx),
-                        Owner::Ipv6 => lifters::ipv6::lift(rules, ev, &ctx),
-                        Owner::Engine | Owner::Nobody => Ok(Vec::new()),
-                    };
-                    lifted.and_then(|t| lifters::validate_evidence(&ev.source_kind, &t).map(|()| t))
-                }
-            };
+        for (owner, result) in engine.into_iter().chain(lifted) {
             match result {
                 Ok(mut t) => tags.append(&mut t),
                 Err(e @ LiftError::Schema { .. }) => {
@@ -488,4 +431,29 @@ impl Tagger {
         }
         tags
     }
+
+    /// Says once per kind that nothing tags its events.
+    fn log_unhandled(&mut self, kind: &str) {
+        if self.unhandled_kinds_logged.insert(kind.to_owned()) {
+            let known = KNOWN_KINDS.contains(&kind);
+            log::info!(
+                "no tagger handles source kind {kind:?}{}; its events yield no tags",
+                if known { " (known, no rules)" } else { "" }
+            );
+        }
+    }
+}
+
+/// The pattern engine's part of the composite: its fired rules' tags, in rule order.
+fn run_engine(
+    pattern: &PatternEngine,
+    ev: &TaggerEvent,
+    now: f64,
+    regex_errors: &mut u64,
+) -> Result<Vec<Tag>, LiftError> {
+    let mut tags = Vec::new();
+    for fired in pattern.evaluate(&ev.source_kind, &ev.payload, now, regex_errors) {
+        lifters::emit_all(ev, fired.rule, fired.evidence, AnchorMode::Event, &mut tags)?;
+    }
+    Ok(tags)
 }

@@ -26,6 +26,9 @@ use super::py::Fields as _;
 use super::pyre::{Dollar, PyRegex, translate_with};
 use super::rules::{Owner, Rule};
 
+/// The source kinds the composite hands to the pattern engine (§9.1), ahead of any lifter.
+pub const HANDLES: [&str; 4] = ["command", "payload", "http_request", "auth_attempt"];
+
 /// The field a rule reads when `match.field` is not set (§7.2).
 fn default_field(source_kind: &str) -> Option<&'static str> {
     Some(match source_kind {
@@ -207,10 +210,6 @@ impl PatternEngine {
             .sum()
     }
 
-    pub fn handles(&self, source_kind: &str) -> bool {
-        self.plans.contains_key(source_kind)
-    }
-
     /// Rules that fire for this payload, in rule order. `regex_errors` counts evaluations the
     /// backtracking engine gave up on (treated as no match).
     pub fn evaluate<'a>(
@@ -340,7 +339,7 @@ mod tests {
     use crate::tagging::builtin;
     use crate::tagging::lifters::testkit::rule;
     use crate::tagging::pyre::tests::{DIALECT_CASES, reference, token_strings};
-    use crate::tagging::rules::RuleSet;
+    use crate::tagging::ruleset::RuleSet;
     use std::path::{Path, PathBuf};
 
     /// Command rules `R0`, `R1`, … over `command_text`, one per pattern.
