@@ -18,7 +18,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use common::corpus::{compat, reference_options};
 use serde_json::{Map, Value, json};
-use ttp_worker::tagging::{CONFIDENCE_FLOOR, EngineOptions, MessageTags, Tagger};
+use ttp_worker::tagging::{CONFIDENCE_FLOOR, EngineOptions, MessageTags, Tagger, Tally};
 use ttp_worker::topics::{ATTACKER_FINGERPRINTED, CANARY_ALL, TOPICS};
 
 /// Members some part of the tagger reads (event building, anchors, every lifter, the pattern
@@ -501,7 +501,7 @@ fn fuzz(options: &EngineOptions, seed: u64) {
     twin.set_clock(Some(0.0));
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let subjects = subjects();
-    let mut tags = 0;
+    let mut tally = Tally::default();
     let mut fired = std::collections::BTreeSet::new();
     for _ in 0..cases {
         let payload = payload(&mut rng);
@@ -525,15 +525,18 @@ fn fuzz(options: &EngineOptions, seed: u64) {
                 };
                 check(&tagged, subject, kind, &payload);
                 assert_eq!(tagged, twin_tagged, "{subject} ({kind})");
-                tags += tagged.tags.len();
+                tally.add(&tagged);
                 fired.extend(tagged.tags.iter().map(|t| t.rule_id.clone()));
             }
         }
     }
-    let counters = tagger.counters();
-    eprintln!("seed {seed}: {counters:?}\nrules fired: {fired:?}");
+    eprintln!("seed {seed}: {tally:?}\nrules fired: {fired:?}");
     // The generator must reach the lifters, not only their type checks: every tagger fires.
-    assert!(tags > cases, "only {tags} tags from {cases} payloads");
+    let tags = tally.tags;
+    assert!(
+        tags > cases as u64,
+        "only {tags} tags from {cases} payloads"
+    );
     let owners: std::collections::BTreeSet<&str> = tagger
         .rules()
         .iter()

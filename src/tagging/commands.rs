@@ -10,7 +10,7 @@ use serde::de::{
 use serde_json::{Map, Value};
 
 use super::py::truthy;
-use super::{EngineError, EngineOptions, Tagger};
+use super::{EngineError, EngineOptions, Tagger, Tally};
 use crate::envelope::{DecodeError, Envelope, Inbound, json_type_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,14 +92,6 @@ struct Tagged {
     messages: Vec<LineMessage>,
 }
 
-/// Counts the tagging thread keeps.
-#[derive(Default)]
-struct TagCounts {
-    events: u64,
-    tagger_events: u64,
-    below_floor: u64,
-}
-
 /// The engine's load report (problems, then warnings), or why it could not be built.
 type Ready = Result<Vec<String>, EngineError>;
 
@@ -116,7 +108,7 @@ fn tag_stream(
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
-    let (counts, tags) = std::thread::scope(|scope| -> Result<(TagCounts, u64), CommandError> {
+    let (counts, tags) = std::thread::scope(|scope| -> Result<(Tally, u64), CommandError> {
         let (ready_tx, ready) = crossbeam_channel::bounded::<Ready>(1);
         let (to_tagger, batches) = crossbeam_channel::bounded::<Batch>(BATCH_QUEUE);
         let (results, from_tagger) = crossbeam_channel::bounded::<Tagged>(BATCH_QUEUE);
@@ -127,7 +119,7 @@ fn tag_stream(
                     Ok(tagger) => tagger,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
-                        return TagCounts::default();
+                        return Tally::default();
                     }
                 };
                 let report = tagger.problems().iter().chain(tagger.warnings());
@@ -231,8 +223,8 @@ fn tag_stream(
         }
     })?;
     out.flush()?;
-    summary.events = counts.events;
-    summary.tagger_events = counts.tagger_events;
+    summary.events = counts.messages;
+    summary.tagger_events = counts.events;
     summary.tags = tags;
     summary.below_floor = counts.below_floor;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -255,8 +247,8 @@ fn tag_batches(
     tagger: &mut Tagger,
     batches: &crossbeam_channel::Receiver<Batch>,
     results: &crossbeam_channel::Sender<Tagged>,
-) -> TagCounts {
-    let mut counts = TagCounts::default();
+) -> Tally {
+    let mut counts = Tally::default();
     for Batch(mut messages) in batches {
         let mut json = Vec::with_capacity(1 << 16);
         let mut tags = 0;
@@ -266,9 +258,7 @@ fn tag_batches(
                 &message.envelope_type,
                 &mut message.payload,
             );
-            counts.events += 1;
-            counts.tagger_events += tagged.events as u64;
-            counts.below_floor += tagged.below_floor.len() as u64;
+            counts.add(&tagged);
             tags += tagged.tags.len() as u64;
             for tag in &tagged.tags {
                 tag.write_json(&mut json);

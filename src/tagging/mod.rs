@@ -4,7 +4,8 @@
 //! [`Tagger`] is the seam the daemon owns: built from [`EngineOptions`], fed one
 //! [`Inbound`](crate::envelope::Inbound) at a time through [`Tagger::tag_message`], rebuilt on
 //! reload with [`Tagger::reload`]. The `tag` and `check-rules` commands in [`commands`] drive
-//! the very same code.
+//! the very same code. The tagger counts nothing: each call returns a [`MessageTags`] report,
+//! and its callers count those with a [`Tally`].
 
 pub mod anchors;
 mod builtin;
@@ -14,6 +15,7 @@ pub mod lifters;
 pub mod pattern;
 pub mod py;
 pub mod pyre;
+pub mod report;
 pub mod rules;
 pub mod ruleset;
 pub mod state;
@@ -29,6 +31,7 @@ use serde_json::{Map, Value};
 
 pub use anchors::AnchorResolver;
 pub use event::{TaggerEvent, Unbuildable};
+pub use report::{MessageTags, TagWarning, Tally};
 pub use rules::{Owner, Rule, RuleProblem};
 pub use tag::{CONFIDENCE_FLOOR, Tag};
 
@@ -68,48 +71,6 @@ pub enum EngineError {
     },
 }
 
-/// The tags of one bus message, in the tagger's output order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MessageTags {
-    /// Tags at or above the 0.3 floor: what is stored and published.
-    pub tags: Vec<Tag>,
-    /// Tags the floor removed (DECNET still lists them in `ttp.tagged`, §13.21).
-    pub below_floor: Vec<Tag>,
-    /// Tags whose confidence is above 1 (or not a number), e.g. from an AbuseIPDB score
-    /// over 100: set aside, never stored or published. DECNET's database refuses such a tag
-    /// and with it every tag of the message (§13.13); here it costs only itself.
-    pub out_of_range: Vec<Tag>,
-    /// Tagger events built from the message (base + commands).
-    pub events: usize,
-    /// Why no event could be built, if so.
-    pub unbuildable: Option<Unbuildable>,
-    /// Lifter failures met while tagging this message (already counted and logged).
-    pub warnings: Vec<String>,
-}
-
-/// Running totals since the engine was built.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub messages: u64,
-    pub events: u64,
-    pub tags: u64,
-    pub below_floor: u64,
-    /// Tags set aside for a confidence above 1 (see [`MessageTags::out_of_range`]).
-    pub out_of_range: u64,
-    /// Messages with no usable anchor (e.g. `identity.merged`).
-    pub unanchored: u64,
-    /// Messages whose subject and type give no source kind.
-    pub no_source_kind: u64,
-    /// Events anchored on a bare IP (attacker not resolvable).
-    pub ip_anchored_events: u64,
-    /// Lifter failures (tolerated: that lifter's tags for that event are lost).
-    pub lifter_warnings: u64,
-    /// Tagger events discarded whole for out-of-schema evidence (§9.3).
-    pub discarded_events: u64,
-    /// Regex evaluations the backtracking engine gave up on.
-    pub regex_errors: u64,
-}
-
 /// Kinds DECNET knows; `http_fingerprint` has a (dead) lifter that never emits (§8.7).
 const KNOWN_KINDS: [&str; 12] = [
     "command",
@@ -137,7 +98,6 @@ pub struct Tagger {
     regexes: RegexCache,
     intel_maps: IntelMaps,
     anchors: AnchorResolver,
-    counters: Counters,
     unhandled_kinds_logged: HashSet<String>,
     /// Fixed clock for tests; `None` reads the system clock per message.
     clock: Option<f64>,
@@ -219,7 +179,6 @@ impl Tagger {
             intel_maps,
             anchors,
             options,
-            counters: Counters::default(),
             unhandled_kinds_logged: HashSet::new(),
             clock: None,
         }
@@ -261,10 +220,6 @@ impl Tagger {
         self.pattern.release_caches();
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
     pub fn anchors(&self) -> &AnchorResolver {
         &self.anchors
     }
@@ -295,7 +250,7 @@ impl Tagger {
         (by_kind, by_owner)
     }
 
-    /// Tags one bus message.
+    /// Tags one bus message and reports how.
     pub fn tag_message(&mut self, msg: &Inbound) -> MessageTags {
         self.tag_payload(&msg.subject, &msg.envelope.kind, &msg.envelope.payload)
     }
@@ -307,7 +262,6 @@ impl Tagger {
         envelope_type: &str,
         payload: &Map<String, Value>,
     ) -> MessageTags {
-        self.counters.messages += 1;
         self.anchors.learn(payload);
         let events = event::build_events(subject, envelope_type, payload, &self.anchors);
         self.tag_events(events)
@@ -322,7 +276,6 @@ impl Tagger {
         envelope_type: &str,
         payload: &mut Map<String, Value>,
     ) -> MessageTags {
-        self.counters.messages += 1;
         self.anchors.learn(payload);
         let events = event::build_events_in_place(subject, envelope_type, payload, &self.anchors);
         self.tag_events(events)
@@ -333,50 +286,27 @@ impl Tagger {
         let events = match events {
             Ok(events) => events,
             Err(why) => {
-                match why {
-                    Unbuildable::NoAnchor => self.counters.unanchored += 1,
-                    Unbuildable::NoSourceKind => self.counters.no_source_kind += 1,
-                }
                 out.unbuildable = Some(why);
                 return out;
             }
         };
         out.events = events.len();
-        self.counters.events += events.len() as u64;
         let now = self.clock.unwrap_or_else(state::now_epoch);
         for ev in &events {
             if ev.attacker_uuid.is_none() && ev.identity_uuid.is_none() {
-                self.counters.ip_anchored_events += 1;
+                out.ip_anchored_events += 1;
             }
-            let tags = self.tag_event(ev, now, &mut out.warnings);
-            for tag in tags {
-                if tag.confidence < CONFIDENCE_FLOOR {
-                    out.below_floor.push(tag);
-                } else if tag.confidence <= 1.0 {
-                    out.tags.push(tag);
-                } else {
-                    log::debug!(
-                        "tag {} ({} on {} {}) has confidence {}, over 1: set aside",
-                        tag.uuid,
-                        tag.rule_id,
-                        tag.source_kind,
-                        tag.source_id,
-                        tag.confidence
-                    );
-                    out.out_of_range.push(tag);
-                }
+            for tag in self.tag_event(ev, now, &mut out) {
+                out.add(tag);
             }
         }
-        self.counters.tags += out.tags.len() as u64;
-        self.counters.below_floor += out.below_floor.len() as u64;
-        self.counters.out_of_range += out.out_of_range.len() as u64;
         out
     }
 
     /// The composite (§9): the pattern engine, then each lifter, that handles the event's kind
     /// (§9.1); a tolerated failure costs that tagger's tags, an evidence-schema violation costs
     /// the whole tagger event.
-    fn tag_event(&mut self, ev: &TaggerEvent, now: f64, warnings: &mut Vec<String>) -> Vec<Tag> {
+    fn tag_event(&mut self, ev: &TaggerEvent, now: f64, out: &mut MessageTags) -> Vec<Tag> {
         let kind = ev.source_kind.as_ref();
         let by_engine = pattern::HANDLES.contains(&kind);
         let mut lifters = lifters::handling(kind).peekable();
@@ -390,7 +320,7 @@ impl Tagger {
             intel_maps: &self.intel_maps,
         };
         let engine = by_engine.then(|| {
-            let result = run_engine(&self.pattern, ev, now, &mut self.counters.regex_errors);
+            let result = run_engine(&self.pattern, ev, now, &mut out.regex_errors);
             (Owner::Engine, result)
         });
         let by_owner = &self.by_owner;
@@ -406,26 +336,14 @@ impl Tagger {
         for (owner, result) in engine.into_iter().chain(lifted) {
             match result {
                 Ok(mut t) => tags.append(&mut t),
-                Err(e @ LiftError::Schema { .. }) => {
-                    self.counters.discarded_events += 1;
-                    let msg = format!(
-                        "{} event {}: {e}; all tags of this event discarded",
-                        ev.source_kind, ev.source_id
-                    );
-                    log::warn!("{msg}");
-                    warnings.push(msg);
-                    return Vec::new();
-                }
-                Err(e) => {
-                    self.counters.lifter_warnings += 1;
-                    let msg = format!(
-                        "{} tagger failed on {} event {}: {e}",
-                        owner.name(),
-                        ev.source_kind,
-                        ev.source_id
-                    );
-                    log::warn!("{msg}");
-                    warnings.push(msg);
+                Err(error) => {
+                    let warning = TagWarning::new(owner, ev, error);
+                    log::warn!("{warning}");
+                    let discards_event = warning.discards_event();
+                    out.warnings.push(warning);
+                    if discards_event {
+                        return Vec::new();
+                    }
                 }
             }
         }
@@ -449,7 +367,7 @@ fn run_engine(
     pattern: &PatternEngine,
     ev: &TaggerEvent,
     now: f64,
-    regex_errors: &mut u64,
+    regex_errors: &mut usize,
 ) -> Result<Vec<Tag>, LiftError> {
     let mut tags = Vec::new();
     for fired in pattern.evaluate(&ev.source_kind, &ev.payload, now, regex_errors) {

@@ -217,7 +217,7 @@ impl PatternEngine {
         source_kind: &str,
         payload: &Map<String, Value>,
         now: f64,
-        regex_errors: &mut u64,
+        regex_errors: &mut usize,
     ) -> Vec<Fired<'a>> {
         let Some(plan) = self.plans.get(source_kind) else {
             return Vec::new();
@@ -358,7 +358,7 @@ mod tests {
     }
 
     /// The ids of the rules that fire on a command typing `text`, in order.
-    fn fired(engine: &PatternEngine, text: &str, regex_errors: &mut u64) -> Vec<String> {
+    fn fired(engine: &PatternEngine, text: &str, regex_errors: &mut usize) -> Vec<String> {
         let mut payload = Map::new();
         payload.insert("command_text".into(), Value::String(text.to_owned()));
         engine
