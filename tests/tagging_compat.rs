@@ -5,19 +5,15 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::corpus::{compat, reference_options};
+use common::corpus::{compat, reference_options, required};
 use serde_json::Value;
 use ttp_worker::tagging::commands::{decode_line, parse_line, run_tag};
 use ttp_worker::tagging::{Tagger, Tally};
 
 #[test]
 fn dev_1k_reproduces_every_decnet_tag() {
-    assert!(
-        compat("corpus/dev-1k.jsonl").exists(),
-        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
-    );
+    let input = std::fs::read(required("corpus/dev-1k.jsonl")).unwrap_or_default();
     let options = reference_options();
-    let input = std::fs::read(compat("corpus/dev-1k.jsonl")).unwrap_or_default();
     let mut out = Vec::new();
     let mut err = Vec::new();
     let summary =
@@ -139,14 +135,10 @@ fn dev_1k_reproduces_every_decnet_tag() {
 /// payload) gives exactly the daemon's tags (envelope decoding, payload copied on resolution).
 #[test]
 fn in_place_tagging_agrees_with_the_daemon_path_on_dev_1k() {
-    assert!(
-        compat("corpus/dev-1k.jsonl").exists(),
-        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
-    );
+    let text = std::fs::read_to_string(required("corpus/dev-1k.jsonl")).unwrap_or_default();
     let options = reference_options();
     let mut daemon = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
     let mut command = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
-    let text = std::fs::read_to_string(compat("corpus/dev-1k.jsonl")).unwrap_or_default();
     let (mut daemon_tally, mut command_tally) = (Tally::default(), Tally::default());
     for (n, line) in text.lines().enumerate() {
         let inbound = parse_line(line);

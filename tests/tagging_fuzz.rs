@@ -16,9 +16,11 @@ mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use common::corpus::{compat, reference_options};
+use common::corpus::{reference_options, required};
 use serde_json::{Map, Value, json};
-use ttp_worker::tagging::{CONFIDENCE_FLOOR, EngineOptions, MessageTags, Tagger, Tally};
+use ttp_worker::tagging::{
+    CONFIDENCE_FLOOR, EngineOptions, KNOWN_KINDS, MessageTags, Tagger, Tally,
+};
 use ttp_worker::topics::{ATTACKER_FINGERPRINTED, CANARY_ALL, TOPICS};
 
 /// Members some part of the tagger reads (event building, anchors, every lifter, the pattern
@@ -130,30 +132,23 @@ const KEYS: [&str; 104] = [
     "user_agent",
 ];
 
-/// Envelope types for `attacker.fingerprinted`: the prober's, every kind a tagger handles
-/// (the type becomes the source kind), none, and one nobody knows.
-const FINGERPRINT_TYPES: [&str; 20] = [
-    "jarm",
-    "hassh",
-    "tcpfp",
-    "tls_certificate",
-    "icmp_error",
-    "icmp6_error",
-    "ipv6_leak",
-    "command",
-    "http_request",
-    "auth_attempt",
-    "payload",
-    "session",
-    "email",
-    "intel",
-    "canary_fingerprint",
-    "identity",
-    "credential",
-    "http_fingerprint",
-    "",
-    "made_up",
-];
+/// Envelope types for `attacker.fingerprinted`: the prober's, every kind DECNET knows (the
+/// type becomes the source kind), none, and one nobody knows.
+fn fingerprint_types() -> Vec<&'static str> {
+    let probes = [
+        "jarm",
+        "hassh",
+        "tcpfp",
+        "tls_certificate",
+        "icmp_error",
+        "icmp6_error",
+    ];
+    probes
+        .into_iter()
+        .chain(KNOWN_KINDS)
+        .chain(["", "made_up"])
+        .collect()
+}
 
 /// Strings that mean something to some reader, and some that mean nothing.
 const STRINGS: [&str; 40] = [
@@ -457,7 +452,7 @@ fn subjects() -> Vec<(String, Vec<&'static str>)> {
                 ));
             }
         } else if topic == ATTACKER_FINGERPRINTED {
-            subjects.push((topic.to_owned(), FINGERPRINT_TYPES.to_vec()));
+            subjects.push((topic.to_owned(), fingerprint_types()));
         } else {
             let kind = topic.split_once('.').map_or("", |(_, rest)| rest);
             subjects.push((topic.to_owned(), vec![kind, ""]));
@@ -571,9 +566,6 @@ fn arbitrary_payloads_with_the_builtin_pack() {
 
 #[test]
 fn arbitrary_payloads_with_the_reference_pack() {
-    assert!(
-        compat("decnet-rules").exists(),
-        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
-    );
+    required("decnet-rules");
     fuzz(&reference_options(), seed() ^ 0xdec);
 }

@@ -71,8 +71,9 @@ pub enum EngineError {
     },
 }
 
-/// Kinds DECNET knows; `http_fingerprint` has a (dead) lifter that never emits (§8.7).
-const KNOWN_KINDS: [&str; 12] = [
+/// The source kinds DECNET knows; `http_fingerprint` has a (dead) lifter that never emits
+/// (§8.7), every other one a tagger.
+pub const KNOWN_KINDS: [&str; 12] = [
     "command",
     "http_request",
     "auth_attempt",
