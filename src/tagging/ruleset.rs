@@ -4,8 +4,8 @@
 //! Deliberate divergence from DECNET (§5.1, §13.4): a file that fails to load is reported and
 //! skipped; it never silences the other rules.
 //!
-//! This sits above both [`rules`](super::rules) (one file) and [`lifters`](super::lifters)
-//! (whose table says who owns a `lifter:` kind), so that neither has to import the other.
+//! This sits above both [`rules`](super::rules) (one file) and [`lifters`] (whose table says
+//! who owns a `lifter:` kind), so that neither has to import the other.
 
 use std::path::Path;
 use std::sync::Arc;
