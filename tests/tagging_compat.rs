@@ -5,20 +5,16 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::corpus::{compat, reference_options};
+use common::corpus::{compat, reference_options, required};
 use serde_json::Value;
 use ttp_worker::commands::tag::run as run_tag;
 use ttp_worker::envelope::jsonl::{decode_line, parse_line};
-use ttp_worker::tagging::Tagger;
+use ttp_worker::tagging::{Tagger, Tally};
 
 #[test]
 fn dev_1k_reproduces_every_decnet_tag() {
-    assert!(
-        compat("corpus/dev-1k.jsonl").exists(),
-        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
-    );
+    let input = std::fs::read(required("corpus/dev-1k.jsonl")).unwrap_or_default();
     let options = reference_options();
-    let input = std::fs::read(compat("corpus/dev-1k.jsonl")).unwrap_or_default();
     let mut out = Vec::new();
     let mut err = Vec::new();
     let summary =
@@ -140,15 +136,11 @@ fn dev_1k_reproduces_every_decnet_tag() {
 /// payload) gives exactly the daemon's tags (envelope decoding, payload copied on resolution).
 #[test]
 fn in_place_tagging_agrees_with_the_daemon_path_on_dev_1k() {
-    assert!(
-        compat("corpus/dev-1k.jsonl").exists(),
-        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
-    );
+    let text = std::fs::read_to_string(required("corpus/dev-1k.jsonl")).unwrap_or_default();
     let options = reference_options();
     let mut daemon = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
     let mut command = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
-    let text = std::fs::read_to_string(compat("corpus/dev-1k.jsonl")).unwrap_or_default();
-    let mut tags = 0;
+    let (mut daemon_tally, mut command_tally) = (Tally::default(), Tally::default());
     for (n, line) in text.lines().enumerate() {
         let inbound = parse_line(line);
         let decoded = decode_line(line.as_bytes());
@@ -167,8 +159,10 @@ fn in_place_tagging_agrees_with_the_daemon_path_on_dev_1k() {
             &mut decoded.payload,
         );
         assert_eq!(got, want, "line {}", n + 1);
-        tags += got.tags.len();
+        daemon_tally.add(&want);
+        command_tally.add(&got);
     }
-    assert_eq!(daemon.counters(), command.counters());
+    assert_eq!(daemon_tally, command_tally);
+    let tags = daemon_tally.tags;
     assert!(tags > 1000, "{tags}");
 }

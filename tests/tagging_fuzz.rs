@@ -16,9 +16,11 @@ mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use common::corpus::{compat, reference_options};
+use common::corpus::{reference_options, required};
 use serde_json::{Map, Value, json};
-use ttp_worker::tagging::{CONFIDENCE_FLOOR, EngineOptions, MessageTags, Tagger};
+use ttp_worker::tagging::{
+    CONFIDENCE_FLOOR, EngineOptions, KNOWN_KINDS, MessageTags, Tagger, Tally,
+};
 use ttp_worker::topics::{ATTACKER_FINGERPRINTED, CANARY_ALL, TOPICS};
 
 /// Members some part of the tagger reads (event building, anchors, every lifter, the pattern
@@ -130,30 +132,23 @@ const KEYS: [&str; 104] = [
     "user_agent",
 ];
 
-/// Envelope types for `attacker.fingerprinted`: the prober's, every kind a tagger handles
-/// (the type becomes the source kind), none, and one nobody knows.
-const FINGERPRINT_TYPES: [&str; 20] = [
-    "jarm",
-    "hassh",
-    "tcpfp",
-    "tls_certificate",
-    "icmp_error",
-    "icmp6_error",
-    "ipv6_leak",
-    "command",
-    "http_request",
-    "auth_attempt",
-    "payload",
-    "session",
-    "email",
-    "intel",
-    "canary_fingerprint",
-    "identity",
-    "credential",
-    "http_fingerprint",
-    "",
-    "made_up",
-];
+/// Envelope types for `attacker.fingerprinted`: the prober's, every kind DECNET knows (the
+/// type becomes the source kind), none, and one nobody knows.
+fn fingerprint_types() -> Vec<&'static str> {
+    let probes = [
+        "jarm",
+        "hassh",
+        "tcpfp",
+        "tls_certificate",
+        "icmp_error",
+        "icmp6_error",
+    ];
+    probes
+        .into_iter()
+        .chain(KNOWN_KINDS)
+        .chain(["", "made_up"])
+        .collect()
+}
 
 /// Strings that mean something to some reader, and some that mean nothing.
 const STRINGS: [&str; 40] = [
@@ -457,7 +452,7 @@ fn subjects() -> Vec<(String, Vec<&'static str>)> {
                 ));
             }
         } else if topic == ATTACKER_FINGERPRINTED {
-            subjects.push((topic.to_owned(), FINGERPRINT_TYPES.to_vec()));
+            subjects.push((topic.to_owned(), fingerprint_types()));
         } else {
             let kind = topic.split_once('.').map_or("", |(_, rest)| rest);
             subjects.push((topic.to_owned(), vec![kind, ""]));
@@ -501,7 +496,7 @@ fn fuzz(options: &EngineOptions, seed: u64) {
     twin.set_clock(Some(0.0));
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let subjects = subjects();
-    let mut tags = 0;
+    let mut tally = Tally::default();
     let mut fired = std::collections::BTreeSet::new();
     for _ in 0..cases {
         let payload = payload(&mut rng);
@@ -525,15 +520,18 @@ fn fuzz(options: &EngineOptions, seed: u64) {
                 };
                 check(&tagged, subject, kind, &payload);
                 assert_eq!(tagged, twin_tagged, "{subject} ({kind})");
-                tags += tagged.tags.len();
+                tally.add(&tagged);
                 fired.extend(tagged.tags.iter().map(|t| t.rule_id.clone()));
             }
         }
     }
-    let counters = tagger.counters();
-    eprintln!("seed {seed}: {counters:?}\nrules fired: {fired:?}");
+    eprintln!("seed {seed}: {tally:?}\nrules fired: {fired:?}");
     // The generator must reach the lifters, not only their type checks: every tagger fires.
-    assert!(tags > cases, "only {tags} tags from {cases} payloads");
+    let tags = tally.tags;
+    assert!(
+        tags > cases as u64,
+        "only {tags} tags from {cases} payloads"
+    );
     let owners: std::collections::BTreeSet<&str> = tagger
         .rules()
         .iter()
@@ -568,9 +566,6 @@ fn arbitrary_payloads_with_the_builtin_pack() {
 
 #[test]
 fn arbitrary_payloads_with_the_reference_pack() {
-    assert!(
-        compat("decnet-rules").exists(),
-        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
-    );
+    required("decnet-rules");
     fuzz(&reference_options(), seed() ^ 0xdec);
 }

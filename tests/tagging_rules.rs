@@ -5,11 +5,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::TAG_KEYS;
-use common::corpus::compat;
+use common::corpus::required;
 use serde_json::{Map, Value, json};
 use ttp_worker::commands::check_rules::run as run_check_rules;
 use ttp_worker::commands::tag::run as run_tag;
-use ttp_worker::tagging::{EngineOptions, Tagger};
+use ttp_worker::tagging::{EngineOptions, Tagger, Tally};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ttp-tagging-{name}-{}", std::process::id()));
@@ -49,11 +49,7 @@ fn bad_files_are_named_and_skipped() {
     write(&dir, "D_good.yaml", GOOD);
     write(&dir, "E_empty.yaml", "");
     write(&dir, "notes.yaml~", "garbage");
-    let options = EngineOptions {
-        rules_dirs: vec![dir.clone()],
-        no_builtin_rules: true,
-        ..EngineOptions::default()
-    };
+    let options = only_rules_in(&dir);
 
     let (code, out, err) = check_rules(&options);
     assert_eq!(code, 1);
@@ -124,11 +120,7 @@ fn a_failing_lifter_costs_only_its_own_tags() {
         match: {kind: 'lifter:behavioral_exfil_over_web', min_payload_bytes: lots}\n\
         emits: [{technique_id: T1567, tactic: TA0010, confidence: 0.8}]\n",
     );
-    let options = EngineOptions {
-        rules_dirs: vec![dir.clone()],
-        no_builtin_rules: true,
-        ..EngineOptions::default()
-    };
+    let options = only_rules_in(&dir);
     let mut tagger = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
     let payload: Map<String, Value> = json!({"attacker_ip": "198.51.100.1", "source_id": "h", "raw_url": "/../../etc/passwd", "bytes_out": 5})
         .as_object().cloned().unwrap_or_default();
@@ -144,7 +136,9 @@ fn a_failing_lifter_costs_only_its_own_tags() {
     assert_eq!(tagged.tags[0].attacker_uuid, None);
     assert_eq!(tagged.tags[0].attacker_ip.as_deref(), Some("198.51.100.1"));
     assert_eq!(tagged.warnings.len(), 1);
-    assert_eq!(tagger.counters().lifter_warnings, 1);
+    let mut tally = Tally::default();
+    tally.add(&tagged);
+    assert_eq!(tally.lifter_warnings, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -172,6 +166,15 @@ fn a_failed_reload_leaves_the_engine_usable() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The rules of `dir` and nothing else (no built-in pack).
+fn only_rules_in(dir: &Path) -> EngineOptions {
+    EngineOptions {
+        rules_dirs: vec![dir.to_owned()],
+        no_builtin_rules: true,
+        ..EngineOptions::default()
+    }
+}
+
 /// `check-rules`: its exit status, standard output and standard error.
 fn check_rules(options: &EngineOptions) -> (i32, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -189,16 +192,8 @@ fn check_rules(options: &EngineOptions) -> (i32, String, String) {
 /// other rules still load, the broken file is named and the check fails.
 #[test]
 fn check_rules_warns_about_a_rule_no_lifter_runs() {
-    let pack = compat("decnet-rules");
-    assert!(
-        pack.exists(),
-        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
-    );
-    let options = EngineOptions {
-        rules_dirs: vec![pack.clone()],
-        no_builtin_rules: true,
-        ..EngineOptions::default()
-    };
+    let pack = required("decnet-rules");
+    let options = only_rules_in(&pack);
     let (code, out, err) = check_rules(&options);
     assert_eq!(code, 0);
     assert!(out.starts_with("58 rules loaded"), "{out}");
@@ -227,11 +222,7 @@ fn check_rules_warns_about_a_rule_no_lifter_runs() {
         }
     }
     write(&dir, "R0031.yaml", "");
-    let options = EngineOptions {
-        rules_dirs: vec![dir.clone()],
-        no_builtin_rules: true,
-        ..EngineOptions::default()
-    };
+    let options = only_rules_in(&dir);
     let (code, out, err) = check_rules(&options);
     assert_eq!(code, 1);
     assert!(out.starts_with("57 rules loaded"), "{out}");
@@ -278,8 +269,8 @@ fn a_confidence_above_one_costs_only_its_own_tag() {
     };
     assert!(greynoise(&inflated) > 0);
     assert_eq!(greynoise(&inflated), greynoise(&normal));
-    assert_eq!(
-        tagger.counters().out_of_range,
-        inflated.out_of_range.len() as u64
-    );
+    let mut tally = Tally::default();
+    tally.add(&normal);
+    tally.add(&inflated);
+    assert_eq!(tally.out_of_range, inflated.out_of_range.len() as u64);
 }

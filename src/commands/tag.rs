@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::Failure;
 use crate::envelope::jsonl::{LineMessage, decode_line};
-use crate::tagging::{EngineError, EngineOptions, Tagger};
+use crate::tagging::{EngineError, EngineOptions, Tagger, Tally};
 
 /// Why a `tag` run stopped. Reads and writes are told apart so that a closed output pipe can
 /// end the run quietly while a failing input still says so.
@@ -123,14 +123,6 @@ struct Tagged {
     messages: Vec<LineMessage>,
 }
 
-/// Counts the tagging thread keeps.
-#[derive(Default)]
-struct TagCounts {
-    events: u64,
-    tagger_events: u64,
-    below_floor: u64,
-}
-
 /// The engine's load report (problems, then warnings), or why it could not be built.
 type Ready = Result<Vec<String>, EngineError>;
 
@@ -147,7 +139,7 @@ fn tag_stream(
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
-    let (counts, tags) = std::thread::scope(|scope| -> Result<(TagCounts, u64), Error> {
+    let (counts, tags) = std::thread::scope(|scope| -> Result<(Tally, u64), Error> {
         let (ready_tx, ready) = crossbeam_channel::bounded::<Ready>(1);
         let (to_tagger, batches) = crossbeam_channel::bounded::<Batch>(BATCH_QUEUE);
         let (results, from_tagger) = crossbeam_channel::bounded::<Tagged>(BATCH_QUEUE);
@@ -158,7 +150,7 @@ fn tag_stream(
                     Ok(tagger) => tagger,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
-                        return TagCounts::default();
+                        return Tally::default();
                     }
                 };
                 let report = tagger.problems().iter().chain(tagger.warnings());
@@ -263,8 +255,8 @@ fn tag_stream(
         }
     })?;
     out.flush().map_err(Error::Write)?;
-    summary.events = counts.events;
-    summary.tagger_events = counts.tagger_events;
+    summary.events = counts.messages;
+    summary.tagger_events = counts.events;
     summary.tags = tags;
     summary.below_floor = counts.below_floor;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -288,8 +280,8 @@ fn tag_batches(
     tagger: &mut Tagger,
     batches: &crossbeam_channel::Receiver<Batch>,
     results: &crossbeam_channel::Sender<Tagged>,
-) -> TagCounts {
-    let mut counts = TagCounts::default();
+) -> Tally {
+    let mut counts = Tally::default();
     for Batch(mut messages) in batches {
         let mut json = Vec::with_capacity(1 << 16);
         let mut tags = 0;
@@ -299,9 +291,7 @@ fn tag_batches(
                 &message.envelope_type,
                 &mut message.payload,
             );
-            counts.events += 1;
-            counts.tagger_events += tagged.events as u64;
-            counts.below_floor += tagged.below_floor.len() as u64;
+            counts.add(&tagged);
             tags += tagged.tags.len() as u64;
             for tag in &tagged.tags {
                 tag.write_json(&mut json);

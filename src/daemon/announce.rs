@@ -149,25 +149,14 @@ fn encode(subject: &str, kind: &str, payload: &impl Serialize) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Map, Value, json};
+    use serde_json::{Value, json};
 
     fn tag(uuid: &str, technique: &str, sub: Option<&str>) -> Tag {
         Tag {
-            uuid: uuid.into(),
-            source_kind: "command".into(),
-            source_id: "s#1".into(),
-            attacker_uuid: Some("f67bddf8-ae6d-4426-8a7e-480eafa90871".into()),
-            identity_uuid: None,
             attacker_ip: Some("203.0.113.45".into()),
-            session_id: Some("9b1f3c2e-4d5a-4e6f-8a7b-0c1d2e3f4a5b".into()),
-            decky_id: Some("omega-decky".into()),
-            tactic: "TA0011".into(),
             technique_id: technique.into(),
             sub_technique_id: sub.map(Into::into),
-            confidence: 0.85,
-            rule_id: "R0012".into(),
-            rule_version: 1,
-            evidence: Map::new(),
+            ..Tag::for_test(uuid)
         }
     }
 

@@ -15,7 +15,7 @@ use crate::channels::Outbox;
 use crate::counters::Counters;
 use crate::envelope::Inbound;
 use crate::store::{Anchor, Store, StoreError};
-use crate::tagging::{Tag, Tagger};
+use crate::tagging::{Tag, Tagger, Tally};
 
 pub struct TaggingPipeline {
     tagger: Tagger,
@@ -52,14 +52,10 @@ impl Handler for TaggingPipeline {
     fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed> {
         let mut tags_per_message = Vec::with_capacity(batch.len());
         let mut anchors = Vec::new();
-        let mut events = 0;
-        let mut lifter_warnings = 0;
-        let mut untaggable = 0;
-        let mut out_of_range = 0;
+        let mut tally = Tally::default();
         for message in batch {
             let tagged = self.tagger.tag_message(message);
-            events += tagged.events;
-            lifter_warnings += tagged.warnings.len();
+            tally.add(&tagged);
             for tag in &tagged.out_of_range {
                 log::warn!(
                     "tag {} of rule {} set aside: confidence {} is above 1",
@@ -68,9 +64,7 @@ impl Handler for TaggingPipeline {
                     tag.confidence
                 );
             }
-            out_of_range += tagged.out_of_range.len();
             if let Some(why) = tagged.unbuildable {
-                untaggable += 1;
                 log::debug!(
                     "{} ({}): not tagged: {why:?}",
                     message.subject,
@@ -93,14 +87,11 @@ impl Handler for TaggingPipeline {
             }
         })?;
 
-        Counters::add(&self.counters.events, events as u64);
-        Counters::add(
-            &self.counters.tags,
-            rows.iter().map(Vec::len).sum::<usize>() as u64,
-        );
-        Counters::add(&self.counters.lifter_warnings, lifter_warnings as u64);
-        Counters::add(&self.counters.tags_skipped, out_of_range as u64);
-        Counters::add(&self.counters.untaggable, untaggable);
+        Counters::add(&self.counters.events, tally.events);
+        Counters::add(&self.counters.tags, tally.tags);
+        Counters::add(&self.counters.lifter_warnings, tally.lifter_warnings);
+        Counters::add(&self.counters.tags_skipped, tally.out_of_range);
+        Counters::add(&self.counters.untaggable, tally.untaggable);
         Counters::add(
             &self.counters.tags_inserted,
             outcome.inserted_count() as u64,

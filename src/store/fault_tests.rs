@@ -19,23 +19,11 @@ use crate::tagging::Tag;
 fn tag(n: usize, evidence_bytes: usize) -> Tag {
     let mut evidence = Map::new();
     evidence.insert("padding".into(), Value::String("x".repeat(evidence_bytes)));
+    let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("fault-{n}").as_bytes());
     Tag {
-        uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("fault-{n}").as_bytes())
-            .to_string(),
-        source_kind: "command".into(),
         source_id: format!("cmd-{n}"),
-        attacker_uuid: Some("0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20".into()),
-        identity_uuid: None,
-        attacker_ip: None,
-        session_id: None,
-        decky_id: None,
-        tactic: "TA0007".into(),
-        technique_id: "T1083".into(),
-        sub_technique_id: None,
-        confidence: 0.5,
-        rule_id: "R0014".into(),
-        rule_version: 2,
         evidence,
+        ..Tag::for_test(&uuid.to_string())
     }
 }
 

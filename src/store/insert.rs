@@ -209,29 +209,9 @@ fn is_canonical_uuid(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn tag(uuid: &str) -> Tag {
-        Tag {
-            uuid: uuid.to_string(),
-            source_kind: "command".into(),
-            source_id: "cmd_42".into(),
-            attacker_uuid: Some("0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20".into()),
-            identity_uuid: None,
-            attacker_ip: None,
-            session_id: None,
-            decky_id: None,
-            tactic: "TA0007".into(),
-            technique_id: "T1083".into(),
-            sub_technique_id: None,
-            confidence: 0.5,
-            rule_id: "R0014".into(),
-            rule_version: 2,
-            evidence: serde_json::Map::new(),
-        }
-    }
-
     #[test]
     fn validation_mirrors_the_checks() {
-        let ok = tag("9aa491e5-f03b-5d8f-9eb5-161becedcdd6");
+        let ok = Tag::for_test("9aa491e5-f03b-5d8f-9eb5-161becedcdd6");
         assert_eq!(validate(&ok), Ok(()));
         for c in [0.0, 1.0] {
             assert_eq!(

@@ -2,7 +2,7 @@
 //! directory is configured. They use DECNET's rule schema and lifter kinds, so an operator can
 //! copy one into a rules directory and edit it.
 
-use super::rules::RuleSet;
+use super::ruleset::RuleSet;
 
 /// `(file name, text)` in evaluation order (file-name order, as for a directory).
 pub const RULES: &[(&str, &str)] = &[

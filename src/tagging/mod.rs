@@ -4,7 +4,8 @@
 //! [`Tagger`] is the seam the daemon owns: built from [`EngineOptions`], fed one
 //! [`Inbound`](crate::envelope::Inbound) at a time through [`Tagger::tag_message`], rebuilt on
 //! reload with [`Tagger::reload`]. The `tag` and `check-rules` commands (`src/commands/`) drive
-//! the very same code.
+//! the very same code. The tagger counts nothing: each call returns a [`MessageTags`] report,
+//! and its callers count those with a [`Tally`].
 
 pub mod anchors;
 mod builtin;
@@ -13,7 +14,9 @@ pub mod lifters;
 pub mod pattern;
 pub mod py;
 pub mod pyre;
+pub mod report;
 pub mod rules;
+pub mod ruleset;
 pub mod state;
 pub mod tag;
 pub mod yaml;
@@ -27,12 +30,14 @@ use serde_json::{Map, Value};
 
 pub use anchors::AnchorResolver;
 pub use event::{TaggerEvent, Unbuildable};
+pub use report::{MessageTags, TagWarning, Tally};
 pub use rules::{Owner, Rule, RuleProblem};
 pub use tag::{CONFIDENCE_FLOOR, Tag};
 
 use crate::envelope::Inbound;
-use lifters::{LiftContext, LiftError, RegexCache, intel::IntelMaps};
+use lifters::{AnchorMode, IntelMaps, LiftContext, LiftError, RegexCache};
 use pattern::PatternEngine;
+use ruleset::RuleSet;
 
 /// Where rules, intel tables and known attackers come from. The daemon and the `tag` /
 /// `check-rules` commands take the same options.
@@ -65,68 +70,9 @@ pub enum EngineError {
     },
 }
 
-/// The tags of one bus message, in the tagger's output order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MessageTags {
-    /// Tags at or above the 0.3 floor: what is stored and published.
-    pub tags: Vec<Tag>,
-    /// Tags the floor removed (DECNET still lists them in `ttp.tagged`, §13.21).
-    pub below_floor: Vec<Tag>,
-    /// Tags whose confidence is above 1 (or not a number), e.g. from an AbuseIPDB score
-    /// over 100: set aside, never stored or published. DECNET's database refuses such a tag
-    /// and with it every tag of the message (§13.13); here it costs only itself.
-    pub out_of_range: Vec<Tag>,
-    /// Tagger events built from the message (base + commands).
-    pub events: usize,
-    /// Why no event could be built, if so.
-    pub unbuildable: Option<Unbuildable>,
-    /// Lifter failures met while tagging this message (already counted and logged).
-    pub warnings: Vec<String>,
-}
-
-/// Running totals since the engine was built.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub messages: u64,
-    pub events: u64,
-    pub tags: u64,
-    pub below_floor: u64,
-    /// Tags set aside for a confidence above 1 (see [`MessageTags::out_of_range`]).
-    pub out_of_range: u64,
-    /// Messages with no usable anchor (e.g. `identity.merged`).
-    pub unanchored: u64,
-    /// Messages whose subject and type give no source kind.
-    pub no_source_kind: u64,
-    /// Events anchored on a bare IP (attacker not resolvable).
-    pub ip_anchored_events: u64,
-    /// Lifter failures (tolerated: that lifter's tags for that event are lost).
-    pub lifter_warnings: u64,
-    /// Tagger events discarded whole for out-of-schema evidence (§9.3).
-    pub discarded_events: u64,
-    /// Regex evaluations the backtracking engine gave up on.
-    pub regex_errors: u64,
-}
-
-/// Which taggers handle a source kind, in DECNET's composite order (§9.1).
-fn route(source_kind: &str) -> &'static [Owner] {
-    use Owner::*;
-    match source_kind {
-        "command" | "payload" => &[Engine],
-        "http_request" => &[Engine, Behavioral],
-        "auth_attempt" => &[Engine, Credential],
-        "session" => &[Behavioral],
-        "email" => &[Behavioral, Email],
-        "intel" => &[Intel],
-        "canary_fingerprint" => &[Canary],
-        "identity" => &[Identity],
-        "credential" => &[Credential],
-        "ipv6_leak" => &[Ipv6],
-        _ => &[],
-    }
-}
-
-/// Kinds DECNET knows; `http_fingerprint` has a (dead) lifter that never emits (§8.7).
-const KNOWN_KINDS: [&str; 12] = [
+/// The source kinds DECNET knows; `http_fingerprint` has a (dead) lifter that never emits
+/// (§8.7), every other one a tagger.
+pub const KNOWN_KINDS: [&str; 12] = [
     "command",
     "http_request",
     "auth_attempt",
@@ -152,7 +98,6 @@ pub struct Tagger {
     regexes: RegexCache,
     intel_maps: IntelMaps,
     anchors: AnchorResolver,
-    counters: Counters,
     unhandled_kinds_logged: HashSet<String>,
     /// Fixed clock for tests; `None` reads the system clock per message.
     clock: Option<f64>,
@@ -162,7 +107,7 @@ impl Tagger {
     /// Loads rules, intel tables and anchors. Rule-file problems do not fail the build: the
     /// file is skipped and listed in [`Tagger::problems`].
     pub fn new(options: &EngineOptions) -> Result<Tagger, EngineError> {
-        let mut set = rules::RuleSet::default();
+        let mut set = RuleSet::default();
         if !options.no_builtin_rules {
             builtin::add_rules(&mut set);
         }
@@ -196,7 +141,7 @@ impl Tagger {
 
     fn from_parts(
         options: EngineOptions,
-        set: rules::RuleSet,
+        set: RuleSet,
         intel_maps: IntelMaps,
         anchors: AnchorResolver,
     ) -> Tagger {
@@ -234,7 +179,6 @@ impl Tagger {
             intel_maps,
             anchors,
             options,
-            counters: Counters::default(),
             unhandled_kinds_logged: HashSet::new(),
             clock: None,
         }
@@ -276,10 +220,6 @@ impl Tagger {
         self.pattern.release_caches();
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
     pub fn anchors(&self) -> &AnchorResolver {
         &self.anchors
     }
@@ -310,7 +250,7 @@ impl Tagger {
         (by_kind, by_owner)
     }
 
-    /// Tags one bus message.
+    /// Tags one bus message and reports how.
     pub fn tag_message(&mut self, msg: &Inbound) -> MessageTags {
         self.tag_payload(&msg.subject, &msg.envelope.kind, &msg.envelope.payload)
     }
@@ -322,7 +262,6 @@ impl Tagger {
         envelope_type: &str,
         payload: &Map<String, Value>,
     ) -> MessageTags {
-        self.counters.messages += 1;
         self.anchors.learn(payload);
         let events = event::build_events(subject, envelope_type, payload, &self.anchors);
         self.tag_events(events)
@@ -337,7 +276,6 @@ impl Tagger {
         envelope_type: &str,
         payload: &mut Map<String, Value>,
     ) -> MessageTags {
-        self.counters.messages += 1;
         self.anchors.learn(payload);
         let events = event::build_events_in_place(subject, envelope_type, payload, &self.anchors);
         self.tag_events(events)
@@ -348,64 +286,32 @@ impl Tagger {
         let events = match events {
             Ok(events) => events,
             Err(why) => {
-                match why {
-                    Unbuildable::NoAnchor => self.counters.unanchored += 1,
-                    Unbuildable::NoSourceKind => self.counters.no_source_kind += 1,
-                }
                 out.unbuildable = Some(why);
                 return out;
             }
         };
         out.events = events.len();
-        self.counters.events += events.len() as u64;
         let now = self.clock.unwrap_or_else(state::now_epoch);
         for ev in &events {
             if ev.attacker_uuid.is_none() && ev.identity_uuid.is_none() {
-                self.counters.ip_anchored_events += 1;
+                out.ip_anchored_events += 1;
             }
-            let tags = self.tag_event(ev, now, &mut out.warnings);
-            for tag in tags {
-                if tag.confidence < CONFIDENCE_FLOOR {
-                    out.below_floor.push(tag);
-                } else if tag.confidence <= 1.0 {
-                    out.tags.push(tag);
-                } else {
-                    log::debug!(
-                        "tag {} ({} on {} {}) has confidence {}, over 1: set aside",
-                        tag.uuid,
-                        tag.rule_id,
-                        tag.source_kind,
-                        tag.source_id,
-                        tag.confidence
-                    );
-                    out.out_of_range.push(tag);
-                }
+            for tag in self.tag_event(ev, now, &mut out) {
+                out.add(tag);
             }
         }
-        self.counters.tags += out.tags.len() as u64;
-        self.counters.below_floor += out.below_floor.len() as u64;
-        self.counters.out_of_range += out.out_of_range.len() as u64;
         out
     }
 
-    /// The composite (§9): each routed tagger in order; a tolerated failure costs that tagger's
-    /// tags, an evidence-schema violation costs the whole tagger event.
-    fn tag_event(&mut self, ev: &TaggerEvent, now: f64, warnings: &mut Vec<String>) -> Vec<Tag> {
-        let owners = route(&ev.source_kind);
-        if owners.is_empty() {
-            if !self
-                .unhandled_kinds_logged
-                .contains(ev.source_kind.as_ref())
-            {
-                self.unhandled_kinds_logged
-                    .insert(ev.source_kind.to_string());
-                let known = KNOWN_KINDS.contains(&ev.source_kind.as_ref());
-                log::info!(
-                    "no tagger handles source kind {:?}{}; its events yield no tags",
-                    ev.source_kind,
-                    if known { " (known, no rules)" } else { "" }
-                );
-            }
+    /// The composite (§9): the pattern engine, then each lifter, that handles the event's kind
+    /// (§9.1); a tolerated failure costs that tagger's tags, an evidence-schema violation costs
+    /// the whole tagger event.
+    fn tag_event(&mut self, ev: &TaggerEvent, now: f64, out: &mut MessageTags) -> Vec<Tag> {
+        let kind = ev.source_kind.as_ref();
+        let by_engine = pattern::HANDLES.contains(&kind);
+        let mut lifters = lifters::handling(kind).peekable();
+        if !by_engine && lifters.peek().is_none() {
+            self.log_unhandled(kind);
             return Vec::new();
         }
         let ctx = LiftContext {
@@ -413,78 +319,59 @@ impl Tagger {
             regexes: &self.regexes,
             intel_maps: &self.intel_maps,
         };
+        let engine = by_engine.then(|| {
+            let result = run_engine(&self.pattern, ev, now, &mut out.regex_errors);
+            (Owner::Engine, result)
+        });
+        let by_owner = &self.by_owner;
+        let lifted = lifters.filter_map(|lifter| {
+            let rules = by_owner.get(&lifter.owner).map_or(&[][..], Vec::as_slice);
+            (!rules.is_empty()).then(|| {
+                let result = (lifter.lift)(rules, ev, &ctx)
+                    .and_then(|t| lifters::validate_evidence(kind, &t).map(|()| t));
+                (lifter.owner, result)
+            })
+        });
         let mut tags = Vec::new();
-        for owner in owners {
-            let result = match owner {
-                Owner::Engine => {
-                    let fired = self.pattern.evaluate(
-                        &ev.source_kind,
-                        &ev.payload,
-                        now,
-                        &mut self.counters.regex_errors,
-                    );
-                    let mut engine_tags = Vec::new();
-                    let mut err = None;
-                    for f in fired {
-                        if let Err(e) = lifters::emit_all(
-                            ev,
-                            f.rule,
-                            f.evidence,
-                            lifters::AnchorMode::Event,
-                            &mut engine_tags,
-                        ) {
-                            err = Some(e);
-                            break;
-                        }
-                    }
-                    match err {
-                        Some(e) => Err(e),
-                        None => Ok(engine_tags),
-                    }
-                }
-                lifter => {
-                    let rules = self.by_owner.get(lifter).map_or(&[][..], Vec::as_slice);
-                    if rules.is_empty() {
-                        continue;
-                    }
-                    let lifted = match lifter {
-                        Owner::Behavioral => lifters::behavioral::lift(rules, ev, &ctx),
-                        Owner::Intel => lifters::intel::lift(rules, ev, &ctx),
-                        Owner::Canary => lifters::canary::lift(rules, ev, &ctx),
-                        Owner::Email => lifters::email::lift(rules, ev, &ctx),
-                        Owner::Identity => lifters::identity::lift(rules, ev, &ctx),
-                        Owner::Credential => lifters::credential::lift(rules, ev, &ctx),
-                        Owner::Ipv6 => lifters::ipv6::lift(rules, ev, &ctx),
-                        Owner::Engine | Owner::Nobody => Ok(Vec::new()),
-                    };
-                    lifted.and_then(|t| lifters::validate_evidence(&ev.source_kind, &t).map(|()| t))
-                }
-            };
+        for (owner, result) in engine.into_iter().chain(lifted) {
             match result {
                 Ok(mut t) => tags.append(&mut t),
-                Err(e @ LiftError::Schema { .. }) => {
-                    self.counters.discarded_events += 1;
-                    let msg = format!(
-                        "{} event {}: {e}; all tags of this event discarded",
-                        ev.source_kind, ev.source_id
-                    );
-                    log::warn!("{msg}");
-                    warnings.push(msg);
-                    return Vec::new();
-                }
-                Err(e) => {
-                    self.counters.lifter_warnings += 1;
-                    let msg = format!(
-                        "{} tagger failed on {} event {}: {e}",
-                        owner.name(),
-                        ev.source_kind,
-                        ev.source_id
-                    );
-                    log::warn!("{msg}");
-                    warnings.push(msg);
+                Err(error) => {
+                    let warning = TagWarning::new(owner, ev, error);
+                    log::warn!("{warning}");
+                    let discards_event = warning.discards_event();
+                    out.warnings.push(warning);
+                    if discards_event {
+                        return Vec::new();
+                    }
                 }
             }
         }
         tags
     }
+
+    /// Says once per kind that nothing tags its events.
+    fn log_unhandled(&mut self, kind: &str) {
+        if self.unhandled_kinds_logged.insert(kind.to_owned()) {
+            let known = KNOWN_KINDS.contains(&kind);
+            log::info!(
+                "no tagger handles source kind {kind:?}{}; its events yield no tags",
+                if known { " (known, no rules)" } else { "" }
+            );
+        }
+    }
+}
+
+/// The pattern engine's part of the composite: its fired rules' tags, in rule order.
+fn run_engine(
+    pattern: &PatternEngine,
+    ev: &TaggerEvent,
+    now: f64,
+    regex_errors: &mut usize,
+) -> Result<Vec<Tag>, LiftError> {
+    let mut tags = Vec::new();
+    for fired in pattern.evaluate(&ev.source_kind, &ev.payload, now, regex_errors) {
+        lifters::emit_all(ev, fired.rule, fired.evidence, AnchorMode::Event, &mut tags)?;
+    }
+    Ok(tags)
 }

@@ -22,34 +22,12 @@ use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
+use super::py::Fields as _;
 use super::pyre::{Dollar, PyRegex, translate_with};
 use super::rules::{Owner, Rule};
-use crate::tagging::py::Fields as _;
 
-/// `match` keys of lifter rules that hold lists of Python regexes.
-pub const LIFTER_REGEX_LISTS: [&str; 3] = ["patterns", "paths", "filename_patterns"];
-
-/// Load-time check (our addition): every regex a rule carries must compile, and an engine
-/// rule's `pattern` must be a string or null.
-pub fn validate_rule_regexes(rule: &Rule) -> Result<(), String> {
-    if rule.owner() == Owner::Engine {
-        match rule.param("pattern") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(p)) => {
-                PyRegex::cached(p).map_err(|e| e.to_string())?;
-            }
-            Some(other) => return Err(format!("match.pattern must be a string, got {other}")),
-        }
-    }
-    for key in LIFTER_REGEX_LISTS {
-        if let Some(Value::Array(items)) = rule.param(key) {
-            for p in items.iter().filter_map(Value::as_str) {
-                PyRegex::cached(p).map_err(|e| format!("match.{key}: {e}"))?;
-            }
-        }
-    }
-    Ok(())
-}
+/// The source kinds the composite hands to the pattern engine (§9.1), ahead of any lifter.
+pub const HANDLES: [&str; 4] = ["command", "payload", "http_request", "auth_attempt"];
 
 /// The field a rule reads when `match.field` is not set (§7.2).
 fn default_field(source_kind: &str) -> Option<&'static str> {
@@ -232,10 +210,6 @@ impl PatternEngine {
             .sum()
     }
 
-    pub fn handles(&self, source_kind: &str) -> bool {
-        self.plans.contains_key(source_kind)
-    }
-
     /// Rules that fire for this payload, in rule order. `regex_errors` counts evaluations the
     /// backtracking engine gave up on (treated as no match).
     pub fn evaluate<'a>(
@@ -243,7 +217,7 @@ impl PatternEngine {
         source_kind: &str,
         payload: &Map<String, Value>,
         now: f64,
-        regex_errors: &mut u64,
+        regex_errors: &mut usize,
     ) -> Vec<Fired<'a>> {
         let Some(plan) = self.plans.get(source_kind) else {
             return Vec::new();
@@ -346,12 +320,7 @@ fn engine_evidence(
     source_kind: &str,
     payload: &Map<String, Value>,
 ) -> Map<String, Value> {
-    let mut evidence = Map::new();
-    for name in &rule.evidence_fields {
-        if let Some(v) = payload.field(name) {
-            evidence.insert(name.clone(), v.clone());
-        }
-    }
+    let mut evidence = rule.evidence_from(payload);
     if source_kind == "command" {
         for name in ["uid", "user", "src", "pwd"] {
             if !evidence.contains_key(name)
@@ -370,7 +339,7 @@ mod tests {
     use crate::tagging::builtin;
     use crate::tagging::lifters::testkit::rule;
     use crate::tagging::pyre::tests::{DIALECT_CASES, reference, token_strings};
-    use crate::tagging::rules::RuleSet;
+    use crate::tagging::ruleset::RuleSet;
     use std::path::{Path, PathBuf};
 
     /// Command rules `R0`, `R1`, … over `command_text`, one per pattern.
@@ -389,7 +358,7 @@ mod tests {
     }
 
     /// The ids of the rules that fire on a command typing `text`, in order.
-    fn fired(engine: &PatternEngine, text: &str, regex_errors: &mut u64) -> Vec<String> {
+    fn fired(engine: &PatternEngine, text: &str, regex_errors: &mut usize) -> Vec<String> {
         let mut payload = Map::new();
         payload.insert("command_text".into(), Value::String(text.to_owned()));
         engine

@@ -37,6 +37,11 @@ pub fn truthy(v: &Value) -> bool {
     }
 }
 
+/// Python `payload.get(key) is True`: only the JSON `true` itself, not a truthy value.
+pub fn is_true(payload: &Map<String, Value>, key: &str) -> bool {
+    payload.field(key) == Some(&Value::Bool(true))
+}
+
 /// Python `payload.get(a) or payload.get(b) or ...`: the first truthy value, else the last
 /// operand as it is (absent counts as `null`).
 pub fn first_truthy<'a>(payload: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {

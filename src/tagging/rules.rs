@@ -1,17 +1,22 @@
-//! Rule files: discovery, schema validation, `emits` compilation, ownership (tagging.md §5).
+//! One rule file: schema validation, `emits` compilation, ownership (tagging.md §5). Loading
+//! whole directories is [`ruleset`](super::ruleset)'s.
 //!
-//! Deliberate divergence from DECNET (§5.1, §13.4): a file that fails to load is reported and
-//! skipped; it never silences the other rules.
+//! Which lifter owns a `lifter:` rule is the lifter table's to say, and that table sits above
+//! this module (it names the lifters, which take rules): [`compile_text`] is handed its answer
+//! as a [`LifterOf`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::py::{Fields as _, py_float, py_str, truthy};
+use super::pyre::PyRegex;
 use super::state::RuleState;
 use super::yaml::parse_document;
+
+/// `match` keys of lifter rules that hold lists of Python regexes.
+pub const LIFTER_REGEX_LISTS: [&str; 3] = ["patterns", "paths", "filename_patterns"];
 
 /// One `emits` entry after compilation (§5.3).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,11 +40,14 @@ pub struct Rule {
     pub emits: Vec<Emit>,
     pub evidence_fields: Vec<String>,
     pub state: RuleState,
+    /// Decided when the rule is compiled, from `match.kind`.
+    owner: Owner,
     /// Where the rule came from, for problem reports (`builtin:<name>` for the embedded pack).
     pub origin: String,
 }
 
-/// Which tagger evaluates a rule, decided by `match.kind` (§5.5).
+/// Which tagger evaluates a rule, decided by `match.kind` (§5.5): the pattern engine unless
+/// the kind starts with `lifter:`, then the lifter that claims it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
     Engine,
@@ -70,6 +78,15 @@ impl Owner {
     }
 }
 
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The lifter that claims a `lifter:` kind, if one does (`lifters::owner_of`).
+pub type LifterOf = fn(&str) -> Option<Owner>;
+
 impl Rule {
     /// The exact `match.kind` string, if it is a string.
     pub fn kind(&self) -> Option<&str> {
@@ -77,24 +94,7 @@ impl Rule {
     }
 
     pub fn owner(&self) -> Owner {
-        let Some(kind) = self.kind().filter(|k| k.starts_with("lifter:")) else {
-            return Owner::Engine;
-        };
-        let prefixes = [
-            ("lifter:behavioral_", Owner::Behavioral),
-            ("lifter:intel_", Owner::Intel),
-            ("lifter:canary_", Owner::Canary),
-            ("lifter:email_", Owner::Email),
-            ("lifter:identity_", Owner::Identity),
-            ("lifter:credential_", Owner::Credential),
-        ];
-        if kind == "lifter:ipv6_link_local_leak" {
-            return Owner::Ipv6;
-        }
-        prefixes
-            .iter()
-            .find(|(p, _)| kind.starts_with(p))
-            .map_or(Owner::Nobody, |(_, o)| *o)
+        self.owner
     }
 
     pub fn applies_to(&self, source_kind: &str) -> bool {
@@ -104,6 +104,18 @@ impl Rule {
     /// A `match` parameter.
     pub fn param(&self, key: &str) -> Option<&Value> {
         self.match_spec.field(key)
+    }
+
+    /// The evidence every tagger starts from (§7.5, §8.0 step 4): the rule's
+    /// `evidence_fields` that the payload has, verbatim, in the rule's order.
+    pub fn evidence_from(&self, payload: &Map<String, Value>) -> Map<String, Value> {
+        let mut evidence = Map::new();
+        for name in &self.evidence_fields {
+            if let Some(v) = payload.field(name) {
+                evidence.insert(name.clone(), v.clone());
+            }
+        }
+        evidence
     }
 }
 
@@ -128,73 +140,6 @@ impl fmt::Display for RuleProblem {
     }
 }
 
-/// The outcome of loading rule sources: the rules that loaded, in evaluation order, and every
-/// problem met on the way.
-#[derive(Debug, Default, Clone)]
-pub struct RuleSet {
-    pub rules: Vec<Arc<Rule>>,
-    pub problems: Vec<RuleProblem>,
-}
-
-impl RuleSet {
-    /// Adds one rule, replacing an earlier one with the same id in place (§5.1: later content,
-    /// earlier position).
-    fn push(&mut self, rule: Rule) {
-        match self.rules.iter_mut().find(|r| r.rule_id == rule.rule_id) {
-            Some(slot) => *slot = Arc::new(rule),
-            None => self.rules.push(Arc::new(rule)),
-        }
-    }
-
-    /// Validates and adds the rule in one YAML text; a failure becomes a problem.
-    pub fn add_text(&mut self, origin: &str, text: &str) {
-        match compile_text(origin, text) {
-            Ok(rule) => self.push(rule),
-            Err(problem) => self.problems.push(problem),
-        }
-    }
-
-    /// Loads every rule file of `dir` in file-name order (§5.1).
-    pub fn add_dir(&mut self, dir: &Path) {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                self.problems.push(RuleProblem {
-                    file: dir.display().to_string(),
-                    rule_id: None,
-                    message: format!("cannot read rules directory: {e}"),
-                });
-                return;
-            }
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && is_rule_file_name(p))
-            .collect();
-        files.sort();
-        for path in files {
-            let origin = path.display().to_string();
-            match std::fs::read(&path) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => self.add_text(&origin, &text),
-                    Err(_) => self.problems.push(RuleProblem {
-                        file: origin,
-                        rule_id: None,
-                        message: "file is not UTF-8".into(),
-                    }),
-                },
-                Err(e) => self.problems.push(RuleProblem {
-                    file: origin,
-                    rule_id: None,
-                    message: format!("cannot read: {e}"),
-                }),
-            }
-        }
-    }
-}
-
 /// `[A-Za-z0-9_]+\.(yaml|yml)`, case-sensitive: editor droppings are never rules.
 pub fn is_rule_file_name(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -206,8 +151,21 @@ pub fn is_rule_file_name(path: &Path) -> bool {
     stem.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
-/// Parses, validates (§5.2) and compiles (§5.3) one rule file.
-pub fn compile_text(origin: &str, text: &str) -> Result<Rule, RuleProblem> {
+/// The rule files of a directory (rules, or intel tables), in file-name order (§5.1).
+pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_rule_file_name(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Parses, validates (§5.2) and compiles (§5.3) one rule file; `lifter_of` says which lifter
+/// owns it when its kind is a `lifter:` one.
+pub fn compile_text(origin: &str, text: &str, lifter_of: LifterOf) -> Result<Rule, RuleProblem> {
     let problem = |rule_id: Option<&str>, message: String| RuleProblem {
         file: origin.to_owned(),
         rule_id: rule_id.map(str::to_owned),
@@ -269,6 +227,10 @@ pub fn compile_text(origin: &str, text: &str) -> Result<Rule, RuleProblem> {
         emits.push(compile_emit(entry).map_err(|m| fail(format!("emits[{i}]: {m}")))?);
     }
     let evidence_fields = string_list(&top, "evidence_fields", false).map_err(fail)?;
+    let owner = match match_spec.field("kind").and_then(Value::as_str) {
+        Some(kind) if kind.starts_with("lifter:") => lifter_of(kind).unwrap_or(Owner::Nobody),
+        _ => Owner::Engine,
+    };
     let rule = Rule {
         rule_id: rule_id.clone(),
         rule_version,
@@ -279,12 +241,35 @@ pub fn compile_text(origin: &str, text: &str) -> Result<Rule, RuleProblem> {
         emits,
         evidence_fields,
         state: RuleState::default(),
+        owner,
         origin: origin.to_owned(),
     };
     // Our addition to DECNET's schema: a regex that does not compile is a load error, not a
     // warning on every evaluation (§13.25).
-    super::pattern::validate_rule_regexes(&rule).map_err(|m| problem(Some(&rule.rule_id), m))?;
+    validate_regexes(&rule).map_err(|m| problem(Some(&rule.rule_id), m))?;
     Ok(rule)
+}
+
+/// Every regex a rule carries must compile, and an engine rule's `pattern` must be a string
+/// or null.
+fn validate_regexes(rule: &Rule) -> Result<(), String> {
+    if rule.owner() == Owner::Engine {
+        match rule.param("pattern") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(p)) => {
+                PyRegex::cached(p).map_err(|e| e.to_string())?;
+            }
+            Some(other) => return Err(format!("match.pattern must be a string, got {other}")),
+        }
+    }
+    for key in LIFTER_REGEX_LISTS {
+        if let Some(Value::Array(items)) = rule.param(key) {
+            for p in items.iter().filter_map(Value::as_str) {
+                PyRegex::cached(p).map_err(|e| format!("match.{key}: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn required_str(top: &Map<String, Value>, key: &str) -> Result<String, String> {
@@ -355,12 +340,15 @@ fn compile_emit(entry: &Map<String, Value>) -> Result<Emit, String> {
 mod tests {
     use super::*;
 
+    /// Claims no `lifter:` kind: these tests are about one file, not about the lifter table.
+    const NO_LIFTERS: LifterOf = |_| None;
+
     const GOOD: &str = "rule_id: R9\nrule_version: '2'\nname: n\napplies_to: [command, command]\n\
         match: {field: command_text, pattern: 'x'}\nemits:\n  - {tactic: TA1, technique_id: T1, confidence: '0.5'}\n";
 
     #[test]
     fn compiles_with_coercions() {
-        let rule = compile_text("f.yaml", GOOD).expect("loads");
+        let rule = compile_text("f.yaml", GOOD, NO_LIFTERS).expect("loads");
         assert_eq!(rule.rule_version, 2);
         assert_eq!(rule.applies_to, vec!["command"]);
         assert_eq!(rule.emits[0].confidence, 0.5);
@@ -370,37 +358,30 @@ mod tests {
 
     #[test]
     fn problems_name_file_and_rule() {
-        let err = compile_text("f.yaml", &GOOD.replace("name: n\n", "")).unwrap_err();
+        let err = compile_text("f.yaml", &GOOD.replace("name: n\n", ""), NO_LIFTERS).unwrap_err();
         assert_eq!(
             err.to_string(),
             "f.yaml: rule R9: missing required field name"
         );
-        let err = compile_text("f.yaml", "rule_id: [\n").unwrap_err();
+        let err = compile_text("f.yaml", "rule_id: [\n", NO_LIFTERS).unwrap_err();
         assert!(
             err.to_string().starts_with("f.yaml: rule ?: invalid YAML"),
             "{err}"
         );
-        let err = compile_text("f.yaml", &GOOD.replace("'x'", "'(unclosed'")).unwrap_err();
+        let err =
+            compile_text("f.yaml", &GOOD.replace("'x'", "'(unclosed'"), NO_LIFTERS).unwrap_err();
         assert!(err.to_string().starts_with("f.yaml: rule R9: "), "{err}");
-        assert!(compile_text("f.yaml", "").is_err());
-        assert!(compile_text("f.yaml", &GOOD.replace("'2'", "2.5")).is_err());
-        assert!(compile_text("f.yaml", &GOOD.replace("[command, command]", "command")).is_err());
-        assert!(compile_text("f.yaml", &GOOD.replace("tactic: TA1, ", "")).is_err());
-    }
-
-    #[test]
-    fn owner_follows_match_kind() {
-        let with_kind = |k: &str| {
+        assert!(compile_text("f.yaml", "", NO_LIFTERS).is_err());
+        assert!(compile_text("f.yaml", &GOOD.replace("'2'", "2.5"), NO_LIFTERS).is_err());
+        assert!(
             compile_text(
-                "f",
-                &GOOD.replace("field: command_text", &format!("kind: '{k}'")),
+                "f.yaml",
+                &GOOD.replace("[command, command]", "command"),
+                NO_LIFTERS
             )
-            .map(|r| r.owner())
-        };
-        assert_eq!(with_kind("lifter:email_x"), Ok(Owner::Email));
-        assert_eq!(with_kind("lifter:ipv6_link_local_leak"), Ok(Owner::Ipv6));
-        assert_eq!(with_kind("lifter:c2_fingerprint"), Ok(Owner::Nobody));
-        assert_eq!(with_kind("regex"), Ok(Owner::Engine));
+            .is_err()
+        );
+        assert!(compile_text("f.yaml", &GOOD.replace("tactic: TA1, ", ""), NO_LIFTERS).is_err());
     }
 
     #[test]

@@ -76,6 +76,32 @@ impl Tag {
     }
 }
 
+#[cfg(test)]
+impl Tag {
+    /// A tag for unit tests anywhere in the crate: attacker-anchored, T1083 (TA0007) from rule
+    /// R0014 v2 at 0.5 on a command, no IP, session, decky or evidence. A test sets what it
+    /// looks at with struct update syntax.
+    pub(crate) fn for_test(uuid: &str) -> Tag {
+        Tag {
+            uuid: uuid.to_owned(),
+            source_kind: "command".into(),
+            source_id: "cmd_42".into(),
+            attacker_uuid: Some("0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20".into()),
+            identity_uuid: None,
+            attacker_ip: None,
+            session_id: None,
+            decky_id: None,
+            tactic: "TA0007".into(),
+            technique_id: "T1083".into(),
+            sub_technique_id: None,
+            confidence: 0.5,
+            rule_id: "R0014".into(),
+            rule_version: 2,
+            evidence: Map::new(),
+        }
+    }
+}
+
 /// `n` in base 10, as Python's `str(int)` and Rust's `Display` write it.
 fn push_decimal(out: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];

@@ -18,6 +18,17 @@ pub fn compat(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// [`compat`], for a fixture the test cannot do without: fails the test, saying where the
+/// fixtures are looked for, when it is missing.
+pub fn required(path: &str) -> PathBuf {
+    let found = compat(path);
+    assert!(
+        found.exists(),
+        "the compat fixtures (../shared/compat or $TTP_COMPAT_DIR) are missing"
+    );
+    found
+}
+
 /// `dev-1k.jsonl`, one envelope per line.
 pub fn corpus_lines() -> Vec<String> {
     std::fs::read_to_string(compat("corpus/dev-1k.jsonl"))

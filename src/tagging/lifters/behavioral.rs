@@ -4,21 +4,17 @@ use std::sync::{Arc, LazyLock};
 
 use serde_json::{Map, Value};
 
-use super::{AnchorMode, Extras, LiftContext, LiftError, extras, run_simple};
+use super::kit::{
+    AnchorMode, Extras, LiftContext, LiftError, LiftResult, extras, float_param, int_param,
+    run_simple,
+};
 use crate::tagging::event::TaggerEvent;
 use crate::tagging::py::{
-    Fields as _, as_int, as_number, first_truthy, non_empty_str, py_float, py_int, truthy,
+    Fields as _, as_int, as_number, first_truthy, is_true, non_empty_str, truthy,
 };
 use crate::tagging::rules::Rule;
-use crate::tagging::tag::Tag;
 
-pub const KINDS: [&str; 3] = ["session", "email", "http_request"];
-
-pub fn lift(
-    rules: &[Arc<Rule>],
-    ev: &TaggerEvent,
-    ctx: &LiftContext<'_>,
-) -> Result<Vec<Tag>, LiftError> {
+pub fn lift(rules: &[Arc<Rule>], ev: &TaggerEvent, ctx: &LiftContext<'_>) -> LiftResult {
     run_simple(rules, ev, ctx, AnchorMode::Event, predicate)
 }
 
@@ -29,30 +25,6 @@ static BTC: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
 /// Monero standard address.
 static XMR: LazyLock<Option<regex::Regex>> =
     LazyLock::new(|| regex::Regex::new(r"\b4[0-9AB][1-9A-HJ-NP-Za-km-z]{93}\b").ok());
-
-fn float_param(rule: &Rule, key: &str, default: f64) -> Result<f64, LiftError> {
-    match rule.param(key) {
-        None => Ok(default),
-        Some(v) => py_float(v).ok_or_else(|| {
-            LiftError::Failed(format!(
-                "rule {}: match.{key} {v} is not a number",
-                rule.rule_id
-            ))
-        }),
-    }
-}
-
-fn int_param(rule: &Rule, key: &str, default: i64) -> Result<i64, LiftError> {
-    match rule.param(key) {
-        None => Ok(default),
-        Some(v) => py_int(v).ok_or_else(|| {
-            LiftError::Failed(format!(
-                "rule {}: match.{key} {v} is not an integer",
-                rule.rule_id
-            ))
-        }),
-    }
-}
 
 fn str_list(rule: &Rule, key: &str) -> Vec<String> {
     match rule.param(key) {
@@ -146,7 +118,7 @@ fn predicate(
                 .map(|sig| extras([("matched_signal", Value::String(sig))]))
         }
         "lifter:behavioral_llmnr_poisoning" => {
-            let poisoned = p.field("llmnr_poisoned") == Some(&Value::Bool(true));
+            let poisoned = is_true(p, "llmnr_poisoned");
             let count = p
                 .field("llmnr_poison_count")
                 .and_then(as_int)
@@ -199,6 +171,7 @@ fn ransom_note(rule: &Rule, p: &Map<String, Value>) -> Option<Extras> {
 mod tests {
     use super::*;
     use crate::tagging::lifters::testkit::{event, rule, with_ctx};
+    use crate::tagging::tag::Tag;
     use serde_json::json;
 
     fn yaml(kind: &str, params: &str, evidence: &str) -> String {

@@ -5,38 +5,22 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{AnchorMode, LiftContext, LiftError, emit_all, extras};
+use super::kit::{AnchorMode, LiftContext, LiftResult, each_rule, emit_all, extras};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{Fields as _, as_int, first_truthy, py_str};
+use crate::tagging::py::{Fields as _, as_int, first_truthy, is_true, py_str};
 use crate::tagging::rules::Rule;
-use crate::tagging::tag::Tag;
 
-pub const KINDS: [&str; 1] = ["canary_fingerprint"];
-
-pub fn lift(
-    rules: &[Arc<Rule>],
-    ev: &TaggerEvent,
-    ctx: &LiftContext<'_>,
-) -> Result<Vec<Tag>, LiftError> {
-    let mut tags = Vec::new();
-    for rule in rules {
-        if !rule.applies_to(&ev.source_kind) || !rule.state.is_active(ctx.now) {
-            continue;
-        }
-        let Some(kind) = rule.kind() else { continue };
+pub fn lift(rules: &[Arc<Rule>], ev: &TaggerEvent, ctx: &LiftContext<'_>) -> LiftResult {
+    each_rule(rules, ev, ctx, |rule, kind, tags| {
         if let Some((metric, signature)) = predicate(kind, rule, &ev.payload) {
             let evidence = extras([
                 ("metric", Value::String(metric.to_owned())),
                 ("matched_signature", Value::String(signature)),
             ]);
-            emit_all(ev, rule, evidence, AnchorMode::Event, &mut tags)?;
+            emit_all(ev, rule, evidence, AnchorMode::Event, tags)?;
         }
-    }
-    Ok(tags)
-}
-
-fn is_true(p: &Map<String, Value>, key: &str) -> bool {
-    p.field(key) == Some(&Value::Bool(true))
+        Ok(())
+    })
 }
 
 fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<(&'static str, String)> {

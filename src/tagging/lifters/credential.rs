@@ -5,30 +5,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{AnchorMode, Extras, LiftContext, LiftError, extras, run_simple};
+use super::kit::{AnchorMode, Extras, LiftContext, LiftResult, extras, int_threshold, run_simple};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{Fields as _, as_int, non_empty_str, truthy};
+use crate::tagging::py::{Fields as _, as_int, is_true, non_empty_str, truthy};
 use crate::tagging::rules::Rule;
-use crate::tagging::tag::Tag;
 
-pub const KINDS: [&str; 2] = ["credential", "auth_attempt"];
-
-pub fn lift(
-    rules: &[Arc<Rule>],
-    ev: &TaggerEvent,
-    ctx: &LiftContext<'_>,
-) -> Result<Vec<Tag>, LiftError> {
+pub fn lift(rules: &[Arc<Rule>], ev: &TaggerEvent, ctx: &LiftContext<'_>) -> LiftResult {
     run_simple(rules, ev, ctx, AnchorMode::Event, |kind, rule, p, _| {
         Ok(predicate(kind, rule, p))
     })
-}
-
-/// An integer threshold parameter; a non-int setting disables the rule, as in DECNET.
-fn int_param(rule: &Rule, key: &str, default: i64) -> Option<i64> {
-    match rule.param(key) {
-        None => Some(default),
-        Some(v) => as_int(v),
-    }
 }
 
 fn service_extra(p: &Map<String, Value>, out: &mut Extras) {
@@ -41,7 +26,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
     match kind {
         "lifter:credential_auth_brute_generic" => {
             let fails = p.field("fail_count").and_then(as_int)?;
-            (fails >= int_param(rule, "fail_threshold", 5)?).then(|| {
+            (fails >= int_threshold(rule, "fail_threshold", 5)?).then(|| {
                 let mut x = extras([("fail_count", p["fail_count"].clone())]);
                 service_extra(p, &mut x);
                 x
@@ -50,7 +35,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
         "lifter:credential_password_guessing" => {
             let count = p.field("password_count").and_then(as_int)?;
             let user = non_empty_str(p.field("username"))?;
-            (count >= int_param(rule, "pw_threshold", 5)?).then(|| {
+            (count >= int_threshold(rule, "pw_threshold", 5)?).then(|| {
                 extras([
                     ("username", Value::String(user.to_owned())),
                     ("password_count", p["password_count"].clone()),
@@ -71,9 +56,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
             if p.field("result").and_then(Value::as_str) != Some("success") {
                 return None;
             }
-            if rule.param("require_prior_brute").is_some_and(truthy)
-                && p.field("prior_brute") != Some(&Value::Bool(true))
-            {
+            if rule.param("require_prior_brute").is_some_and(truthy) && !is_true(p, "prior_brute") {
                 return None;
             }
             let mut x = Extras::new();
@@ -109,6 +92,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
 mod tests {
     use super::*;
     use crate::tagging::lifters::testkit::{event, rule, with_ctx};
+    use crate::tagging::tag::Tag;
     use serde_json::json;
 
     fn yaml(kind: &str, params: &str) -> String {

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Extras, LiftContext, LiftError, build_tag, extras};
+use super::kit::{
+    AnchorMode, Extras, LiftContext, LiftError, LiftResult, each_rule, emit_all, extras, int_param,
+};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{Fields as _, as_int, first_truthy, py_int, truthy};
+use crate::tagging::py::{Fields as _, as_int, first_truthy, is_true, truthy};
 use crate::tagging::rules::Rule;
-use crate::tagging::tag::Tag;
-
-pub const KINDS: [&str; 1] = ["email"];
 
 /// The only keys an email tag's evidence may carry (§8.4 step 3, §9.3).
 pub const EVIDENCE_KEYS: [&str; 12] = [
@@ -32,35 +31,15 @@ pub const EVIDENCE_KEYS: [&str; 12] = [
     "encoded_byte_count",
 ];
 
-pub fn lift(
-    rules: &[Arc<Rule>],
-    ev: &TaggerEvent,
-    ctx: &LiftContext<'_>,
-) -> Result<Vec<Tag>, LiftError> {
+pub fn lift(rules: &[Arc<Rule>], ev: &TaggerEvent, ctx: &LiftContext<'_>) -> LiftResult {
     let base = base_evidence(&ev.payload)?;
-    let mut tags = Vec::new();
-    for rule in rules {
-        if !rule.applies_to(&ev.source_kind) || !rule.state.is_active(ctx.now) {
-            continue;
-        }
-        let Some(kind) = rule.kind() else { continue };
+    each_rule(rules, ev, ctx, |rule, kind, tags| {
         let Some(extras) = predicate(kind, rule, &ev.payload)? else {
-            continue;
+            return Ok(());
         };
         let evidence = finish_evidence(&base, extras, &ev.payload);
-        for emit in &rule.emits {
-            let confidence = rule.state.apply_ceiling(emit.confidence);
-            tags.push(build_tag(
-                ev,
-                rule,
-                emit,
-                confidence,
-                evidence.clone(),
-                super::AnchorMode::Event,
-            )?);
-        }
-    }
-    Ok(tags)
+        emit_all(ev, rule, evidence, AnchorMode::Event, tags)
+    })
 }
 
 fn base_evidence(p: &Map<String, Value>) -> Result<Map<String, Value>, LiftError> {
@@ -166,24 +145,8 @@ fn headers(names: &[&str]) -> Value {
     )
 }
 
-fn int_param(rule: &Rule, key: &str, default: i64) -> Result<i64, LiftError> {
-    match rule.param(key) {
-        None => Ok(default),
-        Some(v) => py_int(v).ok_or_else(|| {
-            LiftError::Failed(format!(
-                "rule {}: match.{key} {v} is not an integer",
-                rule.rule_id
-            ))
-        }),
-    }
-}
-
 fn listed(rule: &Rule, key: &str, name: &str) -> bool {
     matches!(rule.param(key), Some(Value::Array(items)) if items.iter().any(|v| v.as_str() == Some(name)))
-}
-
-fn is_true(p: &Map<String, Value>, key: &str) -> bool {
-    p.field(key) == Some(&Value::Bool(true))
 }
 
 fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Result<Option<Extras>, LiftError> {
@@ -429,7 +392,7 @@ mod tests {
         )
     }
 
-    fn run(rules: &[Arc<Rule>], payload: Value) -> Result<Vec<Tag>, LiftError> {
+    fn run(rules: &[Arc<Rule>], payload: Value) -> LiftResult {
         with_ctx(rules, |ctx| lift(rules, &event("email", payload), ctx))
     }
 

@@ -4,19 +4,12 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{AnchorMode, Extras, LiftContext, LiftError, extras, run_simple};
+use super::kit::{AnchorMode, Extras, LiftContext, LiftResult, extras, int_threshold, run_simple};
 use crate::tagging::event::TaggerEvent;
 use crate::tagging::py::{Fields as _, as_int, non_empty_str};
 use crate::tagging::rules::Rule;
-use crate::tagging::tag::Tag;
 
-pub const KINDS: [&str; 1] = ["identity"];
-
-pub fn lift(
-    rules: &[Arc<Rule>],
-    ev: &TaggerEvent,
-    ctx: &LiftContext<'_>,
-) -> Result<Vec<Tag>, LiftError> {
+pub fn lift(rules: &[Arc<Rule>], ev: &TaggerEvent, ctx: &LiftContext<'_>) -> LiftResult {
     run_simple(
         rules,
         ev,
@@ -32,10 +25,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
     }
     let hash = non_empty_str(p.field("shared_password_hash"))?;
     let accounts = p.field("account_count").and_then(as_int)?;
-    let threshold = match rule.param("account_threshold") {
-        None => 1,
-        Some(v) => as_int(v)?,
-    };
+    let threshold = int_threshold(rule, "account_threshold", 1)?;
     (accounts >= threshold).then(|| {
         extras([
             ("shared_password_hash", Value::String(hash.to_owned())),
@@ -47,6 +37,7 @@ fn predicate(kind: &str, rule: &Rule, p: &Map<String, Value>) -> Option<Extras> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tagging::lifters::kit::LiftError;
     use crate::tagging::lifters::testkit::{event, rule, with_ctx};
     use serde_json::json;
 

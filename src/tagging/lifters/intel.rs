@@ -1,159 +1,23 @@
 //! Intel lifter (tagging.md §8.6): provider verdicts mapped to techniques through mapping
 //! tables, with a per-decision confidence multiplier.
 
-use rustc_hash::FxHashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{AnchorMode, Extras, LiftContext, LiftError, build_tag, extras, standard_evidence};
+use super::intel_maps::IntelMaps;
+use super::kit::{
+    AnchorMode, Extras, LiftContext, LiftResult, build_tag, each_rule, extras, standard_evidence,
+};
 use crate::tagging::event::TaggerEvent;
-use crate::tagging::py::{Fields as _, as_int, as_number, first_truthy, py_str, truthy};
-use crate::tagging::rules::{Rule, RuleProblem};
-use crate::tagging::tag::Tag;
-use crate::tagging::yaml::parse_document;
-
-pub const KINDS: [&str; 1] = ["intel"];
-
-/// Technique ids produced by one provider signal; a threshold gates on the AbuseIPDB score.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProviderMap {
-    pub signals: FxHashMap<String, Vec<(String, Option<f64>)>>,
-}
-
-/// Mapping tables per provider (`abuseipdb`, `greynoise`, `feodo`, `threatfox`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct IntelMaps {
-    pub providers: FxHashMap<String, ProviderMap>,
-}
-
-const BUILTIN_MAPS: [(&str, &str); 4] = [
-    (
-        "builtin:intel/abuseipdb.yaml",
-        include_str!("../builtin/intel/abuseipdb.yaml"),
-    ),
-    (
-        "builtin:intel/greynoise.yaml",
-        include_str!("../builtin/intel/greynoise.yaml"),
-    ),
-    (
-        "builtin:intel/feodo.yaml",
-        include_str!("../builtin/intel/feodo.yaml"),
-    ),
-    (
-        "builtin:intel/threatfox.yaml",
-        include_str!("../builtin/intel/threatfox.yaml"),
-    ),
-];
-
-impl IntelMaps {
-    /// Our own tables, compiled into the binary.
-    pub fn builtin() -> IntelMaps {
-        let mut maps = IntelMaps::default();
-        for (origin, text) in BUILTIN_MAPS {
-            // The built-in tables are covered by tests; a failure here cannot happen at run time.
-            let _ = maps.add_text(origin, text);
-        }
-        maps
-    }
-
-    /// Adds (replacing) the provider table in one YAML text.
-    pub fn add_text(&mut self, origin: &str, text: &str) -> Result<(), RuleProblem> {
-        let fail = |message: String| RuleProblem {
-            file: origin.to_owned(),
-            rule_id: None,
-            message,
-        };
-        let doc = parse_document(text).map_err(|e| fail(e.to_string()))?;
-        let provider = doc
-            .get("provider")
-            .and_then(Value::as_str)
-            .ok_or_else(|| fail("intel map needs a string `provider`".into()))?
-            .to_owned();
-        let Some(Value::Array(signals)) = doc.get("signals") else {
-            return Err(fail("intel map needs a `signals` list".into()));
-        };
-        let mut map = ProviderMap::default();
-        for (i, signal) in signals.iter().enumerate() {
-            let id = signal
-                .get("id")
-                .filter(|v| truthy(v))
-                .map(py_str)
-                .ok_or_else(|| fail(format!("signals[{i}] has no id")))?;
-            let Some(Value::Array(techniques)) = signal.get("techniques") else {
-                return Err(fail(format!("signal {id} has no techniques list")));
-            };
-            let mut out = Vec::with_capacity(techniques.len());
-            for t in techniques {
-                let tid = t
-                    .get("technique_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| fail(format!("signal {id}: technique without technique_id")))?;
-                let threshold = match t.get("high_score_threshold") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(as_number(v).ok_or_else(|| {
-                        fail(format!(
-                            "signal {id}: high_score_threshold {v} is not a number"
-                        ))
-                    })?),
-                };
-                out.push((tid.to_owned(), threshold));
-            }
-            map.signals.insert(id, out);
-        }
-        self.providers.insert(provider, map);
-        Ok(())
-    }
-
-    /// Adds every `*.yaml`/`*.yml` table of a directory over the current ones.
-    pub fn add_dir(&mut self, dir: &Path, problems: &mut Vec<RuleProblem>) -> std::io::Result<()> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && crate::tagging::rules::is_rule_file_name(p))
-            .collect();
-        files.sort();
-        for path in files {
-            let origin = path.display().to_string();
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    if let Err(p) = self.add_text(&origin, &text) {
-                        problems.push(p);
-                    }
-                }
-                Err(e) => problems.push(RuleProblem {
-                    file: origin,
-                    rule_id: None,
-                    message: format!("cannot read: {e}"),
-                }),
-            }
-        }
-        Ok(())
-    }
-
-    fn techniques(&self, provider: &str, signal: &str) -> &[(String, Option<f64>)] {
-        self.providers
-            .get(provider)
-            .and_then(|m| m.signals.get(signal))
-            .map_or(&[], Vec::as_slice)
-    }
-}
+use crate::tagging::py::{Fields as _, as_int, as_number, first_truthy, is_true, py_str, truthy};
+use crate::tagging::rules::Rule;
 
 /// One decided technique: multiplier and evidence extras.
 type Decision = (String, f64, Extras);
 
-pub fn lift(
-    rules: &[Arc<Rule>],
-    ev: &TaggerEvent,
-    ctx: &LiftContext<'_>,
-) -> Result<Vec<Tag>, LiftError> {
-    let mut tags = Vec::new();
-    for rule in rules {
-        if !rule.applies_to(&ev.source_kind) || !rule.state.is_active(ctx.now) {
-            continue;
-        }
-        let Some(kind) = rule.kind() else { continue };
+pub fn lift(rules: &[Arc<Rule>], ev: &TaggerEvent, ctx: &LiftContext<'_>) -> LiftResult {
+    each_rule(rules, ev, ctx, |rule, kind, tags| {
         let decisions = decide(kind, &ev.payload, ctx.intel_maps);
         for emit in &rule.emits {
             let Some((_, multiplier, extras)) = decisions.iter().find(|d| d.0 == emit.technique_id)
@@ -171,8 +35,8 @@ pub fn lift(
                 AnchorMode::Event,
             )?);
         }
-    }
-    Ok(tags)
+        Ok(())
+    })
 }
 
 /// A string list from a list (its strings) or a non-empty string (itself).
@@ -208,7 +72,7 @@ fn decide(kind: &str, p: &Map<String, Value>, maps: &IntelMaps) -> Vec<Decision>
         "lifter:intel_abuseipdb" => abuseipdb(p, maps),
         "lifter:intel_greynoise" => greynoise(p, maps),
         "lifter:intel_feodo" => {
-            if p.field("feodo_listed") != Some(&Value::Bool(true)) {
+            if !is_true(p, "feodo_listed") {
                 return Vec::new();
             }
             let mut x = extras([("feodo_listed", Value::Bool(true))]);
@@ -498,24 +362,5 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["T1496"]
         );
-    }
-
-    #[test]
-    fn maps_load_and_report_problems() {
-        let mut maps = IntelMaps::default();
-        assert!(
-            maps.add_text(
-                "m.yaml",
-                "provider: x\nsignals: [{id: a, techniques: [{technique_id: T1}]}]\n"
-            )
-            .is_ok()
-        );
-        assert_eq!(maps.techniques("x", "a"), [("T1".to_owned(), None)]);
-        let err = maps.add_text("m.yaml", "provider: x\n").unwrap_err();
-        assert_eq!(err.file, "m.yaml");
-        let builtin = IntelMaps::builtin();
-        for provider in ["abuseipdb", "greynoise", "feodo", "threatfox"] {
-            assert!(builtin.providers.contains_key(provider), "{provider}");
-        }
     }
 }

@@ -5,13 +5,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{AnchorMode, LiftContext, LiftError, emit_all};
+use super::kit::{AnchorMode, LiftContext, LiftError, LiftResult, each_rule, emit_all};
 use crate::tagging::event::TaggerEvent;
 use crate::tagging::py::{Fields as _, truthy};
 use crate::tagging::rules::Rule;
-use crate::tagging::tag::Tag;
-
-pub const KINDS: [&str; 1] = ["ipv6_leak"];
 
 pub const EVIDENCE_KEYS: [&str; 7] = [
     "addr",
@@ -37,18 +34,10 @@ fn or(a: Value, b: Value) -> Value {
     if truthy(&a) { a } else { b }
 }
 
-pub fn lift(
-    rules: &[Arc<Rule>],
-    ev: &TaggerEvent,
-    ctx: &LiftContext<'_>,
-) -> Result<Vec<Tag>, LiftError> {
-    let mut tags = Vec::new();
-    for rule in rules {
-        if !rule.applies_to(&ev.source_kind)
-            || !rule.state.is_active(ctx.now)
-            || rule.kind() != Some(KIND)
-        {
-            continue;
+pub fn lift(rules: &[Arc<Rule>], ev: &TaggerEvent, ctx: &LiftContext<'_>) -> LiftResult {
+    each_rule(rules, ev, ctx, |rule, kind, tags| {
+        if kind != KIND {
+            return Ok(());
         }
         let p = &ev.payload;
         let addr = or(get(p, "addr", ""), get(p, "src_ip", ""));
@@ -56,7 +45,7 @@ pub fn lift(
             return Err(LiftError::Failed(format!("address {addr} is not a string")));
         };
         if !addr_text.to_lowercase().starts_with("fe80:") {
-            continue;
+            return Ok(());
         }
         let evidence: Map<String, Value> = [
             ("addr", addr.clone()),
@@ -73,9 +62,8 @@ pub fn lift(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        emit_all(ev, rule, evidence, AnchorMode::Event, &mut tags)?;
-    }
-    Ok(tags)
+        emit_all(ev, rule, evidence, AnchorMode::Event, tags)
+    })
 }
 
 #[cfg(test)]
