@@ -10,6 +10,8 @@ pub mod tags;
 
 use std::io;
 
+use crate::store::StoreError;
+
 /// A command's failure, as `main` decides what to do with it.
 pub trait Failure: std::error::Error {
     /// The output's reader went away (`ttp-worker tags | head -1`): the rest of the output
@@ -19,4 +21,19 @@ pub trait Failure: std::error::Error {
 
 fn is_closed_pipe(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::BrokenPipe
+}
+
+/// Why a command that reads the store (`tags`, `stats`) showed nothing, or stopped part way.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the output: {0}")]
+    Write(#[source] io::Error),
+}
+
+impl Failure for StoreReadError {
+    fn closed_pipe(&self) -> bool {
+        matches!(self, StoreReadError::Write(e) if is_closed_pipe(e))
+    }
 }

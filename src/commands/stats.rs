@@ -3,23 +3,10 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::Failure;
-use crate::store::{Stats, Store, StoreError};
+use crate::store::{Stats, Store};
 
 /// Why `stats` showed nothing, or stopped part way.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot write the output: {0}")]
-    Write(#[source] io::Error),
-}
-
-impl Failure for Error {
-    fn closed_pipe(&self) -> bool {
-        matches!(self, Error::Write(e) if super::is_closed_pipe(e))
-    }
-}
+pub type Error = super::StoreReadError;
 
 /// Opens `db` read-only and prints its [`Stats`] for a human.
 pub fn run(db: &Path, mut out: impl Write) -> Result<(), Error> {

@@ -1,29 +1,16 @@
 //! `ttp-worker tags`: the operator's window on the store, as JSON lines for scripts or as a
 //! table for a terminal.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::Failure;
 use crate::cli::TagsArgs;
-use crate::store::{Format, Store, StoreError, StoredTag, TagsQuery};
+use crate::store::{Format, Store, StoredTag, TagsQuery};
 
 /// Why `tags` showed nothing, or stopped part way.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot write the output: {0}")]
-    Write(#[source] io::Error),
-}
-
-impl Failure for Error {
-    fn closed_pipe(&self) -> bool {
-        matches!(self, Error::Write(e) if super::is_closed_pipe(e))
-    }
-}
+pub type Error = super::StoreReadError;
 
 /// The filters the command line asks for.
 pub fn query(args: &TagsArgs) -> TagsQuery {

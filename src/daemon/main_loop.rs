@@ -466,6 +466,10 @@ mod tests {
             }
         }
 
+        fn set_timers(&mut self, timers: Timers) {
+            self.main_loop = self.main_loop.take().map(|m| m.with_timers(timers));
+        }
+
         fn start(&mut self) -> JoinHandle<Stopped<Recorder>> {
             let main_loop = self.main_loop.take().unwrap();
             thread::spawn(move || main_loop.run())
@@ -573,10 +577,7 @@ mod tests {
         // Long next to the gaps between messages, so a loaded machine cannot fake a pause.
         let quiet = Duration::from_secs(1);
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h
-            .main_loop
-            .take()
-            .map(|m| m.with_timers(Timers::new(quiet, HOUR, HOUR)));
+        h.set_timers(Timers::new(quiet, HOUR, HOUR));
         let running = h.start();
         let settles = || h.settles.load(Ordering::SeqCst);
         thread::sleep(quiet + quiet / 2);
@@ -604,10 +605,7 @@ mod tests {
     fn ticks_do_not_put_settling_off() {
         let quiet = Duration::from_millis(300);
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h
-            .main_loop
-            .take()
-            .map(|m| m.with_timers(Timers::new(quiet, HOUR, HOUR)));
+        h.set_timers(Timers::new(quiet, HOUR, HOUR));
         let running = h.start();
         h.message("attacker.observed");
         let ticking = {
@@ -632,10 +630,7 @@ mod tests {
     fn a_held_batch_defers_settling() {
         let quiet = Duration::from_millis(100);
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h
-            .main_loop
-            .take()
-            .map(|m| m.with_timers(Timers::new(quiet, HOUR, HOUR)));
+        h.set_timers(Timers::new(quiet, HOUR, HOUR));
         let running = h.start();
         h.message("attacker.observed");
         eventually("settled after the first message", || {
@@ -812,13 +807,11 @@ mod tests {
     #[test]
     fn a_held_batch_is_retried_without_waiting_for_a_tick() {
         let mut h = Harness::new(true, Some(1));
-        h.main_loop = h.main_loop.take().map(|m| {
-            m.with_timers(Timers::new(
-                SETTLE_AFTER,
-                Duration::from_millis(20),
-                Duration::from_millis(80),
-            ))
-        });
+        h.set_timers(Timers::new(
+            SETTLE_AFTER,
+            Duration::from_millis(20),
+            Duration::from_millis(80),
+        ));
         h.failing.store(true, Ordering::SeqCst);
         h.durable_message("attacker.session.ended");
         let running = h.start();
