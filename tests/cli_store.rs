@@ -24,12 +24,7 @@ fn tags_and_stats_read_a_store_while_its_owner_holds_it() {
     let db = dir.path().join("ttp.db");
     // The owner: tags dev-1k into the store and keeps it open (and locked) throughout.
     let mut owner = Store::open(&db).unwrap();
-    let mut tagger = Tagger::new(&reference_options()).unwrap();
-    let tags: Vec<_> = corpus_lines()
-        .iter()
-        .filter_map(|line| parse_line(line).ok())
-        .map(|message| tagger.tag_message(&message).tags)
-        .collect();
+    let tags = dev_1k_tags();
     let outcome = owner.commit_batch(&tags, &[]).unwrap();
     let stored = outcome.inserted_count();
     assert!(stored > 1000);
@@ -103,12 +98,7 @@ fn a_missing_store_or_a_bad_duration_is_reported_in_one_line() {
 fn tags_end_quietly_when_their_reader_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ttp.db");
-    let mut tagger = Tagger::new(&reference_options()).unwrap();
-    let tags: Vec<_> = corpus_lines()
-        .iter()
-        .filter_map(|line| parse_line(line).ok())
-        .map(|message| tagger.tag_message(&message).tags)
-        .collect();
+    let tags = dev_1k_tags();
     Store::open(&db).unwrap().commit_batch(&tags, &[]).unwrap();
 
     for format in ["json", "table"] {
@@ -124,4 +114,14 @@ fn tags_end_quietly_when_their_reader_goes_away() {
         assert!(output.status.success(), "{format}: {stderr}");
         assert!(stderr.is_empty(), "{format}: {stderr}");
     }
+}
+
+/// dev-1k's tags with DECNET's pack, one list per message, as the daemon would commit them.
+fn dev_1k_tags() -> Vec<Vec<ttp_worker::tagging::Tag>> {
+    let mut tagger = Tagger::new(&reference_options()).unwrap();
+    corpus_lines()
+        .iter()
+        .filter_map(|line| parse_line(line).ok())
+        .map(|message| tagger.tag_message(&message).tags)
+        .collect()
 }
