@@ -68,7 +68,7 @@ try:
             time.sleep(0.05)
     env = {"PATH": "/usr/bin:/bin", "STATE_DIRECTORY": work, "MALLOC_ARENA_MAX": "2",
            "DECNET_BUS_URL": f"nats://localhost:{port}", "DECNET_TTP_POLL_INTERVAL": "0.2",
-           "RUST_LOG": "info,ttp_worker::pipeline=debug"}
+           "RUST_LOG": "info,ttp_worker::daemon::pipeline=debug"}
     worker = subprocess.Popen(["strace", "-f", "-qq", "-u", "nobody", "-o", trace, binary],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
