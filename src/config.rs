@@ -1,4 +1,4 @@
-//! Settings for the daemon: flags win over environment, environment over defaults (bus.md §7.4).
+//! Settings for the daemon: flags win over environment, environment over defaults (docs/bus.md §7.4).
 //!
 //! Everything is validated here, before a thread starts, so a typo in a unit file or an
 //! `/etc/default` file stops the worker at once with one line naming the setting, instead of a

@@ -102,7 +102,7 @@ impl Counters {
         counter.load(Ordering::Relaxed)
     }
 
-    /// The heartbeat's extra members (bus.md §5.1), in a stable order.
+    /// The heartbeat's extra members (docs/bus.md §5.1), in a stable order.
     pub fn to_health_members(&self) -> Map<String, Value> {
         let mut members = Map::new();
         members.insert(

@@ -1,7 +1,7 @@
 //! Keeps credentials out of logs, `--help` and error messages.
 //!
 //! NATS URLs may carry `user:password@` or a token; the client's own `Debug` output prints
-//! them (nats.md pitfall 15), so every URL we show goes through here first.
+//! them (docs/nats.md pitfall 15), so every URL we show goes through here first.
 
 /// Replaces the user-info part of every URL in a comma-separated list with `***`.
 pub fn redact_url(text: &str) -> String {

@@ -1,4 +1,4 @@
-//! Every subject the worker reads or writes (bus.md §3).
+//! Every subject the worker reads or writes (docs/bus.md §3).
 //!
 //! DECNET's topic strings become NATS subjects byte for byte, with no prefix. `TOPICS` is the
 //! one list the subscription threads are spawned from; tests compare it with the contract, so a
@@ -23,14 +23,14 @@ pub const HEALTH: &str = "system.ttp.health";
 pub const CONTROL: &str = "system.ttp.control";
 /// New tags were written (out).
 pub const TAGGED: &str = "ttp.tagged";
-/// Reserved by DECNET and never published: no payload is specified (bus.md §5.5).
+/// Reserved by DECNET and never published: no payload is specified (docs/bus.md §5.5).
 pub const RULE_SUPPRESSED: &str = "ttp.rule.suppressed";
 
 /// The name this worker goes by: NATS connection name, heartbeat `worker`, subject segment.
 pub const WORKER_NAME: &str = "ttp";
 
-/// The inbound patterns, in DECNET's order (bus.md §3.5). Nothing here may match anything
-/// under `ttp.`: the worker must never hear its own announcements (bus.md §6.3).
+/// The inbound patterns, in DECNET's order (docs/bus.md §3.5). Nothing here may match anything
+/// under `ttp.`: the worker must never hear its own announcements (docs/bus.md §6.3).
 pub const TOPICS: [&str; 9] = [
     SESSION_ENDED,
     ATTACKER_OBSERVED,
@@ -43,7 +43,7 @@ pub const TOPICS: [&str; 9] = [
     CANARY_ALL,
 ];
 
-/// A subject segment that cannot be spliced into a subject (bus.md §3.3).
+/// A subject segment that cannot be spliced into a subject (docs/bus.md §3.3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("subject segment {segment:?} is not allowed: {problem}")]
 pub struct SegmentError {
@@ -137,7 +137,7 @@ pub fn rule_state(rule_id: &str) -> Result<String, SegmentError> {
     Ok(format!("ttp.rule.state.{}", validate_segment(rule_id)?))
 }
 
-/// NATS wildcard matching with DECNET's semantics (bus.md §3.2): `*` is one non-empty token,
+/// NATS wildcard matching with DECNET's semantics (docs/bus.md §3.2): `*` is one non-empty token,
 /// `>` one or more trailing tokens, and a wildcard inside a longer token is a literal.
 pub fn matches(pattern: &str, subject: &str) -> bool {
     let subject_tokens: Vec<&str> = subject.split('.').collect();

@@ -1,5 +1,5 @@
 //! Batch inserts and anchors against real SQLite files: what the main loop relies on to
-//! publish `ttp.tagged` only for rows that are really new (bus.md §6.3).
+//! publish `ttp.tagged` only for rows that are really new (docs/bus.md §6.3).
 
 mod store_support;
 

@@ -351,7 +351,7 @@ fn object(rng: &mut Rng, depth: usize, width: usize) -> Map<String, Value> {
     object
 }
 
-/// Payload shapes that fire rules of every tagger (tagging.md §14 and the lifter tables),
+/// Payload shapes that fire rules of every tagger (docs/tagging.md §14 and the lifter tables),
 /// mutated below so that every reader also meets the wrong types next to the right ones.
 fn templates() -> [Value; 8] {
     let attacker = "0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20";

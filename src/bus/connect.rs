@@ -46,7 +46,7 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Connects once, bounded by `settings.connect_timeout`.
 ///
 /// The client's `connect` has no handshake timeout: a peer that accepts TCP but never speaks
-/// NATS would block it forever (nats.md pitfall 1). So the attempt runs on its own thread and
+/// NATS would block it forever (docs/nats.md pitfall 1). So the attempt runs on its own thread and
 /// we stop waiting at the deadline; that thread ends whenever the peer gives up.
 ///
 /// `closing` is set by whoever closes the connection on purpose, so that the disconnect it
@@ -85,7 +85,7 @@ pub fn open(
     }
 }
 
-/// The client's options. Never log them: their `Debug` prints passwords and tokens (nats.md
+/// The client's options. Never log them: their `Debug` prints passwords and tokens (docs/nats.md
 /// pitfall 15).
 fn options(
     security: &BusSecurity,
@@ -123,7 +123,7 @@ fn options(
         .with_name(WORKER_NAME)
         .no_echo()
         // The first connect is tried once (our poll-only loop retries it); after that the
-        // client itself retries for as long as it takes (nats.md pitfalls 2 and 3).
+        // client itself retries for as long as it takes (docs/nats.md pitfalls 2 and 3).
         .max_reconnects(None)
         .reconnect_delay_callback(reconnect_delay)
         .disconnect_callback(move || {

@@ -1,5 +1,5 @@
 //! The control listener: DECNET's dashboard stops a worker by publishing
-//! `{"action": "stop"}` on `system.ttp.control` (bus.md §5.2).
+//! `{"action": "stop"}` on `system.ttp.control` (docs/bus.md §5.2).
 //!
 //! DECNET's own listener dies on a non-object payload and leaves the worker unstoppable over
 //! the bus; this one ignores anything that is not a stop and keeps listening.

@@ -4,7 +4,7 @@
 //! One stream captures every `TOPICS` pattern; one durable pull consumer per pattern (the
 //! server we target, 2.9, takes a single filter subject per consumer). Consumers are created
 //! explicitly and then bound, never created implicitly by a subscribe call, because the client
-//! deletes implicitly created consumers when the subscription goes (nats.md pitfall 7).
+//! deletes implicitly created consumers when the subscription goes (docs/nats.md pitfall 7).
 
 use std::io;
 use std::sync::Arc;
@@ -154,7 +154,7 @@ struct JetStreamAck {
 
 impl Ack for JetStreamAck {
     fn ack(self: Box<Self>) {
-        // Plain ack, not double_ack: the latter retries forever, even after close (nats.md
+        // Plain ack, not double_ack: the latter retries forever, even after close (docs/nats.md
         // pitfall 9). A lost ack only means one harmless redelivery.
         if let Err(err) = self.message.ack() {
             Counters::bump(&self.counters.ack_errors);

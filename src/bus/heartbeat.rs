@@ -1,5 +1,5 @@
 //! The heartbeat thread: `system.ttp.health` every interval, so DECNET's dashboard lists the
-//! worker as alive, with live counters operators can read off the same message (bus.md §5.1).
+//! worker as alive, with live counters operators can read off the same message (docs/bus.md §5.1).
 
 use std::io;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use crate::counters::Counters;
 use crate::envelope::{Envelope, Inbound};
 
 /// How many messages the client may hold for one subscription while we are behind. The
-/// client's queues are otherwise unbounded (nats.md pitfall 6); past this it drops and counts.
+/// client's queues are otherwise unbounded (docs/nats.md pitfall 6); past this it drops and counts.
 pub const CLIENT_QUEUE_LIMIT: usize = 8192;
 
 /// How often a forwarder reads the client's drop counter.

@@ -2,7 +2,7 @@
 //! control listener and the heartbeat, wired up together and torn down together.
 
 // The sync `nats` client marks `Connection` deprecated in favour of async-nats; an async
-// runtime is exactly what this daemon must not have, so the sync client stays (nats.md).
+// runtime is exactly what this daemon must not have, so the sync client stays (docs/nats.md).
 #![allow(deprecated)]
 
 mod connect;
@@ -31,7 +31,7 @@ use crate::redact::redact_url;
 use crate::topics::{CONTROL, TOPICS};
 
 /// How long shutdown waits for the client to flush and close; its own flush has no bound
-/// while disconnected (nats.md pitfall 5).
+/// while disconnected (docs/nats.md pitfall 5).
 const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The real bus: NATS through the sync client.

@@ -11,7 +11,7 @@ use crate::counters::Counters;
 use crate::envelope::Envelope;
 
 /// Bound on one flush's socket write; the wait for the server's answer has none while the
-/// server is away (nats.md pitfall 5), which is why flushing happens on its own thread.
+/// server is away (docs/nats.md pitfall 5), which is why flushing happens on its own thread.
 const FLUSH_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl Publisher {
     }
 
     /// Publishes `envelope` on `subject`. A failure is logged and counted and reported as
-    /// `false`: by the time we publish, the work is done and must not be undone (bus.md §5.8).
+    /// `false`: by the time we publish, the work is done and must not be undone (docs/bus.md §5.8).
     pub fn publish(&self, subject: &str, envelope: &Envelope) -> bool {
         match envelope.encode(subject) {
             Ok(bytes) => self.publish_bytes(subject, bytes),

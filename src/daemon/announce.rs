@@ -1,8 +1,8 @@
-//! The announcements for one message's new tags (bus.md §5.3–5.4): one `ttp.tagged`, then one
+//! The announcements for one message's new tags (docs/bus.md §5.3–5.4): one `ttp.tagged`, then one
 //! `ttp.rule.fired.<T>` per distinct technique, ascending.
 //!
 //! Only rows the store really inserted are announced. That is the loop-prevention rule
-//! (bus.md §6.3): a redelivery or a replay inserts nothing and so announces nothing.
+//! (docs/bus.md §6.3): a redelivery or a replay inserts nothing and so announces nothing.
 //!
 //! The payloads are serialised straight from the stored rows (borrowed, in wire order); under
 //! load a `ttp.tagged` is written for most messages, and building JSON maps first would copy

@@ -1,4 +1,4 @@
-//! The wire envelope every DECNET bus message travels in (bus.md §2).
+//! The wire envelope every DECNET bus message travels in (docs/bus.md §2).
 //!
 //! Decoding is deliberately forgiving: publishers on NATS reach us byte for byte (nothing
 //! re-mints `v`/`id`/`ts` as DECNET's UNIX broker did), so every odd shape a producer may send
@@ -20,7 +20,7 @@ pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 const ENVELOPE_VERSION: u8 = 1;
 
 /// A decoded envelope. The `topic` member is absent on purpose: the subject a message arrived
-/// on is the only topic we trust (bus.md §2.4), so it travels beside the envelope, not in it.
+/// on is the only topic we trust (docs/bus.md §2.4), so it travels beside the envelope, not in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// 32 lowercase hex digits; freshly minted when the publisher sent none.
@@ -66,7 +66,7 @@ impl Envelope {
         }
     }
 
-    /// Decodes a message body as received on any subject (bus.md §2.3).
+    /// Decodes a message body as received on any subject (docs/bus.md §2.3).
     ///
     /// Odd but survivable members are repaired here; only what no repair can save is an error.
     pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
@@ -118,7 +118,7 @@ impl Envelope {
         })
     }
 
-    /// Writes the exact bytes DECNET would publish for this envelope on `subject` (bus.md §2.2).
+    /// Writes the exact bytes DECNET would publish for this envelope on `subject` (docs/bus.md §2.2).
     pub fn encode(&self, subject: &str) -> Result<Vec<u8>, EncodeError> {
         encode_parts(subject, &self.id, &self.kind, self.ts, &self.payload)
     }

@@ -1,6 +1,6 @@
 //! Learned `attacker_ip → attacker_uuid` anchors.
 //!
-//! Session events arrive with an address and no attacker UUID (tagging.md §3.2); DECNET looks
+//! Session events arrive with an address and no attacker UUID (docs/tagging.md §3.2); DECNET looks
 //! the address up in its own database, which a bus-only worker does not have. The resolver
 //! learns pairs from the events that carry both, and this table keeps them across restarts.
 //! Tags written before an address was known are stored IP-anchored; learning the address later
@@ -34,7 +34,7 @@ pub(super) fn validate(anchor: &Anchor) -> Result<(), &'static str> {
 
 /// Records the pair (latest UUID wins, `first_seen` kept) and upgrades that address's
 /// IP-anchored tags. Identity roll-ups are left alone even when they carry an address: the
-/// identity lifter deliberately has no attacker UUID (tagging.md §4.1). Tag UUIDs never
+/// identity lifter deliberately has no attacker UUID (docs/tagging.md §4.1). Tag UUIDs never
 /// change: anchors are not part of the identity key (§4.2). Returns the rows upgraded.
 pub(super) fn learn(conn: &Connection, anchor: &Anchor, now: &str) -> rusqlite::Result<usize> {
     conn.prepare_cached(

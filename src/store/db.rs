@@ -11,7 +11,7 @@ use super::error::{BUSY_TIMEOUT, StoreError};
 use super::location::sidecar;
 use super::{checkpoint, lock, schema};
 
-/// DECNET writes this constant on every tag (tagging.md §4.1).
+/// DECNET writes this constant on every tag (docs/tagging.md §4.1).
 pub const ATTACK_RELEASE: &str = "v15.1";
 
 /// An open tag database: the writer (holding the owner lock) or a read-only view.

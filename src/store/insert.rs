@@ -1,9 +1,9 @@
 //! Writing a batch: every tag of every message of one main-loop wake-up in one transaction.
 //!
 //! The result says, per message, which tags were really new, because that — not "the insert
-//! succeeded" — decides whether `ttp.tagged` is published (bus.md §6.3). Rows the schema would
+//! succeeded" — decides whether `ttp.tagged` is published (docs/bus.md §6.3). Rows the schema would
 //! refuse are filtered out beforehand and reported: in DECNET one out-of-range confidence loses
-//! the whole batch (tagging.md §10.1 step 3), which here would also lose its neighbours'
+//! the whole batch (docs/tagging.md §10.1 step 3), which here would also lose its neighbours'
 //! messages. Anchors learned by the same wake-up are written in the same transaction, so a
 //! crash can never leave tags committed without the upgrade their anchor implies.
 

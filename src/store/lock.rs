@@ -1,7 +1,7 @@
 //! One writer per database, enforced with an advisory lock on a sidecar file.
 //!
 //! Two daemons writing the same store would both publish `ttp.tagged` for rows only one of them
-//! really inserted first, breaking the loop-prevention rule (bus.md §6.3) in subtle ways. SQLite's
+//! really inserted first, breaking the loop-prevention rule (docs/bus.md §6.3) in subtle ways. SQLite's
 //! own `locking_mode=EXCLUSIVE` would also shut out the operator's read-only queries, so the
 //! lock lives beside the database instead: `<db>.lock`, held by `flock` for the life of the
 //! `Store` and released by the kernel even if the process is killed. The file itself is never

@@ -1,7 +1,7 @@
 //! The embedded tag store: one SQLite file holding every tag the worker wrote and the
 //! `attacker_ip → attacker_uuid` anchors it learned.
 //!
-//! The database is the source of truth (bus.md §5.8): `ttp.tagged` is published only for rows
+//! The database is the source of truth (docs/bus.md §5.8): `ttp.tagged` is published only for rows
 //! an insert really created, so the insert must be idempotent on the tag's deterministic UUID
 //! and must say exactly which rows were new. One process writes (see `lock.rs`); any number of
 //! operator queries read alongside it, which WAL mode allows without blocking the writer.

@@ -1,4 +1,4 @@
-//! `attacker_ip → attacker_uuid` resolution (tagging.md §3.2).
+//! `attacker_ip → attacker_uuid` resolution (docs/tagging.md §3.2).
 //!
 //! DECNET asks its database; a bus-only worker learns the mapping from the bus itself (every
 //! payload that carries both an `attacker_uuid` and an `attacker_ip` teaches it), optionally

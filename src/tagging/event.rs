@@ -1,4 +1,4 @@
-//! One bus message → the tagger events DECNET would build from it (tagging.md §3).
+//! One bus message → the tagger events DECNET would build from it (docs/tagging.md §3).
 
 use std::borrow::Cow;
 
@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::anchors::AnchorResolver;
 use super::py::{Fields as _, first_truthy, opt_py_cow, py_cow, truthy};
 
-/// What the taggers see (tagging.md §2). The strings borrow from the message where they can:
+/// What the taggers see (docs/tagging.md §2). The strings borrow from the message where they can:
 /// a session's command events share their anchors with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaggerEvent<'a> {
@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(source_kind("attacker.fingerprinted", ""), None);
     }
 
-    /// tagging.md §14.1 fan-out.
+    /// docs/tagging.md §14.1 fan-out.
     #[test]
     fn session_fans_out_commands() {
         let payload = obj(

@@ -1,5 +1,5 @@
 //! The tagging engine: bus messages in, MITRE ATT&CK tags out, as DECNET's Python tagger
-//! would produce them (`shared/spec/tagging.md`).
+//! would produce them (`docs/tagging.md`).
 //!
 //! [`Tagger`] is the seam the daemon owns: built from [`EngineOptions`], fed one
 //! [`Inbound`](crate::envelope::Inbound) at a time through [`Tagger::tag_message`], rebuilt on

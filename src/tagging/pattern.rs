@@ -1,4 +1,4 @@
-//! The pattern-rule engine (tagging.md §7): regex rules over one payload field.
+//! The pattern-rule engine (docs/tagging.md §7): regex rules over one payload field.
 //!
 //! All rules of a source kind that read the same field and need no look-around are compiled
 //! into one set (a multi-pattern regex), so an event costs one scan per field rather than one

@@ -1,4 +1,4 @@
-//! Python value semantics on JSON data (tagging.md §1).
+//! Python value semantics on JSON data (docs/tagging.md §1).
 //!
 //! DECNET's tagger is Python: whether a rule fires, and which string lands in a tag UUID key,
 //! depends on Python's truthiness, `or` chains, `int`/`float` coercions and `str()`. Every
@@ -116,7 +116,7 @@ fn parse_py_float(s: &str) -> Option<f64> {
     t.replace('_', "").parse().ok()
 }
 
-/// Python `str(v)` for JSON-decoded values (tagging.md §1, `py_str`).
+/// Python `str(v)` for JSON-decoded values (docs/tagging.md §1, `py_str`).
 pub fn py_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -203,7 +203,7 @@ fn py_str_repr(s: &str) -> String {
     out
 }
 
-/// `None` for JSON `null`/absent, else `py_str` (tagging.md §3.4 anchor/session/decky rule).
+/// `None` for JSON `null`/absent, else `py_str` (docs/tagging.md §3.4 anchor/session/decky rule).
 /// [`py_str`], borrowing a string value instead of copying it.
 pub fn py_cow(v: &Value) -> std::borrow::Cow<'_, str> {
     match v {

@@ -1,7 +1,7 @@
 //! Python `re` patterns, accepted unchanged and matched with Python's `re.search` semantics.
 //!
 //! The rule packs are written for Python. Each pattern is translated once into the Rust
-//! `regex` dialect (tagging.md §7.4): literal braces escaped, `{,n}` spelled `{0,n}`, `\Z` as
+//! `regex` dialect (docs/tagging.md §7.4): literal braces escaped, `{,n}` spelled `{0,n}`, `\Z` as
 //! `\z`, Python's wider `\s`, and `$` that also matches before one trailing newline. Patterns
 //! that need look-around or back-references go to `fancy-regex`; all others stay on `regex`,
 //! which can then evaluate a whole rule set in one pass.
@@ -37,7 +37,7 @@ pub enum Dollar {
 
 /// A Python pattern, checked at load and compiled on first use. Only whether it matches is
 /// asked (`re.search(...) is not None`), which is what lets the translation consume look-ahead
-/// tails (tagging.md §7.4).
+/// tails (docs/tagging.md §7.4).
 ///
 /// Compiling waits for the first search because most patterns are answered by their kind's
 /// rule set and never searched on their own: holding every compiled pattern from start-up
@@ -427,7 +427,7 @@ impl Translator<'_> {
         if rest.starts_with('=') && self.fold_trailing_lookahead && self.lookahead_ends_pattern() {
             // A positive look-ahead with nothing consuming after it (R0016's `(?=\s|/|$)`):
             // `P(?=X)` matches somewhere iff `PX` does, and only whether a match exists is ever
-            // asked of these patterns (tagging.md §7.4), so consume X and stay on the fast engine.
+            // asked of these patterns (docs/tagging.md §7.4), so consume X and stay on the fast engine.
             self.multiline.push(inherited);
             self.out.push_str("(?:");
             self.pos += 3;

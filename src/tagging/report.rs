@@ -14,7 +14,7 @@ use super::tag::{CONFIDENCE_FLOOR, Tag};
 pub struct MessageTags {
     /// Tags at or above the 0.3 floor: what is stored and published.
     pub tags: Vec<Tag>,
-    /// Tags the floor removed (DECNET still lists them in `ttp.tagged`, §13.21).
+    /// Tags the floor removed (DECNET still lists them in `ttp.tagged`, docs/tagging.md §13.21).
     pub below_floor: Vec<Tag>,
     /// Tags whose confidence is above 1 (or not a number), e.g. from an AbuseIPDB score
     /// over 100: set aside, never stored or published. DECNET's database refuses such a tag

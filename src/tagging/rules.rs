@@ -1,4 +1,4 @@
-//! One rule file: schema validation, `emits` compilation, ownership (tagging.md §5). Loading
+//! One rule file: schema validation, `emits` compilation, ownership (docs/tagging.md §5). Loading
 //! whole directories is [`ruleset`](super::ruleset)'s.
 //!
 //! Which lifter owns a `lifter:` rule is the lifter table's to say, and that table sits above

@@ -1,5 +1,5 @@
 //! Rule sets: the built-in pack and rule directories, loaded in order, each rule given to the
-//! tagger that claims it (tagging.md §5.1, §5.5).
+//! tagger that claims it (docs/tagging.md §5.1, §5.5).
 //!
 //! Deliberate divergence from DECNET (§5.1, §13.4): a file that fails to load is reported and
 //! skipped; it never silences the other rules.

@@ -1,4 +1,4 @@
-//! Operational rule state: enabled / disabled / clipped, with an optional expiry (§6).
+//! Operational rule state: enabled / disabled / clipped, with an optional expiry (docs/tagging.md §6).
 //!
 //! Nothing sets a state in a running DECNET worker, so every rule is enabled there; the gate
 //! and the ceiling are still part of the contract, cheap, and what an operator's future

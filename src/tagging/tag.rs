@@ -1,4 +1,4 @@
-//! The tag record and its deterministic UUID (tagging.md §4).
+//! The tag record and its deterministic UUID (docs/tagging.md §4).
 
 use std::sync::LazyLock;
 
@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// Tags below this confidence are never stored or published (tagging.md §6.5, §10.1).
+/// Tags below this confidence are never stored or published (docs/tagging.md §6.5, §10.1).
 pub const CONFIDENCE_FLOOR: f64 = 0.3;
 
 /// `uuid5(NAMESPACE_URL, "decnet:ttp_tag:v1")`: shared with DECNET so that both systems give
@@ -150,7 +150,7 @@ fn write_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// The UUIDv5 of a tag: only these six inputs identify it (tagging.md §4.2). The key joins
+/// The UUIDv5 of a tag: only these six inputs identify it (docs/tagging.md §4.2). The key joins
 /// them with `|` unescaped, exactly as DECNET does, so that both sides compute equal keys.
 pub fn tag_uuid(
     source_kind: &str,
@@ -284,7 +284,7 @@ mod tests {
         &'static str,
     );
 
-    /// tagging.md §4.3.
+    /// docs/tagging.md §4.3.
     #[test]
     fn golden_vectors() {
         let cases: [Vector; 6] = [

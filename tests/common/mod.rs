@@ -18,7 +18,7 @@ pub mod corpus;
 pub mod inproc;
 
 /// A tag's members, in the order the `tag` command writes them and the store returns them
-/// (tagging.md §4.1); the store adds `created_at`.
+/// (docs/tagging.md §4.1); the store adds `created_at`.
 pub const TAG_KEYS: [&str; 15] = [
     "uuid",
     "source_kind",

@@ -22,7 +22,8 @@ pub fn temp_db() -> (TempDir, PathBuf) {
     (dir, path)
 }
 
-/// A deterministic tag UUID for `key`, the way the engine makes them (tagging.md §4.2).
+/// A deterministic UUIDv5 for `key`: stable like a tag UUID, but of `key` in the URL
+/// namespace, not of a tag key in the tag namespace (docs/tagging.md §4.2).
 pub fn uuid_for(key: &str) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string()
 }

@@ -1,4 +1,4 @@
-//! Behavioral lifter (tagging.md §8.3): session-level aggregates and tell-tale strings.
+//! Behavioral lifter (docs/tagging.md §8.3): session-level aggregates and tell-tale strings.
 
 use std::sync::{Arc, LazyLock};
 

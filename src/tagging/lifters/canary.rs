@@ -1,4 +1,4 @@
-//! Canary fingerprint lifter (tagging.md §8.5): browser tells gathered by a canary fetch.
+//! Canary fingerprint lifter (docs/tagging.md §8.5): browser tells gathered by a canary fetch.
 //! Evidence is exactly `{metric, matched_signature}`.
 
 use std::sync::Arc;

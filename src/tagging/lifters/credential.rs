@@ -1,4 +1,4 @@
-//! Credential lifter (tagging.md §8.1): counts and pairs that arrive pre-computed in the
+//! Credential lifter (docs/tagging.md §8.1): counts and pairs that arrive pre-computed in the
 //! payload; there is no counting across events.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Email lifter (tagging.md §8.4): SMTP captures, with an evidence shape of its own.
+//! Email lifter (docs/tagging.md §8.4): SMTP captures, with an evidence shape of its own.
 //!
 //! Divergence: DECNET falls back to reading the stored `.eml` from its artifact tree when the
 //! payload has no `body_text`; a bus worker has no such tree, so R0047/R0048 need `body_text`.
@@ -396,7 +396,7 @@ mod tests {
         with_ctx(rules, |ctx| lift(rules, &event("email", payload), ctx))
     }
 
-    /// tagging.md §14.3, minus the UUIDs (which depend on the shipped rule ids).
+    /// docs/tagging.md §14.3, minus the UUIDs (which depend on the shipped rule ids).
     #[test]
     fn worked_example_evidence() {
         let rules = [

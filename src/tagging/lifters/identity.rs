@@ -1,4 +1,4 @@
-//! Identity lifter (tagging.md §8.2): roll-ups about an identity, never about one attacker.
+//! Identity lifter (docs/tagging.md §8.2): roll-ups about an identity, never about one attacker.
 
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ mod tests {
         emits: [{tactic: TA0006, technique_id: T1110, sub_technique_id: T1110.003, confidence: 0.9}]\n\
         evidence_fields: [shared_password_hash, account_count]\n";
 
-    /// tagging.md §14.5.
+    /// docs/tagging.md §14.5.
     #[test]
     fn spraying_rolls_up_on_the_identity() {
         let rules = [rule(YAML)];

@@ -1,4 +1,4 @@
-//! Intel lifter (tagging.md §8.6): provider verdicts mapped to techniques through mapping
+//! Intel lifter (docs/tagging.md §8.6): provider verdicts mapped to techniques through mapping
 //! tables, with a per-decision confidence multiplier.
 
 use std::sync::Arc;
@@ -227,7 +227,7 @@ mod tests {
         ))
     }
 
-    /// tagging.md §14.2.
+    /// docs/tagging.md §14.2.
     #[test]
     fn worked_example() {
         let rules = [

@@ -1,4 +1,4 @@
-//! The intel lifter's mapping tables (tagging.md §8.6): which techniques a provider's signal
+//! The intel lifter's mapping tables (docs/tagging.md §8.6): which techniques a provider's signal
 //! stands for. Ours are built in; an operator's directory replaces them per provider.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! IPv6 link-local leak lifter (tagging.md §8.8): an `fe80:` address seen for an attacker
+//! IPv6 link-local leak lifter (docs/tagging.md §8.8): an `fe80:` address seen for an attacker
 //! who reaches us over IPv4 exposes a stable host identifier.
 
 use std::sync::Arc;
@@ -75,7 +75,7 @@ mod tests {
     const YAML: &str = "rule_id: R0059\nrule_version: 1\nname: n\napplies_to: [ipv6_leak]\n\
         match: {kind: 'lifter:ipv6_link_local_leak'}\nemits: [{tactic: TA0011, technique_id: T1090, confidence: 0.85}]\n";
 
-    /// tagging.md §14.4.
+    /// docs/tagging.md §14.4.
     #[test]
     fn worked_example() {
         let rules = [rule(YAML)];

@@ -1,4 +1,4 @@
-//! What every lifter is made of (tagging.md §8.0): the context it reads, the rule walk it
+//! What every lifter is made of (docs/tagging.md §8.0): the context it reads, the rule walk it
 //! shares, the parameters it converts and the tags it builds. Lifters import this; the lifter
 //! table in `lifters/mod.rs` imports the lifters, so nothing here may name the table.
 

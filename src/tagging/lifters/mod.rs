@@ -1,4 +1,4 @@
-//! Lifters: hand-written predicates keyed by `match.kind` (tagging.md §8).
+//! Lifters: hand-written predicates keyed by `match.kind` (docs/tagging.md §8).
 //!
 //! [`LIFTERS`] is where a lifter is registered, once: the `match.kind` names it claims (rule
 //! loading gives it those rules, §5.5), the source kinds it handles (the composite hands it

@@ -1,4 +1,4 @@
-//! The evidence schema (tagging.md §9.3): which evidence keys a tag of each source kind may
+//! The evidence schema (docs/tagging.md §9.3): which evidence keys a tag of each source kind may
 //! carry. DECNET's event classes refuse any other key with a TypeError, which costs the whole
 //! tagger event; the composite checks every lifter's tags against this before keeping them.
 
