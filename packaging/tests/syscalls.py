@@ -13,6 +13,7 @@ its RestrictAddressFamilies=. Needs root and strace.
 """
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 binary, unit = sys.argv[1], sys.argv[2]
@@ -72,13 +74,24 @@ try:
     worker = subprocess.Popen(["strace", "-f", "-qq", "-u", "nobody", "-o", trace, binary],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
+    # Read on a thread so that a log line that never comes fails the check within a deadline
+    # instead of hanging it.
+    log_lines = queue.Queue()
+    threading.Thread(target=lambda: ([log_lines.put(l) for l in worker.stderr], log_lines.put(None)),
+                     daemon=True).start()
 
-    def read_log_until(needle, what):
-        for line in worker.stderr:
+    def read_log_until(needle, what, seconds=30):
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                line = log_lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise SystemExit(f"the worker never {what} (within {seconds} s):\n" + "".join(seen))
             seen.append(line)
             if needle in line:
                 return
-        raise SystemExit(f"the worker never {what}:\n" + "".join(seen))
 
     read_log_until("subscribed to", "subscribed")
     payload = json.dumps({"v": 1, "id": "0123456789abcdef0123456789abcdef",
@@ -99,6 +112,13 @@ try:
     os.kill(tracee, signal.SIGTERM)
     worker.wait(timeout=10)
 finally:
+    if "worker" in globals() and worker.poll() is None:
+        # A failed check: stop the traced worker, then strace (which would let it run on).
+        children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True)
+        for pid in children.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+        worker.kill()
+        worker.wait()
     server.terminate()
     server.wait()
 
