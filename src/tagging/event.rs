@@ -71,9 +71,10 @@ pub struct Anchoring<'p> {
     /// The attacker UUID the resolver found for an IP-only payload: DECNET continues with a
     /// copy of the payload whose `attacker_uuid` is set to it.
     pub resolved: Option<String>,
-    /// The IP stands where the attacker UUID would in the source id: the payload had no UUID
-    /// anchor and the IP did not resolve, or resolved only through an anchor learned from the
-    /// bus.
+    /// The event is anchored in a way DECNET would not anchor it, so its source ids carry the
+    /// IP: the payload had no UUID anchor, and the IP did not resolve, resolved only through an
+    /// anchor learned from the bus, or is a canary trigger's `src_ip` (DECNET reads only
+    /// `attacker_ip`).
     pub ip_anchored: bool,
 }
 
@@ -83,7 +84,9 @@ pub struct Anchoring<'p> {
 /// `identity_uuid` is anchored through `resolver` on `attacker_ip` (canary triggers:
 /// `src_ip`); when that fails the event is still tagged, anchored on the IP itself. An
 /// anchor learned from the bus fills `attacker_uuid` but the IP keeps its place in the
-/// source id, so tags do not depend on arrival order (see `anchors.rs`).
+/// source id, so tags do not depend on arrival order (see `anchors.rs`). Only an anchor
+/// DECNET would make itself (a UUID in the payload, or a seeded `attacker_ip`) leaves the
+/// source id as DECNET's.
 pub fn anchor<'p>(
     subject: &str,
     envelope_type: &str,
@@ -104,11 +107,12 @@ pub fn anchor<'p>(
     let mut ip_anchored = false;
     if !anchored_by_uuid {
         let ip = ip.ok_or(Unbuildable::NoAnchor)?;
+        let decnet_reads_it = ip_member == Some("attacker_ip");
         match resolver.resolve_with_origin(ip) {
             Some(found) => {
                 resolved = Some(found.attacker_uuid.to_owned());
                 // A learned anchor names the attacker but leaves the tag identity alone.
-                ip_anchored = !found.seeded;
+                ip_anchored = !(found.seeded && decnet_reads_it);
             }
             None => ip_anchored = true,
         }
@@ -212,8 +216,8 @@ fn build_anchored<'a>(
         ip_anchored,
         resolved,
     } = anchored;
-    let ip_anchor = if ip_anchored { ip.as_ref() } else { None };
-    let source_id = base_source_id(fields, ip_anchor, resolved.as_ref())
+    let ip_anchor = if ip_anchored { ip.clone() } else { None };
+    let source_id = base_source_id(fields, ip_anchor.as_ref(), resolved.as_ref())
         .unwrap_or_else(|| Cow::Owned(subject.to_owned()));
     let attacker_uuid = resolved.or_else(|| opt_py_cow(fields.field("attacker_uuid")));
     let base = TaggerEvent {
@@ -233,7 +237,7 @@ fn build_anchored<'a>(
         events.reserve(commands.len() + 1);
         events.push(base);
         for (idx, element) in commands.iter().enumerate() {
-            if let Some(ev) = command_event(&events[0], idx, element) {
+            if let Some(ev) = command_event(&events[0], ip_anchor.as_ref(), idx, element) {
                 events.push(ev);
             }
         }
@@ -243,9 +247,12 @@ fn build_anchored<'a>(
     events
 }
 
-/// The first truthy id-ish payload member (§3.4); an IP anchor stands where the attacker UUID
-/// would, so that two unresolved attackers never share a source id. `resolved` is an attacker
-/// UUID resolved for a payload that `fields` does not show it in (never empty).
+/// The first truthy id-ish payload member (§3.4). For an event DECNET would not anchor this
+/// way the IP is part of it: after an id that outranks the anchor (`token_id@ip`), or alone
+/// where the attacker UUID would be. So a tag only this worker gives never takes the UUID of
+/// a tag DECNET gives another event, and two unresolved attackers never share a source id.
+/// `resolved` is an attacker UUID resolved for a payload that `fields` does not show it in
+/// (never empty).
 fn base_source_id<'a>(
     fields: &'a Map<String, Value>,
     ip_anchor: Option<&Cow<'a, str>>,
@@ -258,13 +265,15 @@ fn base_source_id<'a>(
         "identity_uuid",
         "credential_id",
     ];
-    for key in BEFORE {
-        if let Some(v) = fields.field(key).filter(|v| truthy(v)) {
-            return Some(py_cow(v));
-        }
-    }
-    if let Some(ip) = ip_anchor {
-        return Some(ip.clone());
+    let outranking = BEFORE
+        .iter()
+        .find_map(|key| fields.field(key).filter(|v| truthy(v)))
+        .map(py_cow);
+    match (outranking, ip_anchor) {
+        (Some(id), Some(ip)) => return Some(with_ip(&id, ip)),
+        (Some(id), None) => return Some(id),
+        (None, Some(ip)) => return Some(ip.clone()),
+        (None, None) => {}
     }
     if let Some(uuid) = resolved {
         return Some(uuid.clone());
@@ -276,8 +285,16 @@ fn base_source_id<'a>(
         .map(py_cow)
 }
 
+/// An id DECNET would use, made this worker's own by the anchoring IP (docs/tagging.md §3.4).
+fn with_ip<'a>(id: &str, ip: &str) -> Cow<'a, str> {
+    Cow::Owned(format!("{id}@{ip}"))
+}
+
+/// One command of a session (§3.5). A command's own id is DECNET's id for it: it carries the IP
+/// when the session is anchored on it, as the session's source id does.
 fn command_event<'a>(
     base: &TaggerEvent<'a>,
+    ip_anchor: Option<&Cow<'a, str>>,
     idx: usize,
     element: &'a Value,
 ) -> Option<TaggerEvent<'a>> {
@@ -297,7 +314,10 @@ fn command_event<'a>(
                 .iter()
                 .filter_map(|k| obj.field(k))
                 .find(|v| truthy(v))
-                .map_or_else(fallback_id, py_cow);
+                .map_or_else(fallback_id, |id| match ip_anchor {
+                    Some(ip) => with_ip(&py_cow(id), ip),
+                    None => py_cow(id),
+                });
             // The payload is the object with `command_text` set to the chosen text; when it
             // already holds that text the object is used as it is.
             let payload =
@@ -481,7 +501,7 @@ mod tests {
         let ev = &build_events("canary.T.triggered", "", &canary, &resolver).unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_ip.as_deref()),
-            ("T", Some("9.9.9.9"))
+            ("T@9.9.9.9", Some("9.9.9.9"))
         );
         for unanchored in [
             json!({"winner_uuid": "w"}),
@@ -493,5 +513,67 @@ mod tests {
                 Err(Unbuildable::NoAnchor)
             );
         }
+    }
+
+    /// Which anchorings keep DECNET's source id and which make it ours (issue: a tag only we
+    /// give must never take the UUID DECNET gives another tag).
+    #[test]
+    fn only_decnet_anchoring_keeps_an_outranking_id_alone() {
+        let mut resolver = AnchorResolver::default();
+        resolver.insert("203.0.113.9", "B");
+        resolver.insert_learned("192.0.2.7", "L");
+        let source = |payload: Value| {
+            let payload = obj(payload);
+            let ev = &build_events("canary.tok-1.triggered", "", &payload, &resolver)
+                .unwrap_or_default()[0];
+            (
+                ev.source_id.to_string(),
+                ev.attacker_uuid.as_deref().map(str::to_owned),
+            )
+        };
+        let owned = |id: &str, uuid: Option<&str>| (id.to_owned(), uuid.map(str::to_owned));
+        // DECNET's: a seeded attacker_ip, or a UUID in the payload.
+        assert_eq!(
+            source(json!({"token_id": "tok-1", "attacker_ip": "203.0.113.9"})),
+            owned("tok-1", Some("B"))
+        );
+        assert_eq!(
+            source(json!({"token_id": "tok-1", "attacker_uuid": "A", "src_ip": "198.51.100.1"})),
+            owned("tok-1", Some("A"))
+        );
+        // Ours: unresolved, learned, or read from src_ip (even when the seed knows it).
+        assert_eq!(
+            source(json!({"token_id": "tok-1", "attacker_ip": "198.51.100.1"})),
+            owned("tok-1@198.51.100.1", None)
+        );
+        assert_eq!(
+            source(json!({"token_id": "tok-1", "attacker_ip": "192.0.2.7"})),
+            owned("tok-1@192.0.2.7", Some("L"))
+        );
+        assert_eq!(
+            source(json!({"token_id": "tok-1", "src_ip": "203.0.113.9"})),
+            owned("tok-1@203.0.113.9", Some("B"))
+        );
+    }
+
+    /// A session anchored on its IP: the IP follows the session id, and commands' own ids.
+    #[test]
+    fn an_ip_anchored_session_carries_the_ip_into_its_commands() {
+        let payload = obj(json!({"session_id": "s1", "attacker_ip": "198.51.100.1",
+            "commands": [{"id": "c7", "command_text": "id"}, "whoami"]}));
+        let ids = |resolver: &AnchorResolver| -> Vec<String> {
+            build_events("attacker.session.ended", "", &payload, resolver)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.source_id.to_string())
+                .collect()
+        };
+        assert_eq!(
+            ids(&AnchorResolver::default()),
+            ["s1@198.51.100.1", "c7@198.51.100.1", "s1@198.51.100.1#cmd1"]
+        );
+        let mut seeded = AnchorResolver::default();
+        seeded.insert("198.51.100.1", "U");
+        assert_eq!(ids(&seeded), ["s1", "c7", "s1#cmd1"]);
     }
 }
