@@ -37,7 +37,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Tag envelopes read as JSON lines (from INPUT or stdin) and print one JSON tag per line
+    /// Tag envelopes read as JSON lines (from INPUT or stdin) and print one JSON tag per line,
+    /// each tag UUID once (what a store would keep); --all prints every occurrence
     Tag(TagArgs),
     /// Load and compile the rules and intel tables; list every problem as FILE: rule ID: message
     CheckRules(EngineArgs),
@@ -175,6 +176,12 @@ pub struct EngineArgs {
 pub struct TagArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
+
+    /// Print every tag the rules produce, in input order, a UUID again each time an event
+    /// gives it again. Without it each UUID is printed once, at its first occurrence: the rows
+    /// a store would keep (canary triggers of one token share their tags' UUIDs, for one)
+    #[arg(long)]
+    pub all: bool,
 
     /// JSON-lines file of envelopes ({"topic": SUBJECT, "type": ..., "payload": {...}});
     /// stdin when absent or '-'

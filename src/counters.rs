@@ -44,6 +44,9 @@ pub struct Counters {
     pub untaggable: AtomicU64,
     /// Lifter failures: that lifter's tags for that event are lost, nothing else.
     pub lifter_warnings: AtomicU64,
+    /// Tagger events that lost every tag because a rule's evidence broke the kind's schema
+    /// (each problem is logged once per rule load; this counts every event).
+    pub events_discarded: AtomicU64,
     /// Tag rows the store really added (replays and redeliveries add none).
     pub tags_inserted: AtomicU64,
     /// Tags the store refused as malformed (logged one by one).
@@ -74,6 +77,7 @@ impl Counters {
             tags: AtomicU64::new(0),
             untaggable: AtomicU64::new(0),
             lifter_warnings: AtomicU64::new(0),
+            events_discarded: AtomicU64::new(0),
             tags_inserted: AtomicU64::new(0),
             tags_skipped: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
@@ -118,6 +122,7 @@ impl Counters {
             ("tags", &self.tags),
             ("untaggable", &self.untaggable),
             ("lifter_warnings", &self.lifter_warnings),
+            ("events_discarded", &self.events_discarded),
             ("tags_inserted", &self.tags_inserted),
             ("tags_skipped", &self.tags_skipped),
             ("store_errors", &self.store_errors),
@@ -152,6 +157,7 @@ mod tests {
         assert_eq!(members["received"], 1);
         assert_eq!(members["malformed"], 2);
         assert_eq!(members["reconnects"], 0);
+        assert_eq!(members["events_discarded"], 0);
         assert!(members["uptime_sec"].as_f64().unwrap() >= 0.0);
     }
 }

@@ -60,7 +60,18 @@ fn tag(args: &TagArgs) -> ExitCode {
         Err(err) => return fail(USAGE_ERROR, err),
     };
     let out = io::BufWriter::new(io::stdout().lock());
-    finish(commands::tag::run(&options, input, out, io::stderr()))
+    let listing = if args.all {
+        commands::tag::Listing::All
+    } else {
+        commands::tag::Listing::FirstPerUuid
+    };
+    finish(commands::tag::run(
+        &options,
+        listing,
+        input,
+        out,
+        io::stderr(),
+    ))
 }
 
 fn check_rules(args: &EngineArgs) -> ExitCode {

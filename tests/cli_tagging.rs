@@ -61,12 +61,75 @@ fn tag_reads_stdin_and_prints_every_reference_tag_with_the_documented_keys() {
         missing.len()
     );
 
+    // Each uuid once, as a store keeps them; the summary counts the repeats left out.
+    assert_eq!(printed.len(), stdout.lines().count());
     let stderr = String::from_utf8(output.stderr).unwrap();
     let summary = stderr.lines().last().unwrap();
     assert!(summary.contains("1000 events"), "{summary}");
-    // Replays in the corpus print the same tag again: the summary counts lines, not uuids.
     assert!(
-        summary.contains(&format!("{} tags", stdout.lines().count())),
+        summary.contains(&format!("{} tags (", printed.len())),
+        "{summary}"
+    );
+}
+
+/// `tag` with DECNET's pack on `input`: exit success, stdout, stderr.
+fn tag_reference(extra: &[&str], input: &[u8]) -> (String, String) {
+    let mut child = ttp_worker()
+        .args(["tag", "--no-builtin-rules"])
+        .args(extra)
+        .env("DECNET_TTP_RULES_DIR", compat("decnet-rules"))
+        .env("DECNET_TTP_INTEL_MAPS", compat("decnet-intel"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(output.status.success());
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// `--all` prints what the rules produce, repeats included; the default leaves them out.
+#[test]
+fn tag_all_prints_every_occurrence() {
+    let line = r#"{"topic":"attacker.session.ended","payload":{"session_id":"s1","attacker_uuid":"A","commands":["cat /etc/shadow"]}}"#;
+    let input = format!("{line}\n{line}\n");
+    let (first, stderr) = tag_reference(&[], input.as_bytes());
+    let (all, _) = tag_reference(&["--all"], input.as_bytes());
+    assert!(!first.is_empty());
+    assert_eq!(all, format!("{first}{first}"));
+    let repeats = first.lines().count();
+    assert!(
+        stderr.contains(&format!("({repeats} repeated uuids left out)")),
+        "{stderr}"
+    );
+}
+
+/// DECNET's R0033 on e-mail discards the event's tags every time; the log says so once, and
+/// the summary counts every event.
+#[test]
+fn a_rule_failing_on_every_event_is_logged_once_and_counted_each_time() {
+    let corpus = std::fs::read_to_string(compat("corpus/dev-1k.jsonl")).unwrap();
+    let ransom_mail = corpus
+        .lines()
+        .find(|line| line.contains("msg49458"))
+        .expect("the corpus' ransom e-mail");
+    let input: String = (0..5)
+        .map(|n| ransom_mail.replace("msg49458", &format!("msg{n}")) + "\n")
+        .collect();
+    let (_, stderr) = tag_reference(&[], input.as_bytes());
+    let logged = stderr.lines().filter(|l| l.contains("rule R0033")).count();
+    assert_eq!(logged, 1, "{stderr}");
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.contains("5 lifter warnings (5 events discarded)"),
         "{summary}"
     );
 }

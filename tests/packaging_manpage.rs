@@ -15,8 +15,9 @@ Each command takes
 .B \-\-help
 for its own options.
 .TP
-\fBttp\-worker tag\fR [\fIengine options\fR] [\fIINPUT\fR]
-Tags envelopes read as JSON lines and prints one JSON tag per line.
+\fBttp\-worker tag\fR [\fIengine options\fR] [\fB\-\-all\fR] [\fIINPUT\fR]
+Tags envelopes read as JSON lines and prints one JSON tag per line: each tag UUID once, at its
+first occurrence, as a store keeps it; with \fB\-\-all\fR, every tag the rules produce.
 .TP
 \fBttp\-worker check\-rules\fR [\fIengine options\fR]
 Loads and compiles the rules and intel tables and lists every problem; exit status 1 if any.

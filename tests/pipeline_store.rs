@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::corpus::{
-    corpus_lines, reference_options, reference_tag_candidates, stored_rows, subject_of,
+    corpus_lines, decnet_stored_tags, reference_options, reference_tag_candidates, stored_rows,
+    subject_of,
 };
 use common::inproc::InProcessWorker;
 use common::{NatsServer, PATIENCE, envelope_body};
@@ -93,6 +94,33 @@ fn the_corpus_through_nats_stores_what_tag_computes_and_a_replay_adds_nothing() 
             expected[uuid]
         );
     }
+
+    // DECNET's own tags are stored exactly as DECNET stores them, whichever subscription
+    // delivered first; only where DECNET itself gives one uuid to several events (a canary
+    // token's triggers by different attackers) the first to arrive wins, on both sides.
+    let mut decnet_tags = 0;
+    for (uuid, want) in decnet_stored_tags() {
+        let named = |candidates: &Vec<_>| {
+            candidates
+                .iter()
+                .filter(|tag: &&ttp_worker::tagging::Tag| tag.attacker_uuid.is_some())
+                .count()
+        };
+        if expected
+            .get(&uuid)
+            .is_some_and(|candidates| named(candidates) > 1)
+        {
+            continue;
+        }
+        let row = stored
+            .get(&uuid)
+            .unwrap_or_else(|| panic!("DECNET's {uuid} not stored"));
+        for (key, value) in want.as_object().into_iter().flatten() {
+            assert_eq!(row.get(key), Some(value), "{uuid} {key}");
+        }
+        decnet_tags += 1;
+    }
+    assert!(decnet_tags > 1000, "{decnet_tags}");
 
     // Each ttp.tagged lists only new rows: together they name every row exactly once, and
     // each is followed by its ttp.rule.fired.<T> in ascending technique order.

@@ -8,7 +8,7 @@ use common::TAG_KEYS;
 use common::corpus::required;
 use serde_json::{Map, Value, json};
 use ttp_worker::commands::check_rules::run as run_check_rules;
-use ttp_worker::commands::tag::run as run_tag;
+use ttp_worker::commands::tag::{Listing, run as run_tag};
 use ttp_worker::tagging::{EngineOptions, Tagger, Tally};
 
 fn scratch(name: &str) -> PathBuf {
@@ -86,8 +86,14 @@ not json
 {"type":"x","payload":{}}
 "#;
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let summary =
-        run_tag(&options, &input[..], &mut out, &mut err).unwrap_or_else(|e| panic!("{e}"));
+    let summary = run_tag(
+        &options,
+        Listing::FirstPerUuid,
+        &input[..],
+        &mut out,
+        &mut err,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((summary.events, summary.tags, summary.malformed), (1, 1, 2));
     let err = String::from_utf8_lossy(&err);
     assert!(

@@ -104,5 +104,12 @@ fn report(
         tagger.problems().len(),
         tagger.warnings().len()
     )?;
+    // Where a pack goes after it loads: trying it on events. Which tags `tag` prints is the
+    // one choice its output leaves, so the hint names it.
+    writeln!(
+        out,
+        "try it on events with `ttp-worker tag` and the same rule options: it prints each tag \
+         uuid once, as a store keeps it (--all: every occurrence)"
+    )?;
     out.flush()
 }

@@ -1,6 +1,7 @@
 //! `ttp-worker tag`: tags envelopes read one per line, offline, with the daemon's code path,
 //! so that a rule pack can be tried on a corpus without a bus or a store.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,18 @@ pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>, Error> {
     }
 }
 
+/// Which tags a run prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Listing {
+    /// Each tag UUID once, at its first occurrence: what a store would keep (it ignores a row
+    /// whose UUID it already has).
+    #[default]
+    FirstPerUuid,
+    /// Every tag the engine produced, a UUID again each time an event gives it again
+    /// (`--all`).
+    All,
+}
+
 /// What one `tag` run did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TagSummary {
@@ -61,10 +74,16 @@ pub struct TagSummary {
     pub tagger_events: u64,
     /// Tags written.
     pub tags: u64,
+    /// Tags not written because their UUID was written before ([`Listing::FirstPerUuid`]).
+    pub repeats: u64,
     /// Tags under the 0.3 floor, not written.
     pub below_floor: u64,
     /// Lines that could not be read as an envelope with a `topic`.
     pub malformed: u64,
+    /// Lifter failures (each distinct problem is logged once, every one counted).
+    pub lifter_warnings: u64,
+    /// Of those, tagger events that lost every tag to a rule's evidence (docs/tagging.md §9.3).
+    pub events_discarded: u64,
     pub seconds: f64,
 }
 
@@ -79,28 +98,31 @@ impl TagSummary {
 }
 
 /// Reads one envelope per line (`topic` = subject), tags it with the daemon's code path and
-/// writes one compact JSON object per tag, in input order. Malformed lines are reported on
-/// `err` with their line number and skipped; a one-line summary ends `err`.
+/// writes one compact JSON object per tag, in input order (`listing` says whether a UUID seen
+/// before is written again). Malformed lines are reported on `err` with their line number and
+/// skipped; a one-line summary ends `err`.
 ///
 /// The engine is built on the tagging thread while this one starts reading; nothing is
 /// written before it is built, so a failure to build it is the only thing reported.
 pub fn run(
     options: &EngineOptions,
+    listing: Listing,
     input: impl BufRead,
     out: impl Write,
     err: impl Write,
 ) -> Result<TagSummary, Error> {
-    tag_stream(|| Tagger::new(options), input, out, err)
+    tag_stream(|| Tagger::new(options), listing, input, out, err)
 }
 
 /// [`run`] with an engine already built (benchmarks, tests).
 pub fn tag_with(
     tagger: Tagger,
+    listing: Listing,
     input: impl BufRead,
     out: impl Write,
     err: impl Write,
 ) -> Result<TagSummary, Error> {
-    tag_stream(move || Ok(tagger), input, out, err)
+    tag_stream(move || Ok(tagger), listing, input, out, err)
 }
 
 /// Lines decoded per batch handed to the tagging thread (fewer when the batch fills
@@ -123,6 +145,14 @@ struct Tagged {
     messages: Vec<LineMessage>,
 }
 
+/// What the tagging thread counted over the run.
+#[derive(Default)]
+struct Counted {
+    tally: Tally,
+    /// Tags left out as repeats of a UUID already written.
+    repeats: u64,
+}
+
 /// The engine's load report (problems, then warnings), or why it could not be built.
 type Ready = Result<Vec<String>, EngineError>;
 
@@ -132,6 +162,7 @@ type Ready = Result<Vec<String>, EngineError>;
 /// those of a single thread.
 fn tag_stream(
     engine: impl FnOnce() -> Result<Tagger, EngineError> + Send,
+    listing: Listing,
     mut input: impl BufRead,
     out: impl Write,
     mut err: impl Write,
@@ -139,7 +170,7 @@ fn tag_stream(
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = TagSummary::default();
     let started = Instant::now();
-    let (counts, tags) = std::thread::scope(|scope| -> Result<(Tally, u64), Error> {
+    let (counts, tags) = std::thread::scope(|scope| -> Result<(Counted, u64), Error> {
         let (ready_tx, ready) = crossbeam_channel::bounded::<Ready>(1);
         let (to_tagger, batches) = crossbeam_channel::bounded::<Batch>(BATCH_QUEUE);
         let (results, from_tagger) = crossbeam_channel::bounded::<Tagged>(BATCH_QUEUE);
@@ -150,12 +181,12 @@ fn tag_stream(
                     Ok(tagger) => tagger,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
-                        return Tally::default();
+                        return Counted::default();
                     }
                 };
                 let report = tagger.problems().iter().chain(tagger.warnings());
                 let _ = ready_tx.send(Ok(report.map(ToString::to_string).collect()));
-                tag_batches(&mut tagger, &batches, &results)
+                tag_batches(&mut tagger, listing, &batches, &results)
             })
             .map_err(Error::Spawn)?;
         // Line reports wait until the engine's own report is out (and say nothing if it
@@ -255,17 +286,28 @@ fn tag_stream(
         }
     })?;
     out.flush().map_err(Error::Write)?;
-    summary.events = counts.messages;
-    summary.tagger_events = counts.events;
+    let Counted { tally, repeats } = counts;
+    summary.events = tally.messages;
+    summary.tagger_events = tally.events;
     summary.tags = tags;
-    summary.below_floor = counts.below_floor;
+    summary.repeats = repeats;
+    summary.below_floor = tally.below_floor;
+    summary.lifter_warnings = tally.lifter_warnings;
+    summary.events_discarded = tally.events_discarded;
     summary.seconds = started.elapsed().as_secs_f64();
+    let repeats = match listing {
+        Listing::FirstPerUuid => format!(" ({} repeated uuids left out)", summary.repeats),
+        Listing::All => String::new(),
+    };
     writeln!(
         err,
-        "tag: {} events ({} tagger events), {} tags, {} malformed, {:.3} s, {:.0} events/s",
+        "tag: {} events ({} tagger events), {} tags{repeats}, {} lifter warnings \
+         ({} events discarded), {} malformed, {:.3} s, {:.0} events/s",
         summary.events,
         summary.tagger_events,
         summary.tags,
+        summary.lifter_warnings,
+        summary.events_discarded,
         summary.malformed,
         summary.seconds,
         summary.events_per_second()
@@ -278,10 +320,13 @@ fn tag_stream(
 /// nobody takes the results any more.
 fn tag_batches(
     tagger: &mut Tagger,
+    listing: Listing,
     batches: &crossbeam_channel::Receiver<Batch>,
     results: &crossbeam_channel::Sender<Tagged>,
-) -> Tally {
-    let mut counts = Tally::default();
+) -> Counted {
+    let mut counts = Counted::default();
+    // UUIDs written so far, as numbers: 16 bytes each, kept only when repeats are left out.
+    let mut written: HashSet<u128> = HashSet::new();
     for Batch(mut messages) in batches {
         let mut json = Vec::with_capacity(1 << 16);
         let mut tags = 0;
@@ -291,9 +336,13 @@ fn tag_batches(
                 &message.envelope_type,
                 &mut message.payload,
             );
-            counts.add(&tagged);
-            tags += tagged.tags.len() as u64;
+            counts.tally.add(&tagged);
             for tag in &tagged.tags {
+                if listing == Listing::FirstPerUuid && !written.insert(uuid_number(&tag.uuid)) {
+                    counts.repeats += 1;
+                    continue;
+                }
+                tags += 1;
                 tag.write_json(&mut json);
                 json.push(b'\n');
             }
@@ -312,6 +361,11 @@ fn tag_batches(
     counts
 }
 
+/// A tag UUID as a number; the engine only makes well-formed ones.
+fn uuid_number(text: &str) -> u128 {
+    uuid::Uuid::try_parse(text).map_or(0, |uuid| uuid.as_u128())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,37 +382,48 @@ mod tests {
                 input.push_str("not json\n");
                 continue;
             }
-            // Alternating IPs, each first seen with its UUID: learning depends on the order.
+            // Alternating IPs, each first seen with its UUID: learning depends on the order. Each
+            // session comes twice, so that its tags' UUIDs repeat.
             input.push_str(&format!(
-                "{{\"topic\":\"attacker.session.ended\",\"payload\":{{\"session_id\":\"s{n}\",                 \"attacker_ip\":\"10.0.{}.{}\",\"attacker_uuid\":{},\"commands\":[\"whoami\",\"id\"]}}}}\n",
-                n % 7,
-                n % 5,
+                "{{\"topic\":\"attacker.session.ended\",\"payload\":{{\"session_id\":\"s{}\",                 \"attacker_ip\":\"10.0.{}.{}\",\"attacker_uuid\":{},\"commands\":[\"whoami\",\"id\"]}}}}\n",
+                n / 2,
+                n / 2 % 7,
+                n / 2 % 5,
                 if n % 3 == 0 { format!("\"U{}\"", n % 11) } else { "null".into() }
             ));
         }
         let tagger = || Tagger::new(&EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let summary = tag_with(tagger(), input.as_bytes(), &mut out, &mut err)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut want = Vec::new();
+        let mut every = Vec::new();
+        let mut first = Vec::new();
+        let mut written = HashSet::new();
         let mut one_by_one = tagger();
         for line in input.lines() {
             if let Ok(Some(m)) = decode_line(line.as_bytes()) {
                 let tagged = one_by_one.tag_payload(&m.subject, &m.envelope_type, &m.payload);
                 for tag in &tagged.tags {
-                    tag.write_json(&mut want);
-                    want.push(b'\n');
+                    tag.write_json(&mut every);
+                    every.push(b'\n');
+                    if written.insert(tag.uuid.clone()) {
+                        tag.write_json(&mut first);
+                        first.push(b'\n');
+                    }
                 }
             }
         }
-        assert!(summary.tags > 1000, "{summary:?}");
-        assert_eq!(summary.malformed, (lines / 1000) as u64);
-        assert!(out == want, "outputs differ");
-        let err = String::from_utf8_lossy(&err);
-        assert!(
-            err.contains("line 1000: ") && err.contains("line 3000: "),
-            "{err}"
-        );
+        for (listing, want) in [(Listing::All, &every), (Listing::FirstPerUuid, &first)] {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let summary = tag_with(tagger(), listing, input.as_bytes(), &mut out, &mut err)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(summary.tags > 1000, "{summary:?}");
+            assert_eq!(summary.malformed, (lines / 1000) as u64);
+            assert!(out == *want, "outputs differ ({listing:?})");
+            let err = String::from_utf8_lossy(&err);
+            assert!(
+                err.contains("line 1000: ") && err.contains("line 3000: "),
+                "{err}"
+            );
+        }
+        assert!(first.len() < every.len());
     }
 
     /// An engine that cannot be built is the only thing reported, although reading started.
@@ -371,7 +436,13 @@ mod tests {
         let input = "not json\n".repeat(BATCH_LINES * 3)
             + "{\"topic\":\"attacker.observed\",\"payload\":{\"attacker_ip\":\"1.2.3.4\"}}\n";
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = run(&options, input.as_bytes(), &mut out, &mut err);
+        let result = run(
+            &options,
+            Listing::default(),
+            input.as_bytes(),
+            &mut out,
+            &mut err,
+        );
         assert!(
             matches!(result, Err(Error::Engine(EngineError::RulesDir { .. }))),
             "{result:?}"

@@ -90,6 +90,7 @@ impl Handler for TaggingPipeline {
         Counters::add(&self.counters.events, tally.events);
         Counters::add(&self.counters.tags, tally.tags);
         Counters::add(&self.counters.lifter_warnings, tally.lifter_warnings);
+        Counters::add(&self.counters.events_discarded, tally.events_discarded);
         Counters::add(&self.counters.tags_skipped, tally.out_of_range);
         Counters::add(&self.counters.untaggable, tally.untaggable);
         Counters::add(

@@ -12,6 +12,7 @@ mod builtin;
 pub mod event;
 pub mod lifters;
 pub mod pattern;
+mod problem_log;
 pub mod py;
 pub mod pyre;
 pub mod report;
@@ -37,6 +38,7 @@ pub use tag::{CONFIDENCE_FLOOR, Tag};
 use crate::envelope::Inbound;
 use lifters::{AnchorMode, IntelMaps, LiftContext, LiftError, RegexCache};
 use pattern::PatternEngine;
+use problem_log::ProblemLog;
 use ruleset::RuleSet;
 
 /// Where rules, intel tables and known attackers come from. The daemon and the `tag` /
@@ -99,6 +101,7 @@ pub struct Tagger {
     intel_maps: IntelMaps,
     anchors: AnchorResolver,
     unhandled_kinds_logged: HashSet<String>,
+    problems_logged: ProblemLog,
     /// Fixed clock for tests; `None` reads the system clock per message.
     clock: Option<f64>,
 }
@@ -180,6 +183,7 @@ impl Tagger {
             anchors,
             options,
             unhandled_kinds_logged: HashSet::new(),
+            problems_logged: ProblemLog::default(),
             clock: None,
         }
     }
@@ -338,7 +342,7 @@ impl Tagger {
                 Ok(mut t) => tags.append(&mut t),
                 Err(error) => {
                     let warning = TagWarning::new(owner, ev, error);
-                    log::warn!("{warning}");
+                    self.problems_logged.warn(&warning);
                     let discards_event = warning.discards_event();
                     out.warnings.push(warning);
                     if discards_event {

@@ -90,6 +90,22 @@ impl TagWarning {
     pub fn discards_event(&self) -> bool {
         matches!(self, TagWarning::EventDiscarded { .. })
     }
+
+    /// The problem without the event it was met on: the same for every event a rule fails on
+    /// the same way, so that it is logged once (`problem_log.rs`).
+    pub fn problem(&self) -> String {
+        match self {
+            TagWarning::TaggerFailed {
+                owner,
+                source_kind,
+                error,
+                ..
+            } => format!("{owner} on {source_kind}: {error}"),
+            TagWarning::EventDiscarded {
+                source_kind, error, ..
+            } => format!("{source_kind}: {error}"),
+        }
+    }
 }
 
 /// Totals over reports.
@@ -110,6 +126,9 @@ pub struct Tally {
     pub untaggable: u64,
     /// Lifter failures, an event discarded for its evidence included.
     pub lifter_warnings: u64,
+    /// Tagger events that lost all their tags because a rule's evidence broke the kind's
+    /// schema (§9.3).
+    pub events_discarded: u64,
     pub regex_errors: u64,
 }
 
@@ -124,6 +143,13 @@ impl Tally {
         self.out_of_range += count(report.out_of_range.len());
         self.untaggable += u64::from(report.unbuildable.is_some());
         self.lifter_warnings += count(report.warnings.len());
+        self.events_discarded += count(
+            report
+                .warnings
+                .iter()
+                .filter(|w| w.discards_event())
+                .count(),
+        );
         self.regex_errors += count(report.regex_errors);
     }
 }

@@ -121,6 +121,16 @@ pub fn reference_tag_candidates(lines: &[String]) -> BTreeMap<String, Vec<Tag>> 
     tags
 }
 
+/// The tags DECNET's own tagger stored for `dev-1k.jsonl` (`dev-1k.expected.jsonl`), by uuid.
+pub fn decnet_stored_tags() -> BTreeMap<String, Value> {
+    std::fs::read_to_string(required("corpus/dev-1k.expected.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap_or(Value::Null))
+        .map(|tag| (tag["uuid"].as_str().unwrap_or_default().to_owned(), tag))
+        .collect()
+}
+
 /// The stored rows, keyed by uuid, as JSON objects with the `tag` command's keys.
 pub fn stored_rows(db: &Path) -> BTreeMap<String, serde_json::Map<String, Value>> {
     let connection =
