@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 pub mod corpus;
+pub mod decnet;
 pub mod inproc;
+pub mod mariadb;
 
 /// A tag's members, in the order the `tag` command writes them and the store returns them
 /// (docs/tagging.md §4.1); the store adds `created_at`.
