@@ -47,12 +47,11 @@ pub const REQUIREMENTS: &[&str] = &[
     "typing-inspection==0.4.5",
     "typing_extensions==4.16.0",
     // Imported by the repository package: decnet/env.py (dotenv), web/auth.py (JWT, bcrypt
-    // for the admin user `initialize()` seeds), JSON columns (orjson), rule files (YAML).
+    // for the admin user `initialize()` seeds), state JSON (orjson).
     "python-dotenv==1.2.4",
     "PyJWT==2.15.1",
     "bcrypt==5.0.0",
     "orjson==3.13.0",
-    "PyYAML==6.0.4",
 ];
 
 /// How long a lock file may sit before another test process takes it over (a killed
@@ -183,7 +182,7 @@ fn create_venv(venv: &Path) {
         panic!(
             "pip could not install DECNET's database layer into {}.\n\
              The DECNET harness downloads decnet==1.0.0 and its database dependencies from \
-             PyPI the first time it runs (about 17 MB); is https://pypi.org reachable (or \
+             PyPI the first time it runs (about 19 MB); is https://pypi.org reachable (or \
              PIP_INDEX_URL set to a mirror)?\npip said:\n{}{}",
             venv.display(),
             String::from_utf8_lossy(&output.stdout),
