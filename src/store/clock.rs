@@ -25,6 +25,15 @@ pub fn format_utc(t: SystemTime) -> String {
     )
 }
 
+/// Formats `t` as `YYYY-MM-DD HH:MM:SS.ffffff`, UTC without a zone: how DECNET's object mapper
+/// writes a date-time into SQLite (docs/decnet-db.md §3).
+pub fn format_sql_utc(t: SystemTime) -> String {
+    let mut text = format_utc(t);
+    text.pop(); // the `Z`
+    text.replace_range(10..11, " ");
+    text
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`),
 /// clamped to year 9999 so the text stays fixed-width.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -54,6 +63,14 @@ mod tests {
 
     fn at(secs: u64, micros: u32) -> SystemTime {
         UNIX_EPOCH + Duration::new(secs, micros * 1000)
+    }
+
+    #[test]
+    fn formats_as_decnet_writes_sqlite_date_times() {
+        assert_eq!(
+            format_sql_utc(at(1_777_703_010, 512_100)),
+            "2026-05-02 06:23:30.512100"
+        );
     }
 
     #[test]

@@ -56,8 +56,25 @@ CREATE TABLE attacker_anchor (
 );
 ";
 
+/// Version 2: messages held for DECNET's database (docs/decnet-db.md §8). `key` identifies the
+/// message (a replay holds nothing new); `waiting_for` names the row it waits for, as
+/// `address <ip>`, `attacker <uuid>` or `identity <uuid>`; `tags` is a JSON array of the tags it
+/// gave when held, for `tags --pending`.
+const V2: &str = "
+CREATE TABLE pending_message (
+    key           TEXT PRIMARY KEY NOT NULL,
+    subject       TEXT NOT NULL,
+    envelope_type TEXT NOT NULL,
+    payload       TEXT NOT NULL CHECK (json_valid(payload)),
+    waiting_for   TEXT NOT NULL,
+    tags          TEXT NOT NULL CHECK (json_valid(tags)),
+    held_at       TEXT NOT NULL
+);
+CREATE INDEX pending_message_waiting ON pending_message (waiting_for);
+";
+
 /// Step `i` takes the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this binary writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
