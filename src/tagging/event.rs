@@ -126,7 +126,68 @@ pub fn anchor<'p>(
     })
 }
 
-/// Builds the tagger events of one message: base event first, then its commands (§3.4, §3.5).
+/// The address a message's attacker must be looked up by, if it needs one (§3.2): none when
+/// its payload names an attacker or identity, or when it has no usable address.
+pub fn lookup_address<'p>(
+    subject: &str,
+    envelope_type: &str,
+    payload: &'p Map<String, Value>,
+) -> Option<&'p str> {
+    let source_kind = source_kind(subject, envelope_type)?;
+    let anchored_by_uuid = payload.field("attacker_uuid").is_some_and(truthy)
+        || payload.field("identity_uuid").is_some_and(truthy);
+    if anchored_by_uuid {
+        return None;
+    }
+    usable_ip(payload.field("attacker_ip")).or_else(|| {
+        (source_kind == "canary_fingerprint")
+            .then(|| usable_ip(payload.field("src_ip")).filter(|s| *s != "0.0.0.0"))
+            .flatten()
+    })
+}
+
+/// The attacker of a `session.ended` message's base event, whose intel row DECNET's catch-up
+/// reads (docs/decnet-db.md §5); `None` for other subjects and for sessions without one.
+pub fn catchup_attacker(
+    subject: &str,
+    envelope_type: &str,
+    payload: &Map<String, Value>,
+    resolver: &AnchorResolver,
+) -> Option<String> {
+    if !subject.contains("session.ended") {
+        return None;
+    }
+    let anchoring = anchor(subject, envelope_type, payload, resolver).ok()?;
+    anchoring
+        .resolved
+        .or_else(|| opt_py_cow(payload.field("attacker_uuid")).map(Cow::into_owned))
+}
+
+/// DECNET's intel catch-up event for a `session.ended` message (docs/decnet-db.md §5): the
+/// attacker's intel row as an `intel` event with the base event's anchors.
+pub fn catchup_event<'a>(
+    base: &TaggerEvent<'a>,
+    intel_row: &'a Map<String, Value>,
+) -> Option<TaggerEvent<'a>> {
+    let attacker = base.attacker_uuid.as_deref()?;
+    let key = base
+        .session_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(attacker);
+    Some(TaggerEvent {
+        source_kind: Cow::Borrowed("intel"),
+        source_id: Cow::Owned(format!("intel-catchup:{key}")),
+        attacker_uuid: base.attacker_uuid.clone(),
+        identity_uuid: base.identity_uuid.clone(),
+        attacker_ip: base.attacker_ip.clone(),
+        session_id: base.session_id.clone(),
+        decky_id: base.decky_id.clone(),
+        payload: Cow::Borrowed(intel_row),
+    })
+}
+
+/// Builds the tagger events of one message: base event first, then its commands (docs/tagging.md §3.4, §3.5).
 /// The payload is copied only when anchor resolution has to set its `attacker_uuid`.
 pub fn build_events<'a>(
     subject: &str,
@@ -247,7 +308,7 @@ fn build_anchored<'a>(
     events
 }
 
-/// The first truthy id-ish payload member (§3.4). For an event DECNET would not anchor this
+/// The first truthy id-ish payload member (docs/tagging.md §3.4). For an event DECNET would not anchor this
 /// way the IP is part of it: after an id that outranks the anchor (`token_id@ip`), or alone
 /// where the attacker UUID would be. So a tag only this worker gives never takes the UUID of
 /// a tag DECNET gives another event, and two unresolved attackers never share a source id.

@@ -285,6 +285,33 @@ impl Tagger {
         self.tag_events(events)
     }
 
+    /// Tags one message the way DECNET's worker does with its database (docs/decnet-db.md):
+    /// anchors come from `resolver` alone (what DECNET's `attackers` table says, looked up by
+    /// the caller), nothing is learned, and a `session.ended` message whose attacker has an
+    /// intel row (`intel_row`, as the catch-up payload) gets DECNET's catch-up event.
+    pub fn tag_with_database(
+        &mut self,
+        subject: &str,
+        envelope_type: &str,
+        payload: &Map<String, Value>,
+        resolver: &AnchorResolver,
+        intel_row: Option<&Map<String, Value>>,
+    ) -> MessageTags {
+        let events =
+            event::build_events(subject, envelope_type, payload, resolver).map(|mut events| {
+                if subject.contains("session.ended")
+                    && let Some(row) = intel_row
+                    && let Some(catchup) = events
+                        .first()
+                        .and_then(|base| event::catchup_event(base, row))
+                {
+                    events.push(catchup);
+                }
+                events
+            });
+        self.tag_events(events)
+    }
+
     fn tag_events(&mut self, events: Result<Vec<TaggerEvent<'_>>, Unbuildable>) -> MessageTags {
         let mut out = MessageTags::default();
         let events = match events {
@@ -307,7 +334,7 @@ impl Tagger {
         out
     }
 
-    /// The composite (§9): the pattern engine, then each lifter, that handles the event's kind
+    /// The composite (docs/tagging.md §9): the pattern engine, then each lifter, that handles the event's kind
     /// (§9.1); a tolerated failure costs that tagger's tags, an evidence-schema violation costs
     /// the whole tagger event.
     fn tag_event(&mut self, ev: &TaggerEvent, now: f64, out: &mut MessageTags) -> Vec<Tag> {
