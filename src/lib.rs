@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod counters;
 pub mod daemon;
+pub mod decnet_db;
 pub mod envelope;
 pub mod logging;
 pub mod memory;

@@ -1,0 +1,34 @@
+//! DECNET's own database as the tag store (docs/decnet-db.md): where DECNET's dashboard, API
+//! and clusterer read tags. The daemon's DECNET pipeline (`daemon/decnet_pipeline.rs`) asks
+//! it which attacker an address is, for intel rows and for which anchors exist, and writes
+//! each batch's tags in one transaction; the worker's own store holds what cannot go in yet.
+//!
+//! Layout: `settings.rs` (which database, from DECNET's variables), `schema.rs` (what must
+//! exist), `encode.rs` (values as DECNET writes them), `intel.rs` (the catch-up payload),
+//! `ipv6.rs` (the leak record), `cache.rs` (addresses looked up), one file per database kind
+//! behind [`Backend`] (`backend.rs`), `error.rs`.
+
+mod backend;
+mod cache;
+mod encode;
+mod error;
+mod intel;
+mod ipv6;
+mod schema;
+pub mod settings;
+mod sqlite;
+
+pub use backend::{Backend, Written};
+pub use cache::AttackerCache;
+pub use encode::python_json;
+pub use error::DbError;
+pub use schema::{REQUIRED, SchemaMismatch};
+pub use settings::DecnetDbSettings;
+pub use sqlite::SqliteDb;
+
+/// Opens the configured database and checks its schema.
+pub fn open(settings: &DecnetDbSettings) -> Result<Box<dyn Backend + Send>, DbError> {
+    match settings {
+        DecnetDbSettings::Sqlite { path } => Ok(Box::new(SqliteDb::open(path)?)),
+    }
+}
