@@ -93,9 +93,19 @@ pub struct RunArgs {
     #[arg(long = settings::ACK_WAIT.flag, value_name = "DURATION")]
     pub ack_wait: Option<String>,
 
-    /// SQLite tag store, owned by this worker alone
+    /// SQLite tag store, owned by this worker alone; with a DECNET database it holds what
+    /// cannot go there yet
     #[arg(long = settings::DB.flag, value_name = "PATH")]
     pub db: Option<String>,
+
+    /// Write tags into DECNET's own database (sqlite; set by DECNET_DB_PATH alone too), where
+    /// DECNET's dashboard and API read them
+    #[arg(long = settings::DECNET_DB_TYPE.flag, value_name = "TYPE")]
+    pub decnet_db_type: Option<String>,
+
+    /// DECNET's SQLite file, as DECNET's own processes use it (never created by the worker)
+    #[arg(long = settings::DECNET_DB_PATH.flag, value_name = "PATH")]
+    pub decnet_db_path: Option<String>,
 
     #[command(flatten)]
     pub engine: EngineArgs,

@@ -11,6 +11,7 @@ use crate::bus::security::{self, BusAuth, BusSecurity, BusTls, SecretFileError};
 use crate::bus::{BusSettings, StreamConfig};
 use crate::cli::settings::{self, Setting};
 use crate::cli::{EngineArgs, RunArgs, SecurityArgs};
+use crate::decnet_db::DecnetDbSettings;
 use crate::redact::redact_url;
 use crate::tagging::EngineOptions;
 use crate::units::{parse_bytes, parse_duration};
@@ -35,6 +36,8 @@ pub struct Config {
     pub engine: EngineOptions,
     /// The SQLite tag store this worker owns.
     pub db: PathBuf,
+    /// DECNET's own database, when tags go there (docs/decnet-db.md).
+    pub decnet_db: Option<DecnetDbSettings>,
 }
 
 /// Upper bound on one connection attempt; beyond it the bus counts as unavailable and the
@@ -63,6 +66,8 @@ pub enum ConfigError {
     UnixBus,
     #[error("unknown {ENV_BUS_TYPE} {0:?}: the only bus this worker speaks is nats")]
     UnknownBusType(String),
+    #[error("{0}")]
+    DecnetDb(String),
 }
 
 impl Config {
@@ -121,6 +126,7 @@ impl Config {
             poll_interval,
             engine: resolve_engine(&flags.engine, &env)?,
             db: resolve_db(&flags.db, &env)?,
+            decnet_db: resolve_decnet_db(flags, &env)?,
         })
     }
 }
@@ -345,6 +351,20 @@ pub fn resolve_security(
 
 fn url_has_credentials(url: &str) -> bool {
     redact_url(url) != url
+}
+
+/// DECNET's database, from `--decnet-db-*` or DECNET's own variables.
+fn resolve_decnet_db(
+    flags: &RunArgs,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<DecnetDbSettings>, ConfigError> {
+    let db_type = pick(&flags.decnet_db_type, &settings::DECNET_DB_TYPE, env);
+    let path = pick(&flags.decnet_db_path, &settings::DECNET_DB_PATH, env);
+    fn as_ref(p: &Option<(String, String)>) -> Option<(&str, &str)> {
+        p.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+    crate::decnet_db::settings::resolve(as_ref(&db_type), as_ref(&path))
+        .map_err(|e| ConfigError::DecnetDb(e.to_string()))
 }
 
 /// `--db` or `DECNET_TTP_DB`, else the state directory (systemd's, then XDG's).
@@ -583,6 +603,7 @@ mod tests {
                 poll_interval: Duration::from_secs(60),
                 engine: EngineOptions::default(),
                 db: PathBuf::from("/home/ops/.local/state/ttp-worker/ttp.db"),
+                decnet_db: None,
             }
         );
     }

@@ -47,6 +47,10 @@ pub struct Counters {
     /// Tagger events that lost every tag because a rule's evidence broke the kind's schema
     /// (each problem is logged once per rule load; this counts every event).
     pub events_discarded: AtomicU64,
+    /// Messages held for rows DECNET's database does not have yet (docs/decnet-db.md §8).
+    pub held: AtomicU64,
+    /// Held messages written to DECNET's database once their row appeared.
+    pub released: AtomicU64,
     /// Tag rows the store really added (replays and redeliveries add none).
     pub tags_inserted: AtomicU64,
     /// Tags the store refused as malformed (logged one by one).
@@ -78,6 +82,8 @@ impl Counters {
             untaggable: AtomicU64::new(0),
             lifter_warnings: AtomicU64::new(0),
             events_discarded: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            released: AtomicU64::new(0),
             tags_inserted: AtomicU64::new(0),
             tags_skipped: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
@@ -124,6 +130,8 @@ impl Counters {
             ("lifter_warnings", &self.lifter_warnings),
             ("events_discarded", &self.events_discarded),
             ("tags_inserted", &self.tags_inserted),
+            ("held", &self.held),
+            ("released", &self.released),
             ("tags_skipped", &self.tags_skipped),
             ("store_errors", &self.store_errors),
             ("tagged_published", &self.tagged_published),

@@ -74,6 +74,10 @@ pub const ACK_WAIT: Setting = Setting::new("ack-wait", "DECNET_TTP_ACK_WAIT").de
 pub const DB: Setting = Setting::new("db", "DECNET_TTP_DB").default(
     "$STATE_DIRECTORY/ttp.db, else $XDG_STATE_HOME/ttp-worker/ttp.db, else ~/.local/state/ttp-worker/ttp.db",
 );
+/// DECNET's own variables, so that a worker sharing DECNET's environment finds its database
+/// (docs/decnet-db.md §1). Unset, the worker keeps its tags in its own store only.
+pub const DECNET_DB_TYPE: Setting = Setting::new("decnet-db-type", "DECNET_DB_TYPE");
+pub const DECNET_DB_PATH: Setting = Setting::new("decnet-db-path", "DECNET_DB_PATH");
 /// `tags` and `stats` read the daemon's store: same variable, same default.
 pub const STORE_DB: Setting = DB.default("as for the daemon");
 

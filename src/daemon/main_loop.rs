@@ -47,6 +47,9 @@ pub trait Handler {
     /// back memory that only a burst needed, so that an idle daemon is as small after traffic
     /// as it was before it. Called once per quiet spell.
     fn settle(&mut self) {}
+    /// The idle tick (every poll interval): a moment for work that waits on something
+    /// outside the bus, such as messages held for rows DECNET's database does not have yet.
+    fn tick(&mut self, _outbox: &dyn Outbox) {}
 }
 
 type BoxedError = Box<dyn Error + Send + Sync>;
@@ -184,6 +187,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                     self.try_connect();
                 }
                 self.retry_held();
+                self.handler.tick(&self.bus);
             }
             Event::Settle => {
                 self.timers.settled();

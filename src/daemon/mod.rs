@@ -5,6 +5,7 @@
 //! and the in-process test harness both call it, so tests drive exactly the daemon's wiring.
 
 mod announce;
+mod decnet_pipeline;
 pub mod main_loop;
 mod pipeline;
 mod signals;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use crossbeam_channel::tick;
 
+pub use decnet_pipeline::DecnetPipeline;
 pub use main_loop::{BatchFailed, Handler, Inbox, MAX_BATCH, MainLoop, Stopped};
 pub use pipeline::TaggingPipeline;
 
@@ -22,6 +24,7 @@ use crate::bus::{BusSettings, NatsBus};
 use crate::channels::{ControlSender, ShutdownCause, control_channel, message_channel};
 use crate::config::Config;
 use crate::counters::{Counters, Mode};
+use crate::decnet_db::DbError;
 use crate::store::{Store, StoreError};
 use crate::tagging::{EngineError, Tagger};
 use signals::SignalError;
@@ -34,13 +37,37 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    DecnetDb(#[from] DbError),
 }
 
 impl DaemonError {
     /// Whether this is the operator's input (exit 2) rather than the machine failing (exit 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, DaemonError::Engine(_))
+        match self {
+            DaemonError::Engine(_) => true,
+            DaemonError::DecnetDb(err) => err.is_setup(),
+            _ => false,
+        }
     }
+}
+
+/// Runs `handler` behind the real bus until a stop.
+fn run_loop<H: Handler>(
+    config: &Config,
+    handler: H,
+    counters: &Arc<Counters>,
+) -> Result<ShutdownCause, DaemonError> {
+    let Wired { main_loop, control } = wire(
+        config.bus.clone(),
+        config.poll_interval,
+        handler,
+        counters.clone(),
+    );
+    let signal_listener = signals::install(control)?;
+    let stopped = main_loop.run();
+    signal_listener.close();
+    Ok(stopped.cause)
 }
 
 /// The main loop over the real bus, and the handle that stops or reloads it.
@@ -100,20 +127,31 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         config.bus.heartbeat_interval,
         mode.as_str()
     );
-    let pipeline = TaggingPipeline::new(tagger, store, counters.clone());
-    let Wired { main_loop, control } = wire(
-        config.bus.clone(),
-        config.poll_interval,
-        pipeline,
-        counters.clone(),
-    );
-    let signal_listener = signals::install(control)?;
-    let stopped = main_loop.run();
-    signal_listener.close();
+    let cause = match &config.decnet_db {
+        None => run_loop(
+            config,
+            TaggingPipeline::new(tagger, store, counters.clone()),
+            &counters,
+        )?,
+        Some(settings) => {
+            let db = crate::decnet_db::open(settings)?;
+            log::info!(
+                "tags go into DECNET's database ({}); {} held messages wait in {}",
+                db.describe(),
+                store.pending_count()?,
+                config.db.display()
+            );
+            run_loop(
+                config,
+                DecnetPipeline::new(tagger, store, db, counters.clone()),
+                &counters,
+            )?
+        }
+    };
     log::info!(
         "stopped after {} messages ({} malformed)",
         Counters::get(&counters.received),
         Counters::get(&counters.malformed)
     );
-    Ok(stopped.cause)
+    Ok(cause)
 }
