@@ -212,6 +212,11 @@ pub struct TagsArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
+    /// List the messages held for rows DECNET's database does not have yet (an attacker, an
+    /// identity), with the tags they gave, instead of stored tags
+    #[arg(long, conflicts_with_all = ["attacker", "identity", "session", "technique", "since"])]
+    pub pending: bool,
+
     /// Only this attacker: an attacker UUID, or an IP address for tags not yet tied to one
     #[arg(long, value_name = "UUID|IP")]
     pub attacker: Option<String>,

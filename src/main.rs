@@ -95,8 +95,16 @@ fn tags(args: &TagsArgs) -> ExitCode {
         Ok(db) => db,
         Err(code) => return code,
     };
-    let query = commands::tags::query(args);
     let out = io::BufWriter::new(io::stdout().lock());
+    if args.pending {
+        return finish(commands::tags::run_pending(
+            &db,
+            args.limit,
+            args.format,
+            out,
+        ));
+    }
+    let query = commands::tags::query(args);
     finish(commands::tags::run(&db, &query, args.format, out))
 }
 

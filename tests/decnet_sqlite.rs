@@ -179,6 +179,25 @@ fn tags_once_known(line: &str, ip: &str, attacker: &str, dir: &Path) -> BTreeMap
         .collect()
 }
 
+/// `ttp-worker tags --pending` on the worker's own store, as JSON objects.
+fn pending(state: &Path) -> Vec<Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
+        .args(["tags", "--pending", "--format", "json", "--db"])
+        .arg(state.join("ttp.db"))
+        .env_clear()
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+        .collect()
+}
+
 fn rows_by_uuid(db: &str) -> BTreeMap<String, Value> {
     Decnet::get()
         .all_tags(db)
@@ -206,6 +225,13 @@ fn an_attacker_that_appears_later_gets_its_tags_once_across_a_crash() {
         rows_by_uuid(&db).is_empty(),
         "DECNET got tags without an attacker"
     );
+    let held = pending(dir.path());
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["waiting_for"], "address 198.51.100.77");
+    assert!(
+        held[0]["tags"].as_array().is_some_and(|t| t.len() >= 2),
+        "{held:?}"
+    );
     worker.signal("KILL");
     let _ = worker.wait_exit(Duration::from_secs(5));
 
@@ -230,6 +256,8 @@ fn an_attacker_that_appears_later_gets_its_tags_once_across_a_crash() {
         assert_eq!(row["source_id"], want[uuid]["source_id"], "{uuid}");
         assert_eq!(row["evidence"], want[uuid]["evidence"], "{uuid}");
     }
+
+    assert!(pending(dir.path()).is_empty());
 
     // The same message again, and another crash: still one row per tag.
     publish(&server, std::slice::from_ref(&line));

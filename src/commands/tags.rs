@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::cli::TagsArgs;
-use crate::store::{Format, Store, StoredTag, TagsQuery};
+use crate::store::{DEFAULT_LIMIT, Format, PendingEntry, Store, StoredTag, TagsQuery};
 
 /// Why `tags` showed nothing, or stopped part way.
 pub type Error = super::StoreReadError;
@@ -155,6 +155,82 @@ fn write_table(rows: &[StoredTag], out: &mut impl Write) -> std::io::Result<()> 
                     line.push_str(&" ".repeat(pad));
                 }
                 line.push_str("  ");
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// `tags --pending`: the messages held for rows DECNET's database does not have yet
+/// (docs/decnet-db.md §8), oldest first, with the tags they gave when held; returns how many.
+pub fn run_pending(
+    db: &Path,
+    limit: Option<usize>,
+    format: Format,
+    mut out: impl Write,
+) -> Result<usize, Error> {
+    let held = Store::open_read_only(db)?.pending(limit.unwrap_or(DEFAULT_LIMIT))?;
+    match format {
+        Format::Json => {
+            for entry in &held {
+                let line = serde_json::json!({
+                    "held_at": entry.held_at,
+                    "waiting_for": entry.waiting_for,
+                    "subject": entry.subject,
+                    "tags": entry.tags,
+                });
+                writeln!(out, "{line}").map_err(Error::Write)?;
+            }
+        }
+        Format::Table => write_pending_table(&held, &mut out).map_err(Error::Write)?,
+    }
+    out.flush().map_err(Error::Write)?;
+    Ok(held.len())
+}
+
+fn write_pending_table(held: &[PendingEntry], out: &mut impl Write) -> std::io::Result<()> {
+    if held.is_empty() {
+        return writeln!(out, "no held messages");
+    }
+    let rows: Vec<[String; 4]> = held
+        .iter()
+        .map(|entry| {
+            let techniques: Vec<&str> = entry
+                .tags
+                .iter()
+                .filter_map(|t| {
+                    t.get("sub_technique_id")
+                        .and_then(Value::as_str)
+                        .or_else(|| t.get("technique_id").and_then(Value::as_str))
+                })
+                .collect();
+            [
+                entry
+                    .held_at
+                    .get(..19)
+                    .unwrap_or(&entry.held_at)
+                    .replace('T', " "),
+                entry.waiting_for.clone(),
+                entry.subject.clone(),
+                format!("{} {}", entry.tags.len(), techniques.join(",")),
+            ]
+            .map(|cell| printable(&cell))
+        })
+        .collect();
+    let header = ["HELD AT (UTC)", "WAITING FOR", "SUBJECT", "TAGS"].map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                line.push_str(&" ".repeat(width - cell.chars().count() + 2));
             }
         }
         writeln!(out, "{line}")?;
