@@ -199,12 +199,20 @@ pub struct TagArgs {
     pub input: Option<PathBuf>,
 }
 
-/// Which tag store to read.
+/// Which tag store to read: DECNET's database when one is configured, else the worker's own.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// SQLite tag store
+    /// The worker's own SQLite tag store (read instead of DECNET's database when given)
     #[arg(long = settings::STORE_DB.flag, value_name = "PATH")]
     pub db: Option<String>,
+
+    /// Read DECNET's own database (sqlite; set by DECNET_DB_PATH alone too)
+    #[arg(long = settings::DECNET_DB_TYPE.flag, value_name = "TYPE")]
+    pub decnet_db_type: Option<String>,
+
+    /// DECNET's SQLite file
+    #[arg(long = settings::DECNET_DB_PATH.flag, value_name = "PATH")]
+    pub decnet_db_path: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::bus::security::{self, BusAuth, BusSecurity, BusTls, SecretFileError};
 use crate::bus::{BusSettings, StreamConfig};
 use crate::cli::settings::{self, Setting};
-use crate::cli::{EngineArgs, RunArgs, SecurityArgs};
+use crate::cli::{EngineArgs, RunArgs, SecurityArgs, StoreArgs};
 use crate::decnet_db::DecnetDbSettings;
 use crate::redact::redact_url;
 use crate::tagging::EngineOptions;
@@ -358,8 +358,37 @@ fn resolve_decnet_db(
     flags: &RunArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<DecnetDbSettings>, ConfigError> {
-    let db_type = pick(&flags.decnet_db_type, &settings::DECNET_DB_TYPE, env);
-    let path = pick(&flags.decnet_db_path, &settings::DECNET_DB_PATH, env);
+    decnet_db_from(&flags.decnet_db_type, &flags.decnet_db_path, env)
+}
+
+/// What `tags` and `stats` read: the worker's own store when `--db` is given or no DECNET
+/// database is configured, else DECNET's.
+pub fn resolve_read_source(
+    args: &StoreArgs,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<ReadSource, ConfigError> {
+    if args.db.is_none()
+        && let Some(decnet) = decnet_db_from(&args.decnet_db_type, &args.decnet_db_path, env)?
+    {
+        return Ok(ReadSource::Decnet(decnet));
+    }
+    resolve_db(&args.db, env).map(ReadSource::Local)
+}
+
+/// Where the operator commands read tags from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadSource {
+    Local(PathBuf),
+    Decnet(DecnetDbSettings),
+}
+
+fn decnet_db_from(
+    type_flag: &Option<String>,
+    path_flag: &Option<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<DecnetDbSettings>, ConfigError> {
+    let db_type = pick(type_flag, &settings::DECNET_DB_TYPE, env);
+    let path = pick(path_flag, &settings::DECNET_DB_PATH, env);
     fn as_ref(p: &Option<(String, String)>) -> Option<(&str, &str)> {
         p.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))
     }

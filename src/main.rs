@@ -8,7 +8,7 @@ use clap::error::ErrorKind;
 
 use ttp_worker::cli::{Cli, Command, EngineArgs, StoreArgs, TagArgs, TagsArgs};
 use ttp_worker::commands::{self, Failure};
-use ttp_worker::config::{self, Config};
+use ttp_worker::config::{self, Config, ReadSource};
 use ttp_worker::tagging::EngineOptions;
 use ttp_worker::{daemon, logging};
 
@@ -91,12 +91,13 @@ fn db_path(args: &StoreArgs) -> Result<std::path::PathBuf, ExitCode> {
 }
 
 fn tags(args: &TagsArgs) -> ExitCode {
-    let db = match db_path(&args.store) {
-        Ok(db) => db,
-        Err(code) => return code,
-    };
     let out = io::BufWriter::new(io::stdout().lock());
     if args.pending {
+        // Held messages live in the worker's own store, whatever else is configured.
+        let db = match db_path(&args.store) {
+            Ok(db) => db,
+            Err(code) => return code,
+        };
         return finish(commands::tags::run_pending(
             &db,
             args.limit,
@@ -105,15 +106,29 @@ fn tags(args: &TagsArgs) -> ExitCode {
         ));
     }
     let query = commands::tags::query(args);
-    finish(commands::tags::run(&db, &query, args.format, out))
+    match read_source(&args.store) {
+        Ok(ReadSource::Local(db)) => finish(commands::tags::run(&db, &query, args.format, out)),
+        Ok(ReadSource::Decnet(settings)) => finish(commands::tags::run_decnet(
+            &settings,
+            &query,
+            args.format,
+            out,
+        )),
+        Err(code) => code,
+    }
 }
 
 fn stats(args: &StoreArgs) -> ExitCode {
-    let db = match db_path(args) {
-        Ok(db) => db,
-        Err(code) => return code,
-    };
-    finish(commands::stats::run(&db, io::stdout().lock()))
+    let out = io::stdout().lock();
+    match read_source(args) {
+        Ok(ReadSource::Local(db)) => finish(commands::stats::run(&db, out)),
+        Ok(ReadSource::Decnet(settings)) => finish(commands::stats::run_decnet(&settings, out)),
+        Err(code) => code,
+    }
+}
+
+fn read_source(args: &StoreArgs) -> Result<ReadSource, ExitCode> {
+    config::resolve_read_source(args, &env).map_err(|err| fail(USAGE_ERROR, err))
 }
 
 /// Success, a closed output pipe (quietly), or exit 1 with the one-line reason.

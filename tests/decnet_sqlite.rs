@@ -132,6 +132,38 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_sqlite() {
     assert!(missing.is_empty(), "missing: {missing:?}");
     assert!(extra.is_empty(), "extra: {extra:#?}");
     assert!(different.is_empty(), "{different:#?}");
+
+    // The operator's commands read DECNET's database when it is configured.
+    let command = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
+            .args(args)
+            .env_clear()
+            .env("DECNET_DB_PATH", &db)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let listed = command(&["tags", "--format", "json", "--limit", "100000"]);
+    let listed: Vec<Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+        .collect();
+    assert_eq!(listed.len(), want.len());
+    assert!(
+        listed
+            .iter()
+            .all(|t| want.contains_key(t["uuid"].as_str().unwrap_or_default()))
+    );
+    let stats = command(&["stats"]);
+    assert!(
+        stats.contains(&format!("tags            {}", want.len())),
+        "{stats}"
+    );
     worker.signal("TERM");
     let _ = worker.wait_exit(Duration::from_secs(10));
 }

@@ -279,7 +279,7 @@ fn stats_summarise_the_store() {
     assert_eq!(stats.last_24h, 5);
     // ATTACKER, and the still unresolved 198.51.100.9; the identity roll-up is no attacker.
     assert_eq!(stats.attackers, 2);
-    assert_eq!(stats.anchors, 1);
+    assert_eq!(stats.anchors, Some(1));
     assert_eq!(
         stats.by_technique,
         vec![("T1083".to_string(), 3), ("T1110".to_string(), 3)]
@@ -295,7 +295,7 @@ fn stats_summarise_the_store() {
     let text = String::from_utf8(out).unwrap();
     for line in [
         format!("database        {}", path.display()),
-        "schema version  1".to_string(),
+        format!("schema version  {}", ttp_worker::store::SCHEMA_VERSION),
         "tags            6".to_string(),
         "tags last 24h   5".to_string(),
         "attackers       2".to_string(),

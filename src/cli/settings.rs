@@ -117,6 +117,8 @@ pub const DAEMON: &[Setting] = &[
     STREAM_MAX_BYTES,
     ACK_WAIT,
     DB,
+    DECNET_DB_TYPE,
+    DECNET_DB_PATH,
     BUS_USER,
     BUS_PASSWORD_FILE,
     BUS_TOKEN_FILE,
@@ -128,7 +130,7 @@ pub const DAEMON: &[Setting] = &[
 ];
 
 /// The store's readers (`tags`, `stats`).
-pub const STORE: &[Setting] = &[STORE_DB];
+pub const STORE: &[Setting] = &[STORE_DB, DECNET_DB_TYPE, DECNET_DB_PATH];
 
 /// Appends each setting's `[env: …] [default: …]` to the help of the argument with its flag.
 /// Arguments no setting names are left as they are.

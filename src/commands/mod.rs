@@ -28,6 +28,8 @@ fn is_closed_pipe(err: &io::Error) -> bool {
 pub enum StoreReadError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Decnet(#[from] crate::decnet_db::DbError),
     #[error("cannot write the output: {0}")]
     Write(#[source] io::Error),
 }

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::decnet_db::DecnetDbSettings;
 use crate::store::{Stats, Store};
 
 /// Why `stats` showed nothing, or stopped part way.
@@ -11,14 +12,27 @@ pub type Error = super::StoreReadError;
 /// Opens `db` read-only and prints its [`Stats`] for a human.
 pub fn run(db: &Path, mut out: impl Write) -> Result<(), Error> {
     let stats = Store::open_read_only(db)?.stats()?;
-    write_stats(db, &stats, &mut out)
+    write_stats(&db.display().to_string(), &stats, &mut out)
         .and_then(|()| out.flush())
         .map_err(Error::Write)
 }
 
-fn write_stats(db: &Path, s: &Stats, out: &mut impl Write) -> io::Result<()> {
-    writeln!(out, "database        {}", db.display())?;
-    writeln!(out, "schema version  {}", s.schema_version)?;
+/// [`run`] on DECNET's database, read-only.
+pub fn run_decnet(settings: &DecnetDbSettings, mut out: impl Write) -> Result<(), Error> {
+    let stats = crate::decnet_db::stats(settings)?;
+    let name = match settings {
+        DecnetDbSettings::Sqlite { path } => format!("DECNET's SQLite database {}", path.display()),
+    };
+    write_stats(&name, &stats, &mut out)
+        .and_then(|()| out.flush())
+        .map_err(Error::Write)
+}
+
+fn write_stats(db: &str, s: &Stats, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "database        {db}")?;
+    if let Some(version) = s.schema_version {
+        writeln!(out, "schema version  {version}")?;
+    }
     writeln!(
         out,
         "size            {} (incl. WAL)",
@@ -27,7 +41,9 @@ fn write_stats(db: &Path, s: &Stats, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "tags            {}", s.total)?;
     writeln!(out, "tags last 24h   {}", s.last_24h)?;
     writeln!(out, "attackers       {}", s.attackers)?;
-    writeln!(out, "anchors known   {}", s.anchors)?;
+    if let Some(anchors) = s.anchors {
+        writeln!(out, "anchors known   {anchors}")?;
+    }
     for (title, groups) in [("by technique", &s.by_technique), ("by rule", &s.by_rule)] {
         writeln!(out)?;
         writeln!(out, "{title}")?;

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::cli::TagsArgs;
+use crate::decnet_db::DecnetDbSettings;
 use crate::store::{DEFAULT_LIMIT, Format, PendingEntry, Store, StoredTag, TagsQuery};
 
 /// Why `tags` showed nothing, or stopped part way.
@@ -25,20 +26,30 @@ pub fn query(args: &TagsArgs) -> TagsQuery {
 }
 
 /// Opens `db` read-only, runs `query`, writes the rows to `out`; returns how many were shown.
-pub fn run(
-    db: &Path,
+pub fn run(db: &Path, query: &TagsQuery, format: Format, out: impl Write) -> Result<usize, Error> {
+    let rows = Store::open_read_only(db)?.query_tags(query)?;
+    print_rows(&rows, format, out)
+}
+
+/// [`run`] on DECNET's database (docs/decnet-db.md), read-only.
+pub fn run_decnet(
+    settings: &DecnetDbSettings,
     query: &TagsQuery,
     format: Format,
-    mut out: impl Write,
+    out: impl Write,
 ) -> Result<usize, Error> {
-    let rows = Store::open_read_only(db)?.query_tags(query)?;
+    let rows = crate::decnet_db::query_tags(settings, query)?;
+    print_rows(&rows, format, out)
+}
+
+fn print_rows(rows: &[StoredTag], format: Format, mut out: impl Write) -> Result<usize, Error> {
     match format {
         Format::Json => {
-            for row in &rows {
+            for row in rows {
                 writeln!(out, "{}", to_json(row)).map_err(Error::Write)?;
             }
         }
-        Format::Table => write_table(&rows, &mut out).map_err(Error::Write)?,
+        Format::Table => write_table(rows, &mut out).map_err(Error::Write)?,
     }
     out.flush().map_err(Error::Write)?;
     Ok(rows.len())

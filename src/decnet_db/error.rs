@@ -29,6 +29,10 @@ pub enum DbError {
 
     #[error("DECNET's database {where_}: {reason}")]
     Failed { where_: String, reason: String },
+
+    /// A `tags` filter DECNET's table cannot answer.
+    #[error("{0}")]
+    Query(String),
 }
 
 impl DbError {

@@ -32,3 +32,20 @@ pub fn open(settings: &DecnetDbSettings) -> Result<Box<dyn Backend + Send>, DbEr
         DecnetDbSettings::Sqlite { path } => Ok(Box::new(SqliteDb::open(path)?)),
     }
 }
+
+/// DECNET's tags matching `query` (the operator's `tags`), read-only.
+pub fn query_tags(
+    settings: &DecnetDbSettings,
+    query: &crate::store::TagsQuery,
+) -> Result<Vec<crate::store::StoredTag>, DbError> {
+    match settings {
+        DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.query_tags(query),
+    }
+}
+
+/// Counts over DECNET's tags (the operator's `stats`), read-only.
+pub fn stats(settings: &DecnetDbSettings) -> Result<crate::store::Stats, DbError> {
+    match settings {
+        DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.stats(),
+    }
+}

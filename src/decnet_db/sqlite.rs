@@ -17,7 +17,10 @@ use super::error::DbError;
 use super::intel::{CATCHUP_COLUMNS, ColumnKind};
 use super::ipv6::{Ipv6Leak, leak_records};
 use super::schema::{self, SchemaMismatch};
-use crate::store::{ATTACK_RELEASE, format_sql_utc, mitre_url};
+use crate::store::{
+    ATTACK_RELEASE, QueryFailed, Stats, StatsFailed, StoredTag, TableShape, TagsQuery,
+    format_sql_utc, mitre_url, query_tags_in, stats_in,
+};
 use crate::tagging::Tag;
 
 /// Short next to DECNET's own 30 s: the main loop must not look hung while DECNET writes; a
@@ -68,6 +71,54 @@ impl SqliteDb {
             });
         }
         Ok(db)
+    }
+
+    /// Opens DECNET's file for the operator's `tags` and `stats`: read-only, never created,
+    /// safe while DECNET and the worker write.
+    pub fn open_read_only(path: &Path) -> Result<SqliteDb, DbError> {
+        if !path.is_file() {
+            return Err(DbError::NoFile {
+                path: path.to_owned(),
+            });
+        }
+        let failed = |e| DbError::from_sqlite(path, e);
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(failed)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        let db = SqliteDb {
+            path: path.to_owned(),
+            conn,
+        };
+        let mismatch = db.schema_mismatch()?;
+        if !mismatch.is_empty() {
+            return Err(DbError::Schema {
+                where_: path.display().to_string(),
+                mismatch,
+            });
+        }
+        Ok(db)
+    }
+
+    /// DECNET's tags matching `query`, newest first.
+    pub fn query_tags(&self, query: &TagsQuery) -> Result<Vec<StoredTag>, DbError> {
+        query_tags_in(&self.conn, TableShape::Decnet, query).map_err(|e| match e {
+            QueryFailed::Filter(reason) => DbError::Query(reason),
+            QueryFailed::Sqlite(e) => DbError::from_sqlite(&self.path, e),
+        })
+    }
+
+    /// Counts over DECNET's tags.
+    pub fn stats(&self) -> Result<Stats, DbError> {
+        stats_in(&self.conn, TableShape::Decnet, &self.path).map_err(|e| match e {
+            StatsFailed::Sqlite(e) => DbError::from_sqlite(&self.path, e),
+            StatsFailed::Store(e) => DbError::Failed {
+                where_: self.path.display().to_string(),
+                reason: e.to_string(),
+            },
+        })
     }
 
     fn failed(&self) -> impl Fn(rusqlite::Error) -> DbError + '_ {

@@ -35,6 +35,8 @@ pub use insert::{BatchOutcome, SkipReason, SkippedAnchor, SkippedTag, mitre_url}
 pub use location::{DB_FILE_NAME, NoDefaultLocation, default_db_path};
 pub use lock::lock_path;
 pub use pending::{Held, HeldMessage, PendingEntry, Wait, message_key};
-pub use query::{DEFAULT_LIMIT, Format, StoredTag, TagsQuery};
+pub use query::{
+    DEFAULT_LIMIT, Format, QueryFailed, StoredTag, TableShape, TagsQuery, query_tags_in,
+};
 pub use schema::SCHEMA_VERSION;
-pub use stats::Stats;
+pub use stats::{Stats, StatsFailed, stats_in};

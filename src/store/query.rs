@@ -79,35 +79,82 @@ impl StoredTag {
     }
 }
 
-const COLUMNS: &str = "uuid, source_kind, source_id, attacker_uuid, identity_uuid, attacker_ip, \
-    session_id, decky_id, tactic, technique_id, sub_technique_id, confidence, rule_id, \
-    rule_version, evidence, attack_release, mitre_url, created_at";
+/// Whose `ttp_tag` a query reads: this worker's store, or DECNET's SQLite database, which
+/// has no `attacker_ip` and writes `created_at` as `YYYY-MM-DD HH:MM:SS.ffffff`
+/// (docs/decnet-db.md §2.1, §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableShape {
+    Ours,
+    Decnet,
+}
+
+impl TableShape {
+    fn columns(self) -> &'static str {
+        match self {
+            TableShape::Ours => {
+                "uuid, source_kind, source_id, attacker_uuid, identity_uuid, attacker_ip, \
+                 session_id, decky_id, tactic, technique_id, sub_technique_id, confidence, \
+                 rule_id, rule_version, evidence, attack_release, mitre_url, created_at"
+            }
+            TableShape::Decnet => {
+                "uuid, source_kind, source_id, attacker_uuid, identity_uuid, NULL, session_id, \
+                 decky_id, tactic, technique_id, sub_technique_id, confidence, rule_id, \
+                 rule_version, evidence, attack_release, mitre_url, created_at"
+            }
+        }
+    }
+}
+
+/// Why a query could not run: a filter it cannot answer, or the database.
+#[derive(Debug)]
+pub enum QueryFailed {
+    Filter(String),
+    Sqlite(rusqlite::Error),
+}
+
+/// The tags of `conn`'s `ttp_tag` matching `query`, newest first.
+pub fn query_tags_in(
+    conn: &rusqlite::Connection,
+    shape: TableShape,
+    query: &TagsQuery,
+) -> Result<Vec<StoredTag>, QueryFailed> {
+    let (clauses, mut params) =
+        where_clauses(query, SystemTime::now(), shape).map_err(|e| match e {
+            StoreError::Query(text) => QueryFailed::Filter(text),
+            other => QueryFailed::Filter(other.to_string()),
+        })?;
+    let mut sql = format!("SELECT {} FROM ttp_tag", shape.columns());
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    sql.push_str(" ORDER BY created_at DESC, uuid DESC LIMIT ?");
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let mut stmt = conn.prepare(&sql).map_err(QueryFailed::Sqlite)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), |row| {
+            read_row(row, shape)
+        })
+        .map_err(QueryFailed::Sqlite)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(QueryFailed::Sqlite)
+}
 
 impl Store {
     /// The tags matching `query`, newest first.
     pub fn query_tags(&self, query: &TagsQuery) -> Result<Vec<StoredTag>, StoreError> {
-        let (clauses, mut params) = where_clauses(query, SystemTime::now())?;
-        let mut sql = format!("SELECT {COLUMNS} FROM ttp_tag");
-        if !clauses.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&clauses.join(" AND "));
-        }
-        sql.push_str(" ORDER BY created_at DESC, uuid DESC LIMIT ?");
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-        params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), read_row)
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.sqlite(e))
+        query_tags_in(&self.conn, TableShape::Ours, query).map_err(|e| match e {
+            QueryFailed::Filter(text) => StoreError::Query(text),
+            QueryFailed::Sqlite(e) => self.sqlite(e),
+        })
     }
 }
 
 fn where_clauses(
     query: &TagsQuery,
     now: SystemTime,
+    shape: TableShape,
 ) -> Result<(Vec<String>, Vec<SqlValue>), StoreError> {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
@@ -118,6 +165,12 @@ fn where_clauses(
     if let Some(attacker) = &query.attacker {
         let attacker = attacker.trim();
         if let Ok(ip) = attacker.parse::<IpAddr>() {
+            if shape == TableShape::Decnet {
+                return Err(StoreError::Query(format!(
+                    "DECNET's database keeps no addresses on tags: give --attacker the attacker's \
+                     UUID; tags of {ip} not tied to an attacker yet are held (tags --pending)"
+                )));
+            }
             // The canonical spelling, as producers write it (`::1`, not `0:0:…:1`).
             add("attacker_ip = ?", ip.to_string());
         } else if let Ok(uuid) = uuid::Uuid::try_parse(attacker) {
@@ -151,7 +204,11 @@ fn where_clauses(
     }
     if let Some(since) = query.since {
         clauses.push("created_at >= ?".to_string());
-        params.push(SqlValue::Text(cutoff(now, since)));
+        let cutoff = cutoff(now, since);
+        params.push(SqlValue::Text(match shape {
+            TableShape::Ours => cutoff,
+            TableShape::Decnet => decnet_time(&cutoff),
+        }));
     }
     Ok((clauses, params))
 }
@@ -176,7 +233,22 @@ fn technique_filter(text: &str) -> Result<(&'static str, String), StoreError> {
     }
 }
 
-fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTag> {
+/// `2026-05-01T12:34:56.789012Z` as DECNET writes it: `2026-05-01 12:34:56.789012`.
+fn decnet_time(ours: &str) -> String {
+    ours.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+/// DECNET's `created_at` text as this store writes it (an odd value is shown as it is).
+fn from_decnet_time(text: String) -> String {
+    let fixed = text.len() == 26 && text.as_bytes().get(10) == Some(&b' ');
+    if fixed {
+        format!("{}Z", text.replacen(' ', "T", 1))
+    } else {
+        text
+    }
+}
+
+fn read_row(row: &rusqlite::Row<'_>, shape: TableShape) -> rusqlite::Result<StoredTag> {
     let evidence: String = row.get(14)?;
     let (evidence, odd_evidence) = match serde_json::from_str(&evidence) {
         Ok(Value::Object(map)) => (map, None),
@@ -203,7 +275,10 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTag> {
         },
         attack_release: row.get(15)?,
         mitre_url: row.get(16)?,
-        created_at: row.get(17)?,
+        created_at: match shape {
+            TableShape::Ours => row.get(17)?,
+            TableShape::Decnet => from_decnet_time(row.get(17)?),
+        },
         odd_evidence,
     })
 }
@@ -244,10 +319,15 @@ mod tests {
             ..TagsQuery::default()
         };
         let now = SystemTime::now();
-        let (c, p) = where_clauses(&q("203.0.113.7"), now).unwrap();
+        let (c, p) = where_clauses(&q("203.0.113.7"), now, TableShape::Ours).unwrap();
         assert_eq!(c, ["attacker_ip = ?"]);
         assert_eq!(p, [SqlValue::Text("203.0.113.7".into())]);
-        let (c, p) = where_clauses(&q("0B6C1F7E-2D4A-4F0E-9C1B-5A3E7D9F1C20"), now).unwrap();
+        let (c, p) = where_clauses(
+            &q("0B6C1F7E-2D4A-4F0E-9C1B-5A3E7D9F1C20"),
+            now,
+            TableShape::Ours,
+        )
+        .unwrap();
         assert_eq!(c, ["attacker_uuid = ?"]);
         assert_eq!(
             p,
@@ -255,7 +335,7 @@ mod tests {
                 "0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20".into()
             )]
         );
-        assert!(where_clauses(&q("mallory"), now).is_err());
+        assert!(where_clauses(&q("mallory"), now, TableShape::Ours).is_err());
     }
 
     #[test]

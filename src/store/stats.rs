@@ -10,17 +10,20 @@ use super::clock::cutoff;
 use super::db::Store;
 use super::error::StoreError;
 use super::location::sidecar;
+use super::query::TableShape;
 
 /// Counts over the whole store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
-    pub schema_version: i64,
+    /// This store's schema version; `None` for DECNET's database, which has its own.
+    pub schema_version: Option<i64>,
     pub total: i64,
     pub last_24h: i64,
     /// Distinct attackers among attacker-anchored tags: by `attacker_uuid`, or by address
     /// for tags whose address is not yet resolved. Identity roll-ups do not count.
     pub attackers: i64,
-    pub anchors: i64,
+    /// Addresses learned from the bus; `None` for DECNET's database (its `attackers` table).
+    pub anchors: Option<i64>,
     /// Parent technique id → tags, most first.
     pub by_technique: Vec<(String, i64)>,
     /// Rule id → tags, most first.
@@ -31,45 +34,77 @@ pub struct Stats {
 
 impl Store {
     pub fn stats(&self) -> Result<Stats, StoreError> {
-        let sqlite = |e| self.sqlite(e);
-        let count = |sql: &str, param: Option<&str>| -> Result<i64, StoreError> {
-            match param {
-                Some(p) => self.conn.query_row(sql, [p], |r| r.get(0)),
-                None => self.conn.query_row(sql, [], |r| r.get(0)),
-            }
-            .map_err(sqlite)
-        };
-        let day_ago = cutoff(SystemTime::now(), Duration::from_secs(86_400));
-        Ok(Stats {
-            schema_version: self.schema_version()?,
-            total: count("SELECT COUNT(*) FROM ttp_tag", None)?,
-            last_24h: count(
-                "SELECT COUNT(*) FROM ttp_tag WHERE created_at >= ?1",
-                Some(&day_ago),
-            )?,
-            attackers: count(
-                "SELECT COUNT(DISTINCT COALESCE(attacker_uuid, 'ip:' || attacker_ip))
-                 FROM ttp_tag WHERE attacker_uuid IS NOT NULL OR attacker_ip IS NOT NULL",
-                None,
-            )?,
-            anchors: count("SELECT COUNT(*) FROM attacker_anchor", None)?,
-            by_technique: self.grouped("technique_id")?,
-            by_rule: self.grouped("rule_id")?,
-            file_bytes: file_bytes(&self.path)?,
-        })
-    }
-
-    fn grouped(&self, column: &'static str) -> Result<Vec<(String, i64)>, StoreError> {
-        let sql = format!(
-            "SELECT {column}, COUNT(*) AS n FROM ttp_tag GROUP BY {column} ORDER BY n DESC, {column}"
+        let mut stats =
+            stats_in(&self.conn, TableShape::Ours, &self.path).map_err(|e| match e {
+                StatsFailed::Sqlite(e) => self.sqlite(e),
+                StatsFailed::Store(e) => e,
+            })?;
+        stats.schema_version = Some(self.schema_version()?);
+        stats.anchors = Some(
+            self.conn
+                .query_row("SELECT COUNT(*) FROM attacker_anchor", [], |r| r.get(0))
+                .map_err(|e| self.sqlite(e))?,
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sqlite(e))
+        Ok(stats)
     }
+}
+
+/// Why counting failed.
+#[derive(Debug)]
+pub enum StatsFailed {
+    Sqlite(rusqlite::Error),
+    Store(StoreError),
+}
+
+/// The counts over `conn`'s `ttp_tag` (file `path`), without what only this store has.
+pub fn stats_in(
+    conn: &rusqlite::Connection,
+    shape: TableShape,
+    path: &Path,
+) -> Result<Stats, StatsFailed> {
+    let count = |sql: &str, param: Option<&str>| -> Result<i64, StatsFailed> {
+        match param {
+            Some(p) => conn.query_row(sql, [p], |r| r.get(0)),
+            None => conn.query_row(sql, [], |r| r.get(0)),
+        }
+        .map_err(StatsFailed::Sqlite)
+    };
+    let mut day_ago = cutoff(SystemTime::now(), Duration::from_secs(86_400));
+    let attackers = match shape {
+        TableShape::Ours => {
+            "SELECT COUNT(DISTINCT COALESCE(attacker_uuid, 'ip:' || attacker_ip))
+             FROM ttp_tag WHERE attacker_uuid IS NOT NULL OR attacker_ip IS NOT NULL"
+        }
+        TableShape::Decnet => {
+            day_ago = day_ago.trim_end_matches('Z').replacen('T', " ", 1);
+            "SELECT COUNT(DISTINCT attacker_uuid) FROM ttp_tag WHERE attacker_uuid IS NOT NULL"
+        }
+    };
+    Ok(Stats {
+        schema_version: None,
+        total: count("SELECT COUNT(*) FROM ttp_tag", None)?,
+        last_24h: count(
+            "SELECT COUNT(*) FROM ttp_tag WHERE created_at >= ?1",
+            Some(&day_ago),
+        )?,
+        attackers: count(attackers, None)?,
+        anchors: None,
+        by_technique: grouped(conn, "technique_id").map_err(StatsFailed::Sqlite)?,
+        by_rule: grouped(conn, "rule_id").map_err(StatsFailed::Sqlite)?,
+        file_bytes: file_bytes(path).map_err(StatsFailed::Store)?,
+    })
+}
+
+fn grouped(
+    conn: &rusqlite::Connection,
+    column: &'static str,
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    let sql = format!(
+        "SELECT {column}, COUNT(*) AS n FROM ttp_tag GROUP BY {column} ORDER BY n DESC, {column}"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }
 
 fn file_bytes(db: &Path) -> Result<u64, StoreError> {
