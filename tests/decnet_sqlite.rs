@@ -355,3 +355,52 @@ fn a_database_that_is_not_decnets_stops_the_worker_with_exit_2() {
         .unwrap_or_default();
     assert_eq!(tables, 2);
 }
+
+/// DECNET's own processes hold its file's write lock longer than the worker waits: in durable
+/// mode the batch is held, retried and acknowledged only once committed; nothing is lost.
+#[test]
+fn a_locked_decnet_database_holds_the_batch_and_loses_nothing_in_durable_mode() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = decnet_database(dir.path());
+    let server = NatsServer::start_jetstream();
+    let health = HealthWatch::new(&server);
+    let blocker = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut args: Vec<String> = reference_args();
+    args.extend([
+        "--durable".into(),
+        "--heartbeat-interval".into(),
+        "0.2".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = server.url();
+    let local = dir.path().join("ttp.db").display().to_string();
+    let mut worker = Worker::start(
+        &args,
+        &[
+            ("DECNET_BUS_URL", url.as_str()),
+            ("DECNET_DB_PATH", db.as_str()),
+            ("DECNET_TTP_DB", local.as_str()),
+            ("DECNET_TTP_POLL_INTERVAL", "0.2"),
+        ],
+    );
+    worker.wait_for_log("connected to NATS");
+    let lines = corpus_lines();
+    publish(&server, &lines);
+    worker.wait_for_log("could not finish a batch");
+    blocker
+        .execute_batch("ROLLBACK")
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_processed(&health, lines.len() as u64);
+    assert_eq!(rows_by_uuid(&db).len(), decnet_rows().len());
+    assert!(
+        worker.log_text().contains("is unavailable for now"),
+        "{}",
+        worker.log_text()
+    );
+    worker.signal("TERM");
+    let _ = worker.wait_exit(Duration::from_secs(10));
+}
