@@ -38,6 +38,10 @@ pub struct DecnetPipeline {
     attackers: AttackerCache,
     counters: Arc<Counters>,
     last_recheck: Instant,
+    /// Where the next look at held messages starts: each look takes the next
+    /// [`RECHECK_WAITS`] rows waited for, so that rows that never appear do not keep the
+    /// others from being looked at.
+    recheck_from: usize,
 }
 
 /// One message on its way through: as received, or as held.
@@ -90,6 +94,7 @@ impl DecnetPipeline {
             attackers: AttackerCache::default(),
             counters,
             last_recheck: Instant::now(),
+            recheck_from: 0,
         }
     }
 
@@ -236,8 +241,13 @@ impl DecnetPipeline {
         let counters = Arc::clone(&self.counters);
         let waits = self
             .local
-            .pending_waits(RECHECK_WAITS)
+            .pending_waits(RECHECK_WAITS, self.recheck_from)
             .map_err(|e| local_failed(e, &counters))?;
+        self.recheck_from = if waits.len() < RECHECK_WAITS {
+            0
+        } else {
+            self.recheck_from + RECHECK_WAITS
+        };
         if waits.is_empty() {
             return Ok(());
         }

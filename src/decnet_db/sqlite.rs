@@ -18,8 +18,8 @@ use super::intel::{CATCHUP_COLUMNS, ColumnKind};
 use super::ipv6::{Ipv6Leak, leak_records};
 use super::schema::{self, SchemaMismatch};
 use crate::store::{
-    ATTACK_RELEASE, QueryFailed, Stats, StatsFailed, StoredTag, TableShape, TagsQuery,
-    format_sql_utc, mitre_url, query_tags_in, stats_in,
+    ATTACK_RELEASE, Checkpointer, QueryFailed, Stats, StatsFailed, StoredTag, TableShape,
+    TagsQuery, WRITER_AUTOCHECKPOINT_PAGES, format_sql_utc, mitre_url, query_tags_in, stats_in,
 };
 use crate::tagging::Tag;
 
@@ -31,6 +31,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const CHUNK: usize = 500;
 
 pub struct SqliteDb {
+    /// Folds the WAL back beside the main loop (stops before the connection closes).
+    _checkpointer: Option<Checkpointer>,
     path: PathBuf,
     conn: Connection,
 }
@@ -59,7 +61,21 @@ impl SqliteDb {
         )
         .map_err(failed)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        // As DECNET's own connections run (docs/decnet-db.md §1). `synchronous` belongs to the
+        // connection, not the file: nobody else's setting changes.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(failed)?;
+        // DECNET's `ttp_tag` has a dozen indexes; a batch touches pages of each. Also only
+        // this connection's: 8 MiB at most, handed back when the daemon settles.
+        conn.pragma_update(None, "cache_size", -8192)
+            .map_err(failed)?;
+        // Checkpoints from a second connection, passive, so that the main loop does not stop
+        // to copy pages into the file in the middle of a commit (DECNET's own connections keep
+        // their own settings); this connection's automatic ones only as a safety net.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .map_err(failed)?;
         let db = SqliteDb {
+            _checkpointer: Checkpointer::start(path),
             path: path.to_owned(),
             conn,
         };
@@ -89,6 +105,7 @@ impl SqliteDb {
         .map_err(failed)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
         let db = SqliteDb {
+            _checkpointer: None,
             path: path.to_owned(),
             conn,
         };

@@ -28,6 +28,7 @@ mod schema;
 mod stats;
 
 pub use anchors::Anchor;
+pub use checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
 pub use clock::{format_sql_utc, format_utc};
 pub use db::{ATTACK_RELEASE, Store};
 pub use error::{BUSY_TIMEOUT, StoreError};

@@ -112,6 +112,9 @@ impl Store {
     /// Holds `messages` (one transaction); a message held already keeps its first entry.
     /// Returns how many were new.
     pub fn hold(&mut self, messages: &[Held]) -> Result<usize, StoreError> {
+        if messages.is_empty() {
+            return Ok(0);
+        }
         let path = self.path.clone();
         let sqlite = |e| StoreError::from_sqlite(&path, e);
         let now = format_utc(std::time::SystemTime::now());
@@ -170,18 +173,19 @@ impl Store {
         tx.commit().map_err(sqlite)
     }
 
-    /// What held messages wait for, at most `limit` distinct rows, oldest first.
-    pub fn pending_waits(&self, limit: usize) -> Result<Vec<Wait>, StoreError> {
+    /// What held messages wait for: at most `limit` distinct rows, oldest first, after
+    /// skipping `offset` of them (a caller that looks at all of them in turns).
+    pub fn pending_waits(&self, limit: usize, offset: usize) -> Result<Vec<Wait>, StoreError> {
         let sqlite = |e| StoreError::from_sqlite(&self.path, e);
         let mut statement = self
             .conn
             .prepare_cached(
                 "SELECT waiting_for FROM pending_message GROUP BY waiting_for
-                 ORDER BY MIN(held_at) LIMIT ?1",
+                 ORDER BY MIN(held_at), waiting_for LIMIT ?1 OFFSET ?2",
             )
             .map_err(sqlite)?;
         let rows = statement
-            .query_map([limit as i64], |row| row.get::<_, String>(0))
+            .query_map([limit as i64, offset as i64], |row| row.get::<_, String>(0))
             .map_err(sqlite)?;
         let mut waits = Vec::new();
         for row in rows {
@@ -319,8 +323,9 @@ mod tests {
         }
         let mut store = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.pending_count().ok(), Some(2));
-        let waits = store.pending_waits(10).unwrap_or_default();
+        let waits = store.pending_waits(10, 0).unwrap_or_default();
         assert_eq!(waits.len(), 2);
+        assert_eq!(store.pending_waits(10, 1).unwrap_or_default(), waits[1..]);
         let for_a = store
             .held_for(&Wait::Address("198.51.100.1".into()))
             .unwrap_or_default();
