@@ -109,7 +109,12 @@ fn seeded_database(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// Publishes every line at `rate` events/s and times the worker until it has processed them
 /// all: published/s, processed/s, rows in DECNET's table, messages held.
-fn throughput(lines: &[String], db: &std::path::Path, durable: bool, rate: u64) -> (f64, f64, i64, u64) {
+fn throughput(
+    lines: &[String],
+    db: &std::path::Path,
+    durable: bool,
+    rate: u64,
+) -> (f64, f64, i64, u64) {
     let server = NatsServer::start_on(free_port(), durable);
     let health = HealthWatch::new(&server);
     let state = tempfile::tempdir().unwrap();
