@@ -353,7 +353,9 @@ fn url_has_credentials(url: &str) -> bool {
     redact_url(url) != url
 }
 
-/// DECNET's database, from `--decnet-db-*` or DECNET's own variables.
+/// DECNET's database, from `--decnet-db-*` or DECNET's own variables. The MySQL password is
+/// read here, once: from `--decnet-db-password-file`/`DECNET_DB_PASSWORD_FILE`, else DECNET's
+/// `DECNET_DB_PASSWORD`; a URL flag carrying one is refused (`ps` would show it).
 fn resolve_decnet_db(
     flags: &RunArgs,
     env: &impl Fn(&str) -> Option<String>,
@@ -363,8 +365,53 @@ fn resolve_decnet_db(
     fn as_ref(p: &Option<(String, String)>) -> Option<(&str, &str)> {
         p.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))
     }
-    crate::decnet_db::settings::resolve(as_ref(&db_type), as_ref(&path))
+    let is_mysql = db_type
+        .as_ref()
+        .is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("mysql"));
+    let mut mysql = crate::decnet_db::settings::MysqlInputs::default();
+    if is_mysql {
+        mysql.url = pick(&flags.decnet_db_url, &settings::DECNET_DB_URL, env);
+        if let (Some(_), Some(url)) = (&flags.decnet_db_url, &mysql.url)
+            && url_has_password(&url.1)
+        {
+            return Err(invalid(
+                &url.0,
+                &redact_url(&url.1),
+                format!(
+                    "a password on the command line shows in ps: leave it out of the URL and \
+                     put it in a file named by --{} or {}",
+                    settings::DECNET_DB_PASSWORD_FILE.flag,
+                    settings::DECNET_DB_PASSWORD_FILE.env
+                ),
+            ));
+        }
+        mysql.host = pick(&flags.decnet_db_host, &settings::DECNET_DB_HOST, env);
+        mysql.port = pick(&flags.decnet_db_port, &settings::DECNET_DB_PORT, env);
+        mysql.name = pick(&flags.decnet_db_name, &settings::DECNET_DB_NAME, env);
+        mysql.user = pick(&flags.decnet_db_user, &settings::DECNET_DB_USER, env);
+        mysql.password = match pick(
+            &flags.decnet_db_password_file,
+            &settings::DECNET_DB_PASSWORD_FILE,
+            env,
+        ) {
+            Some((setting, file)) => {
+                Some(security::read_password(&file).map_err(|e| unreadable(&setting, &file, e))?)
+            }
+            None => env(settings::ENV_DECNET_DB_PASSWORD).map(security::Secret::new),
+        };
+    }
+    crate::decnet_db::settings::resolve(as_ref(&db_type), as_ref(&path), mysql)
         .map_err(|e| ConfigError::DecnetDb(e.to_string()))
+}
+
+/// Whether a URL's user-info has a `:password` part.
+fn url_has_password(url: &str) -> bool {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority
+        .rfind('@')
+        .is_some_and(|at| authority[..at].contains(':'))
 }
 
 /// `--db` or `DECNET_TTP_DB`, else the state directory (systemd's, then XDG's).
