@@ -1061,4 +1061,85 @@ mod tests {
         let err = security(&[(settings::TLS_CERT.env, &cert)]).unwrap_err();
         assert!(err.to_string().contains("--tls-key"), "{err}");
     }
+
+    #[test]
+    fn decnets_mysql_password_from_a_file_or_decnets_variable_never_from_a_flag_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = secret_file(&dir, "db", "s3cr:et\n");
+        let password =
+            |env: &[(&str, &str)], flags: RunArgs| match resolve(flags, env).map(|c| c.decnet_db) {
+                Ok(Some(DecnetDbSettings::Mysql { password, .. })) => Ok(password),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            };
+        let mysql = ("DECNET_DB_TYPE", "mysql");
+        assert_eq!(
+            password(
+                &[mysql, (settings::DECNET_DB_PASSWORD_FILE.env, &file)],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("s3cr:et")))
+        );
+        // The file wins over DECNET's variable; the variable alone works too.
+        assert_eq!(
+            password(
+                &[
+                    mysql,
+                    (settings::DECNET_DB_PASSWORD_FILE.env, &file),
+                    (settings::ENV_DECNET_DB_PASSWORD, "env")
+                ],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("s3cr:et")))
+        );
+        assert_eq!(
+            password(
+                &[mysql, (settings::ENV_DECNET_DB_PASSWORD, "env")],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("env")))
+        );
+        let missing = password(
+            &[
+                mysql,
+                (settings::DECNET_DB_PASSWORD_FILE.env, "/nonexistent/pw"),
+            ],
+            RunArgs::default(),
+        )
+        .unwrap_err();
+        assert!(missing.contains("DECNET_DB_PASSWORD_FILE") && missing.contains("no such file"));
+        // A password in the URL flag is refused, and not shown.
+        let flags = RunArgs {
+            decnet_db_url: Some("mysql://decnet:hunter2@db/decnet".into()),
+            ..RunArgs::default()
+        };
+        let err = password(&[mysql], flags).unwrap_err();
+        assert!(
+            err.contains("--decnet-db-url") && err.contains("ps"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        // Without one it is fine; in DECNET_DB_URL it is DECNET's way and accepted.
+        let flags = RunArgs {
+            decnet_db_url: Some("mysql://decnet@db/decnet".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(password(&[mysql], flags), Ok(None));
+        assert_eq!(
+            password(
+                &[mysql, ("DECNET_DB_URL", "mysql://decnet:hunter2@db/decnet")],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("hunter2")))
+        );
+        // Not mysql: the MySQL settings are not read at all.
+        let sqlite = resolve(
+            RunArgs::default(),
+            &[
+                ("DECNET_DB_PATH", "/x.db"),
+                (settings::DECNET_DB_PASSWORD_FILE.env, "/nonexistent"),
+            ],
+        );
+        assert!(sqlite.is_ok());
+    }
 }
