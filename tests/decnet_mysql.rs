@@ -122,6 +122,7 @@ fn compare_with_decnet(url: &str) {
     let missing: Vec<&String> = want.keys().filter(|u| !stored.contains_key(*u)).collect();
     let extra: Vec<&String> = stored.keys().filter(|u| !want.contains_key(*u)).collect();
     let mut different = Vec::new();
+    let mut order_dependent = 0;
     for (uuid, row) in &stored {
         let Some(expected) = want.get(uuid) else {
             continue;
@@ -143,6 +144,14 @@ fn compare_with_decnet(url: &str) {
                 }
                 continue;
             }
+            // An identity's tags (source id = the identity) come from messages on several
+            // subjects; the worker's subscriptions deliver those in varying order, and the
+            // first stored keeps its evidence (as in DECNET and in the SQLite backend).
+            if key == "evidence" && row["source_kind"] == "identity" && row.get(key) != Some(value)
+            {
+                order_dependent += 1;
+                continue;
+            }
             if row.get(key) != Some(value) {
                 different.push(format!(
                     "{uuid} {key}: want {value} got {}",
@@ -153,16 +162,88 @@ fn compare_with_decnet(url: &str) {
         assert_eq!(row["attack_release"], "v15.1", "{uuid}");
     }
     eprintln!(
-        "{} rows stored, {} of DECNET's: {} missing, {} extra, {} differences",
+        "{} rows stored, {} of DECNET's: {} missing, {} extra, {} differences, {} identity \
+         evidence from another message of the same identity",
         stored.len(),
         want.len(),
         missing.len(),
         extra.len(),
-        different.len()
+        different.len(),
+        order_dependent
     );
     assert!(missing.is_empty(), "missing {}: {missing:?}", missing.len());
     assert!(extra.is_empty(), "extra: {extra:#?}");
     assert!(different.is_empty(), "{different:#?}");
+}
+
+/// DECNET's own `insert_tags` writes its rows into a second database on the same server; what
+/// DECNET reads back from it and from the worker's rows is the same, every field but
+/// created_at (the time of writing) and mitre_url (see below). This is also what shows that the
+/// single-precision confidences are DECNET's own column's doing.
+fn same_as_decnets_own_insert(db: &MariaDb, dir: &Path) {
+    db.sql(&format!(
+        "CREATE DATABASE decnet_own CHARACTER SET utf8mb4; GRANT ALL PRIVILEGES ON decnet_own.* TO '{}'@'%';",
+        db.user
+    ));
+    let own = format!(
+        "mysql://{}:{}@127.0.0.1:{}/decnet_own",
+        db.user, db.password, db.port
+    );
+    let decnet = Decnet::get();
+    decnet.create(&own);
+    decnet.seed_dev_1k(&own);
+    let file = dir.join("decnet-rows.jsonl");
+    let rows: String = decnet_rows()
+        .values()
+        .map(|t| t.to_string() + "\n")
+        .collect();
+    fs::write(&file, rows).unwrap_or_else(|e| panic!("{e}"));
+    let inserted = decnet.insert_tags(&own, &file);
+    let by_uuid = |url: &str| -> BTreeMap<String, Value> {
+        decnet
+            .all_tags(url)
+            .into_iter()
+            .map(|mut t| {
+                if let Some(o) = t.as_object_mut() {
+                    o.remove("created_at");
+                    // The harness runs DECNET's insert without its ATT&CK bundle, so DECNET
+                    // leaves mitre_url null there; the worker's URLs are checked by the
+                    // SQLite test and the store's own tests.
+                    o.remove("mitre_url");
+                    if o.get("source_kind").and_then(Value::as_str) == Some("identity") {
+                        o.remove("evidence"); // see compare_with_decnet
+                    }
+                }
+                (t["uuid"].as_str().unwrap_or_default().to_owned(), t)
+            })
+            .collect()
+    };
+    let theirs = by_uuid(&own);
+    let ours = by_uuid(&db.url());
+    let differing = theirs
+        .iter()
+        .filter(|(uuid, row)| ours.get(*uuid) != Some(*row))
+        .count();
+    eprintln!(
+        "DECNET's own insert: {inserted}; {} rows read back, {differing} differ from the worker's",
+        theirs.len()
+    );
+    let first: Vec<String> = theirs
+        .iter()
+        .filter_map(|(uuid, row)| {
+            let mine = ours.get(uuid)?;
+            let keys: Vec<String> = row
+                .as_object()?
+                .iter()
+                .filter(|(k, v)| mine.get(k.as_str()) != Some(*v))
+                .map(|(k, v)| format!("{k}: DECNET {v} worker {}", mine[k.as_str()]))
+                .collect();
+            (!keys.is_empty()).then(|| keys.join("; "))
+        })
+        .take(3)
+        .collect();
+    assert_eq!(theirs.len(), ours.len());
+    assert_eq!(differing, 0, "{first:#?}");
 }
 
 #[test]
@@ -183,6 +264,7 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_mariadb() {
     );
 
     compare_with_decnet(&db.url());
+    same_as_decnets_own_insert(&db, dir.path());
     let log = worker.log_text();
     assert!(
         log.contains("tags go into DECNET's database (MySQL decnet@127.0.0.1"),
@@ -336,4 +418,25 @@ fn the_database_stopped_mid_stream_in_durable_mode_loses_nothing() {
     compare_with_decnet(&db.url());
     worker.signal("TERM");
     let _ = worker.wait_exit(Duration::from_secs(10));
+}
+
+#[test]
+fn a_server_not_reachable_at_start_is_waited_for_not_a_crash_loop() {
+    let port = common::free_port().to_string();
+    let mut worker = Worker::start(
+        &["--no-bus"],
+        &[
+            ("DECNET_DB_TYPE", "mysql"),
+            ("DECNET_DB_HOST", "127.0.0.1"),
+            ("DECNET_DB_PORT", port.as_str()),
+            ("DECNET_DB_PASSWORD", "pw-not-logged"),
+        ],
+    );
+    worker.wait_for_log("cannot reach DECNET's database MySQL decnet@127.0.0.1");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(worker.is_running(), "{}", worker.log_text());
+    assert!(worker.log_text().contains("trying again in"));
+    assert!(!worker.log_text().contains("pw-not-logged"));
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(5)).is_some());
 }
