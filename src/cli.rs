@@ -98,14 +98,41 @@ pub struct RunArgs {
     #[arg(long = settings::DB.flag, value_name = "PATH")]
     pub db: Option<String>,
 
-    /// Write tags into DECNET's own database (sqlite; set by DECNET_DB_PATH alone too), where
-    /// DECNET's dashboard and API read them
+    /// Write tags into DECNET's own database (sqlite or mysql; sqlite is set by
+    /// DECNET_DB_PATH alone too), where DECNET's dashboard and API read them
     #[arg(long = settings::DECNET_DB_TYPE.flag, value_name = "TYPE")]
     pub decnet_db_type: Option<String>,
 
     /// DECNET's SQLite file, as DECNET's own processes use it (never created by the worker)
     #[arg(long = settings::DECNET_DB_PATH.flag, value_name = "PATH")]
     pub decnet_db_path: Option<String>,
+
+    /// DECNET's MySQL/MariaDB database as a URL, mysql://USER@HOST:PORT/DATABASE (also
+    /// mysql+asyncmy:// and the like; ?ssl=true or ?ssl-mode=REQUIRED for TLS); with a
+    /// password in it only from DECNET_DB_URL, never as a flag (ps would show it)
+    #[arg(long = settings::DECNET_DB_URL.flag, value_name = "URL")]
+    pub decnet_db_url: Option<String>,
+
+    /// DECNET's MySQL server, when no URL is given (default localhost)
+    #[arg(long = settings::DECNET_DB_HOST.flag, value_name = "HOST")]
+    pub decnet_db_host: Option<String>,
+
+    /// DECNET's MySQL port (default 3306)
+    #[arg(long = settings::DECNET_DB_PORT.flag, value_name = "PORT")]
+    pub decnet_db_port: Option<String>,
+
+    /// DECNET's MySQL database name (default decnet)
+    #[arg(long = settings::DECNET_DB_NAME.flag, value_name = "NAME")]
+    pub decnet_db_name: Option<String>,
+
+    /// DECNET's MySQL user (default decnet)
+    #[arg(long = settings::DECNET_DB_USER.flag, value_name = "NAME")]
+    pub decnet_db_user: Option<String>,
+
+    /// File holding DECNET's MySQL password (one line); DECNET's own DECNET_DB_PASSWORD is
+    /// read too when no file is given
+    #[arg(long = settings::DECNET_DB_PASSWORD_FILE.flag, value_name = "FILE")]
+    pub decnet_db_password_file: Option<String>,
 
     #[command(flatten)]
     pub engine: EngineArgs,

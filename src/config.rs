@@ -353,12 +353,36 @@ fn url_has_credentials(url: &str) -> bool {
     redact_url(url) != url
 }
 
-/// DECNET's database, from `--decnet-db-*` or DECNET's own variables.
+/// DECNET's database, from `--decnet-db-*` or DECNET's own variables. The MySQL password is
+/// read here, once: from `--decnet-db-password-file`/`DECNET_DB_PASSWORD_FILE`, else DECNET's
+/// `DECNET_DB_PASSWORD`; a URL flag carrying one is refused (`ps` would show it).
 fn resolve_decnet_db(
     flags: &RunArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<DecnetDbSettings>, ConfigError> {
-    decnet_db_from(&flags.decnet_db_type, &flags.decnet_db_path, env)
+    let given = DecnetDbFlags {
+        db_type: &flags.decnet_db_type,
+        path: &flags.decnet_db_path,
+        url: &flags.decnet_db_url,
+        host: &flags.decnet_db_host,
+        port: &flags.decnet_db_port,
+        name: &flags.decnet_db_name,
+        user: &flags.decnet_db_user,
+        password_file: &flags.decnet_db_password_file,
+    };
+    decnet_db_from(&given, env)
+}
+
+/// The `--decnet-db-*` flags a command takes (`None` for those it has not).
+struct DecnetDbFlags<'a> {
+    db_type: &'a Option<String>,
+    path: &'a Option<String>,
+    url: &'a Option<String>,
+    host: &'a Option<String>,
+    port: &'a Option<String>,
+    name: &'a Option<String>,
+    user: &'a Option<String>,
+    password_file: &'a Option<String>,
 }
 
 /// What `tags` and `stats` read: the worker's own store when `--db` is given or no DECNET
@@ -367,8 +391,19 @@ pub fn resolve_read_source(
     args: &StoreArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<ReadSource, ConfigError> {
+    let none = None;
+    let given = DecnetDbFlags {
+        db_type: &args.decnet_db_type,
+        path: &args.decnet_db_path,
+        url: &none,
+        host: &none,
+        port: &none,
+        name: &none,
+        user: &none,
+        password_file: &none,
+    };
     if args.db.is_none()
-        && let Some(decnet) = decnet_db_from(&args.decnet_db_type, &args.decnet_db_path, env)?
+        && let Some(decnet) = decnet_db_from(&given, env)?
     {
         return Ok(ReadSource::Decnet(decnet));
     }
@@ -383,17 +418,57 @@ pub enum ReadSource {
 }
 
 fn decnet_db_from(
-    type_flag: &Option<String>,
-    path_flag: &Option<String>,
+    flags: &DecnetDbFlags<'_>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<DecnetDbSettings>, ConfigError> {
-    let db_type = pick(type_flag, &settings::DECNET_DB_TYPE, env);
-    let path = pick(path_flag, &settings::DECNET_DB_PATH, env);
+    let db_type = pick(flags.db_type, &settings::DECNET_DB_TYPE, env);
+    let path = pick(flags.path, &settings::DECNET_DB_PATH, env);
     fn as_ref(p: &Option<(String, String)>) -> Option<(&str, &str)> {
         p.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))
     }
-    crate::decnet_db::settings::resolve(as_ref(&db_type), as_ref(&path))
+    let is_mysql = db_type
+        .as_ref()
+        .is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("mysql"));
+    let mut mysql = crate::decnet_db::settings::MysqlInputs::default();
+    if is_mysql {
+        mysql.url = pick(flags.url, &settings::DECNET_DB_URL, env);
+        if let (Some(_), Some(url)) = (flags.url, &mysql.url)
+            && url_has_password(&url.1)
+        {
+            return Err(invalid(
+                &url.0,
+                &redact_url(&url.1),
+                format!(
+                    "a password on the command line shows in ps: leave it out of the URL and \
+                     put it in a file named by --{} or {}",
+                    settings::DECNET_DB_PASSWORD_FILE.flag,
+                    settings::DECNET_DB_PASSWORD_FILE.env
+                ),
+            ));
+        }
+        mysql.host = pick(flags.host, &settings::DECNET_DB_HOST, env);
+        mysql.port = pick(flags.port, &settings::DECNET_DB_PORT, env);
+        mysql.name = pick(flags.name, &settings::DECNET_DB_NAME, env);
+        mysql.user = pick(flags.user, &settings::DECNET_DB_USER, env);
+        mysql.password = match pick(flags.password_file, &settings::DECNET_DB_PASSWORD_FILE, env) {
+            Some((setting, file)) => {
+                Some(security::read_password(&file).map_err(|e| unreadable(&setting, &file, e))?)
+            }
+            None => env(settings::ENV_DECNET_DB_PASSWORD).map(security::Secret::new),
+        };
+    }
+    crate::decnet_db::settings::resolve(as_ref(&db_type), as_ref(&path), mysql)
         .map_err(|e| ConfigError::DecnetDb(e.to_string()))
+}
+
+/// Whether a URL's user-info has a `:password` part.
+fn url_has_password(url: &str) -> bool {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority
+        .rfind('@')
+        .is_some_and(|at| authority[..at].contains(':'))
 }
 
 /// `--db` or `DECNET_TTP_DB`, else the state directory (systemd's, then XDG's).
@@ -1042,5 +1117,86 @@ mod tests {
         );
         let err = security(&[(settings::TLS_CERT.env, &cert)]).unwrap_err();
         assert!(err.to_string().contains("--tls-key"), "{err}");
+    }
+
+    #[test]
+    fn decnets_mysql_password_from_a_file_or_decnets_variable_never_from_a_flag_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = secret_file(&dir, "db", "s3cr:et\n");
+        let password =
+            |env: &[(&str, &str)], flags: RunArgs| match resolve(flags, env).map(|c| c.decnet_db) {
+                Ok(Some(DecnetDbSettings::Mysql { password, .. })) => Ok(password),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            };
+        let mysql = ("DECNET_DB_TYPE", "mysql");
+        assert_eq!(
+            password(
+                &[mysql, (settings::DECNET_DB_PASSWORD_FILE.env, &file)],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("s3cr:et")))
+        );
+        // The file wins over DECNET's variable; the variable alone works too.
+        assert_eq!(
+            password(
+                &[
+                    mysql,
+                    (settings::DECNET_DB_PASSWORD_FILE.env, &file),
+                    (settings::ENV_DECNET_DB_PASSWORD, "env")
+                ],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("s3cr:et")))
+        );
+        assert_eq!(
+            password(
+                &[mysql, (settings::ENV_DECNET_DB_PASSWORD, "env")],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("env")))
+        );
+        let missing = password(
+            &[
+                mysql,
+                (settings::DECNET_DB_PASSWORD_FILE.env, "/nonexistent/pw"),
+            ],
+            RunArgs::default(),
+        )
+        .unwrap_err();
+        assert!(missing.contains("DECNET_DB_PASSWORD_FILE") && missing.contains("no such file"));
+        // A password in the URL flag is refused, and not shown.
+        let flags = RunArgs {
+            decnet_db_url: Some("mysql://decnet:hunter2@db/decnet".into()),
+            ..RunArgs::default()
+        };
+        let err = password(&[mysql], flags).unwrap_err();
+        assert!(
+            err.contains("--decnet-db-url") && err.contains("ps"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        // Without one it is fine; in DECNET_DB_URL it is DECNET's way and accepted.
+        let flags = RunArgs {
+            decnet_db_url: Some("mysql://decnet@db/decnet".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(password(&[mysql], flags), Ok(None));
+        assert_eq!(
+            password(
+                &[mysql, ("DECNET_DB_URL", "mysql://decnet:hunter2@db/decnet")],
+                RunArgs::default()
+            ),
+            Ok(Some(Secret::new("hunter2")))
+        );
+        // Not mysql: the MySQL settings are not read at all.
+        let sqlite = resolve(
+            RunArgs::default(),
+            &[
+                ("DECNET_DB_PATH", "/x.db"),
+                (settings::DECNET_DB_PASSWORD_FILE.env, "/nonexistent"),
+            ],
+        );
+        assert!(sqlite.is_ok());
     }
 }

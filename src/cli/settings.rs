@@ -78,6 +78,19 @@ pub const DB: Setting = Setting::new("db", "DECNET_TTP_DB").default(
 /// (docs/decnet-db.md §1). Unset, the worker keeps its tags in its own store only.
 pub const DECNET_DB_TYPE: Setting = Setting::new("decnet-db-type", "DECNET_DB_TYPE");
 pub const DECNET_DB_PATH: Setting = Setting::new("decnet-db-path", "DECNET_DB_PATH");
+/// DECNET's MySQL database: a URL, else its parts (DECNET's defaults are applied in
+/// `decnet_db::settings`, so these have none here).
+pub const DECNET_DB_URL: Setting = Setting::new("decnet-db-url", "DECNET_DB_URL");
+pub const DECNET_DB_HOST: Setting = Setting::new("decnet-db-host", "DECNET_DB_HOST");
+pub const DECNET_DB_PORT: Setting = Setting::new("decnet-db-port", "DECNET_DB_PORT");
+pub const DECNET_DB_NAME: Setting = Setting::new("decnet-db-name", "DECNET_DB_NAME");
+pub const DECNET_DB_USER: Setting = Setting::new("decnet-db-user", "DECNET_DB_USER");
+/// The MySQL password as a file, like the bus's; DECNET's own `DECNET_DB_PASSWORD` (the
+/// password itself, in the environment) is read too, but has no flag: a flag would show it in
+/// `ps`.
+pub const DECNET_DB_PASSWORD_FILE: Setting =
+    Setting::new("decnet-db-password-file", "DECNET_DB_PASSWORD_FILE");
+pub const ENV_DECNET_DB_PASSWORD: &str = "DECNET_DB_PASSWORD";
 /// `tags` and `stats` read the daemon's store: same variable, same default.
 pub const STORE_DB: Setting = DB.default("as for the daemon");
 

@@ -20,9 +20,7 @@ pub fn run(db: &Path, mut out: impl Write) -> Result<(), Error> {
 /// [`run`] on DECNET's database, read-only.
 pub fn run_decnet(settings: &DecnetDbSettings, mut out: impl Write) -> Result<(), Error> {
     let stats = crate::decnet_db::stats(settings)?;
-    let name = match settings {
-        DecnetDbSettings::Sqlite { path } => format!("DECNET's SQLite database {}", path.display()),
-    };
+    let name = format!("DECNET's database, {}", settings.describe());
     write_stats(&name, &stats, &mut out)
         .and_then(|()| out.flush())
         .map_err(Error::Write)

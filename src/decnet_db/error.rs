@@ -16,6 +16,14 @@ pub enum DbError {
     )]
     NoFile { path: PathBuf },
 
+    /// A server that answers and refuses the worker: wrong user or password, no such
+    /// database, no access to it.
+    #[error(
+        "DECNET's database {where_} refuses the worker: {reason}; check DECNET_DB_URL or \
+         DECNET_DB_USER, DECNET_DB_NAME and the password"
+    )]
+    Refused { where_: String, reason: String },
+
     #[error("DECNET's database {where_}: {mismatch}")]
     Schema {
         where_: String,
@@ -43,7 +51,10 @@ impl DbError {
 
     /// `true` for what only the operator can fix before the worker can start (exit 2).
     pub fn is_setup(&self) -> bool {
-        matches!(self, DbError::NoFile { .. } | DbError::Schema { .. })
+        matches!(
+            self,
+            DbError::NoFile { .. } | DbError::Schema { .. } | DbError::Refused { .. }
+        )
     }
 
     pub(crate) fn from_sqlite(path: &std::path::Path, source: rusqlite::Error) -> DbError {

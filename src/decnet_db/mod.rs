@@ -6,7 +6,7 @@
 //! Layout: `settings.rs` (which database, from DECNET's variables), `schema.rs` (what must
 //! exist), `encode.rs` (values as DECNET writes them), `intel.rs` (the catch-up payload),
 //! `ipv6.rs` (the leak record), `cache.rs` (addresses looked up), one file per database kind
-//! behind [`Backend`] (`backend.rs`), `error.rs`.
+//! behind [`Backend`] (`backend.rs`: `sqlite.rs`, `mysql.rs`), `error.rs`.
 
 mod backend;
 mod cache;
@@ -14,6 +14,7 @@ mod encode;
 mod error;
 mod intel;
 mod ipv6;
+mod mysql;
 mod schema;
 pub mod settings;
 mod sqlite;
@@ -22,6 +23,7 @@ pub use backend::{Backend, Written};
 pub use cache::AttackerCache;
 pub use encode::python_json;
 pub use error::DbError;
+pub use mysql::MysqlDb;
 pub use schema::{REQUIRED, SchemaMismatch};
 pub use settings::DecnetDbSettings;
 pub use sqlite::SqliteDb;
@@ -30,6 +32,21 @@ pub use sqlite::SqliteDb;
 pub fn open(settings: &DecnetDbSettings) -> Result<Box<dyn Backend + Send>, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => Ok(Box::new(SqliteDb::open(path)?)),
+        DecnetDbSettings::Mysql {
+            host,
+            port,
+            database,
+            user,
+            password,
+            tls,
+        } => Ok(Box::new(MysqlDb::open(
+            host,
+            *port,
+            database,
+            user,
+            password.as_ref(),
+            tls.as_ref(),
+        )?)),
     }
 }
 
@@ -40,6 +57,7 @@ pub fn query_tags(
 ) -> Result<Vec<crate::store::StoredTag>, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.query_tags(query),
+        DecnetDbSettings::Mysql { .. } => Err(not_read_on_mysql(settings)),
     }
 }
 
@@ -47,5 +65,16 @@ pub fn query_tags(
 pub fn stats(settings: &DecnetDbSettings) -> Result<crate::store::Stats, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.stats(),
+        DecnetDbSettings::Mysql { .. } => Err(not_read_on_mysql(settings)),
+    }
+}
+
+/// `tags` and `stats` read DECNET's SQLite file only so far.
+fn not_read_on_mysql(settings: &DecnetDbSettings) -> DbError {
+    DbError::Failed {
+        where_: settings.describe(),
+        reason: "ttp-worker tags and stats do not read DECNET's MySQL database yet; DECNET's \
+                 dashboard shows its tags, and --db reads the worker's own store"
+            .into(),
     }
 }

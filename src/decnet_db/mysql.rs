@@ -1,0 +1,472 @@
+//! DECNET's MySQL or MariaDB database (docs/decnet-db.md §1), through the synchronous `mysql`
+//! crate. One connection, made again after the server went away; a batch is one transaction.
+//!
+//! At start the worker waits for a server it cannot reach (logging each attempt) instead of
+//! exiting, so that a database outage at boot is not a restart loop; a server that answers and
+//! refuses (wrong password, no such database, a schema without DECNET's tables) stops it with
+//! exit 2. Once running, a lost server, a lock wait timeout or a deadlock are transient: the
+//! batch is held and retried.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder, Params, Row, SslOpts, TxOpts, Value as SqlValue};
+use serde_json::{Map, Value};
+
+use super::backend::{Backend, Written};
+use super::encode::python_json;
+use super::error::DbError;
+use super::intel::{CATCHUP_COLUMNS, ColumnKind};
+use super::ipv6::{Ipv6Leak, leak_records};
+use super::schema;
+use super::settings::MysqlTls;
+use crate::bus::security::Secret;
+use crate::store::{ATTACK_RELEASE, format_sql_utc, mitre_url};
+use crate::tagging::Tag;
+
+/// Lookups go in chunks of this many `?` (far under the protocol's 65535).
+const CHUNK: usize = 500;
+/// One connection attempt; a dead host must not hold the main loop for long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reading or writing one packet; longer than InnoDB's default lock wait (50 s) would be
+/// pointless, shorter keeps a hung server from freezing the loop.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection idle this long is pinged before use (servers close idle ones).
+const PING_AFTER: Duration = Duration::from_secs(60);
+/// Waits between connection attempts at start: doubling up to the last.
+const START_RETRY: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+];
+
+/// Ignores only an existing `uuid` (docs/decnet-db.md §8): unlike `INSERT IGNORE`, a foreign
+/// key or check failure is an error. Affected rows: 1 for a new row, 0 for one already there
+/// (the client does not ask for found rows).
+const INSERT_TAG: &str = "INSERT INTO ttp_tag (
+    uuid, source_kind, source_id, attacker_uuid, identity_uuid, session_id, decky_id, tactic,
+    technique_id, sub_technique_id, confidence, rule_id, rule_version, evidence, attack_release,
+    mitre_url, created_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON DUPLICATE KEY UPDATE uuid = uuid";
+
+/// Server errors that mean "this row", not "this batch": a foreign key, a check, a value the
+/// column does not take. InnoDB undoes only the failed statement, the transaction goes on.
+const REFUSALS: [u16; 11] = [
+    1048, // column cannot be null
+    1216, 1217, 1451, 1452, // foreign keys
+    1264, // out of range
+    1366, // incorrect value
+    1406, // too long
+    3140, // invalid JSON (MySQL)
+    3819, // check constraint (MySQL)
+    4025, // check constraint (MariaDB)
+];
+
+/// Server errors worth retrying unchanged: lock wait timeout, deadlock, shutdown, too many
+/// connections, a killed or timed-out statement, network errors the server saw.
+const TRANSIENT: [u16; 12] = [
+    1040, 1053, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 1969, 4031,
+];
+
+/// Server errors at connect that only the operator can fix: access denied, no such database.
+const SETUP: [u16; 4] = [1044, 1045, 1049, 1698];
+
+pub struct MysqlDb {
+    opts: Opts,
+    /// `user@host:port/database`, for messages (never the password).
+    where_: String,
+    conn: Option<Conn>,
+    last_used: Instant,
+}
+
+/// How a `mysql::Error` counts.
+enum Kind {
+    /// The connection is gone or unusable: drop it, retry later.
+    Connection,
+    Transient,
+    Setup,
+    Other,
+}
+
+fn kind(err: &mysql::Error) -> Kind {
+    match err {
+        mysql::Error::MySqlError(e) if SETUP.contains(&e.code) => Kind::Setup,
+        mysql::Error::MySqlError(e) if TRANSIENT.contains(&e.code) => Kind::Transient,
+        // Client-side codes for a lost server, should a server relay them.
+        mysql::Error::MySqlError(e) if matches!(e.code, 2006 | 2013) => Kind::Connection,
+        mysql::Error::MySqlError(_)
+        | mysql::Error::UrlError(_)
+        | mysql::Error::FromValueError(_)
+        | mysql::Error::FromRowError(_) => Kind::Other,
+        // I/O, protocol, driver (connect timeouts, broken packets) and TLS errors.
+        _ => Kind::Connection,
+    }
+}
+
+impl MysqlDb {
+    /// Connects (waiting for a server that cannot be reached yet) and checks the schema.
+    pub fn open(
+        host: &str,
+        port: u16,
+        database: &str,
+        user: &str,
+        password: Option<&Secret>,
+        tls: Option<&MysqlTls>,
+    ) -> Result<MysqlDb, DbError> {
+        let mut builder = OptsBuilder::new()
+            .ip_or_hostname(Some(host))
+            .tcp_port(port)
+            .db_name(Some(database))
+            .user(Some(user))
+            .pass(password.map(|p| p.expose().to_owned()))
+            // The crate would otherwise switch a loopback connection to the server's socket.
+            .prefer_socket(false)
+            .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
+            .read_timeout(Some(IO_TIMEOUT))
+            .write_timeout(Some(IO_TIMEOUT));
+        if let Some(tls) = tls {
+            let mut ssl =
+                SslOpts::default().with_danger_skip_domain_validation(tls.skip_host_check);
+            if let Some(ca) = &tls.ca {
+                ssl = ssl.with_root_cert_path(Some(ca.clone()));
+            }
+            builder = builder.ssl_opts(Some(ssl));
+        }
+        let host_shown = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let mut db = MysqlDb {
+            opts: Opts::from(builder),
+            where_: format!(
+                "MySQL {user}@{host_shown}:{port}/{database}{}",
+                if tls.is_some() { " (TLS)" } else { "" }
+            ),
+            conn: None,
+            last_used: Instant::now(),
+        };
+        db.connect_at_start()?;
+        let mismatch = db.schema_mismatch()?;
+        if !mismatch.is_empty() {
+            return Err(DbError::Schema {
+                where_: db.where_.clone(),
+                mismatch,
+            });
+        }
+        Ok(db)
+    }
+
+    fn connect_at_start(&mut self) -> Result<(), DbError> {
+        let mut attempt = 0usize;
+        loop {
+            match Conn::new(self.opts.clone()) {
+                Ok(conn) => {
+                    if attempt > 0 {
+                        log::info!("{} answers now", self.where_);
+                    }
+                    self.conn = Some(conn);
+                    self.last_used = Instant::now();
+                    return Ok(());
+                }
+                Err(e) => match kind(&e) {
+                    Kind::Setup => {
+                        return Err(DbError::Refused {
+                            where_: self.where_.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    Kind::Connection | Kind::Transient => {
+                        let wait = START_RETRY[attempt.min(START_RETRY.len() - 1)];
+                        attempt += 1;
+                        log::warn!(
+                            "cannot reach DECNET's database {} ({e}); trying again in {wait:?}",
+                            self.where_
+                        );
+                        std::thread::sleep(wait);
+                    }
+                    Kind::Other => return Err(self.error(e)),
+                },
+            }
+        }
+    }
+
+    /// `err` as a [`DbError`]; a connection that may be broken is dropped, to be made again.
+    fn error(&mut self, err: mysql::Error) -> DbError {
+        let where_ = self.where_.clone();
+        let reason = err.to_string();
+        match kind(&err) {
+            Kind::Connection => {
+                self.conn = None;
+                DbError::Unavailable { where_, reason }
+            }
+            Kind::Transient => DbError::Unavailable { where_, reason },
+            Kind::Setup => {
+                self.conn = None;
+                DbError::Unavailable { where_, reason }
+            }
+            Kind::Other => DbError::Failed { where_, reason },
+        }
+    }
+
+    /// Runs `work` on the connection, making it first if the last one was lost.
+    fn with_conn<T>(
+        &mut self,
+        work: impl FnOnce(&mut Conn) -> mysql::Result<T>,
+    ) -> Result<T, DbError> {
+        if let Some(conn) = self.conn.as_mut()
+            && self.last_used.elapsed() >= PING_AFTER
+            && conn.ping().is_err()
+        {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            match Conn::new(self.opts.clone()) {
+                Ok(conn) => {
+                    log::info!("connected to DECNET's database {} again", self.where_);
+                    self.conn = Some(conn);
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        let result = match self.conn.as_mut() {
+            Some(conn) => work(conn),
+            None => return Err(self.error(mysql::Error::server_disconnected())),
+        };
+        self.last_used = Instant::now();
+        result.map_err(|e| self.error(e))
+    }
+
+    fn schema_mismatch(&mut self) -> Result<schema::SchemaMismatch, DbError> {
+        let rows: Vec<(String, String)> = self.with_conn(|conn| {
+            conn.query(
+                "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.columns \
+                 WHERE TABLE_SCHEMA = DATABASE()",
+            )
+        })?;
+        let mut tables: HashMap<String, Vec<String>> = HashMap::new();
+        for (table, column) in rows {
+            tables.entry(table).or_default().push(column);
+        }
+        schema::check(|table| -> Result<_, DbError> { Ok(tables.get(table).cloned()) })
+    }
+
+    /// Runs `sql` (whose one `{}` becomes a list of `?`) for `keys` in chunks.
+    fn select_in(&mut self, sql: &str, keys: &[String]) -> Result<Vec<Row>, DbError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let statement = sql.replace("{}", &marks);
+            let params =
+                Params::Positional(chunk.iter().map(|k| SqlValue::from(k.as_str())).collect());
+            let rows: Vec<Row> = self.with_conn(|conn| conn.exec(statement, params))?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    fn uuids(&mut self, sql: &str, keys: &[String]) -> Result<HashSet<String>, DbError> {
+        Ok(self
+            .select_in(sql, keys)?
+            .into_iter()
+            .filter_map(|row| text(row.as_ref(0)?))
+            .collect())
+    }
+}
+
+/// A text value as the server sends it (bytes), or a number written out.
+fn text(value: &SqlValue) -> Option<String> {
+    match value {
+        SqlValue::NULL => None,
+        SqlValue::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        SqlValue::Int(n) => Some(n.to_string()),
+        SqlValue::UInt(n) => Some(n.to_string()),
+        other => Some(other.as_sql(true).trim_matches('\'').to_owned()),
+    }
+}
+
+/// One `attacker_intel` column as the catch-up payload has it (docs/decnet-db.md §5).
+fn intel_value(value: &SqlValue, kind: ColumnKind) -> Value {
+    match (value, kind) {
+        (SqlValue::NULL, _) => Value::Null,
+        (SqlValue::Int(n), ColumnKind::Bool) => Value::Bool(*n != 0),
+        (SqlValue::UInt(n), ColumnKind::Bool) => Value::Bool(*n != 0),
+        (SqlValue::Int(n), _) => Value::from(*n),
+        (SqlValue::UInt(n), _) => Value::from(*n),
+        (SqlValue::Float(f), _) => Value::from(f64::from(*f)),
+        (SqlValue::Double(f), _) => Value::from(*f),
+        // JSON columns come as text (MariaDB's LONGTEXT, MySQL's JSON as text).
+        (SqlValue::Bytes(b), ColumnKind::Json) => serde_json::from_slice(b).unwrap_or(Value::Null),
+        (SqlValue::Bytes(b), ColumnKind::Bool) => {
+            let t = String::from_utf8_lossy(b);
+            Value::Bool(t.trim() != "0" && !t.trim().is_empty())
+        }
+        (SqlValue::Bytes(b), ColumnKind::Int) => {
+            let t = String::from_utf8_lossy(b);
+            t.trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(t.into_owned()))
+        }
+        (SqlValue::Bytes(b), ColumnKind::Text) => {
+            Value::String(String::from_utf8_lossy(b).into_owned())
+        }
+        (other, _) => text(other).map_or(Value::Null, Value::String),
+    }
+}
+
+impl Backend for MysqlDb {
+    fn describe(&self) -> String {
+        self.where_.clone()
+    }
+
+    fn attackers_by_ip(&mut self, ips: &[String]) -> Result<HashMap<String, Vec<String>>, DbError> {
+        let rows = self.select_in("SELECT ip, uuid FROM attackers WHERE ip IN ({})", ips)?;
+        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+        for row in rows {
+            if let (Some(ip), Some(uuid)) =
+                (row.as_ref(0).and_then(text), row.as_ref(1).and_then(text))
+            {
+                found.entry(ip).or_default().push(uuid);
+            }
+        }
+        Ok(found)
+    }
+
+    fn existing_attackers(&mut self, uuids: &[String]) -> Result<HashSet<String>, DbError> {
+        self.uuids("SELECT uuid FROM attackers WHERE uuid IN ({})", uuids)
+    }
+
+    fn existing_identities(&mut self, uuids: &[String]) -> Result<HashSet<String>, DbError> {
+        self.uuids(
+            "SELECT uuid FROM attacker_identities WHERE uuid IN ({})",
+            uuids,
+        )
+    }
+
+    fn intel_rows(
+        &mut self,
+        attackers: &[String],
+    ) -> Result<HashMap<String, Map<String, Value>>, DbError> {
+        let columns: Vec<&str> = CATCHUP_COLUMNS.iter().map(|(name, _)| *name).collect();
+        let sql = format!(
+            "SELECT {} FROM attacker_intel WHERE attacker_uuid IN ({{}})",
+            columns.join(", ")
+        );
+        let rows = self.select_in(&sql, attackers)?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let mut payload = Map::new();
+                for (i, (name, kind)) in CATCHUP_COLUMNS.iter().enumerate() {
+                    let value = row.as_ref(i).map_or(Value::Null, |v| intel_value(v, *kind));
+                    payload.insert((*name).to_owned(), value);
+                }
+                let uuid = payload.get("attacker_uuid")?.as_str()?.to_owned();
+                Some((uuid, payload))
+            })
+            .collect())
+    }
+
+    fn write(&mut self, messages: &[Vec<Tag>], now: SystemTime) -> Result<Written, DbError> {
+        self.with_conn(|conn| write_batch(conn, messages, now))
+    }
+}
+
+/// One transaction for the whole batch; a refused row is reported and the rest stays.
+fn write_batch(conn: &mut Conn, messages: &[Vec<Tag>], now: SystemTime) -> mysql::Result<Written> {
+    // The text DECNET's driver sends; the column keeps what its type keeps (whole seconds for
+    // DECNET's `DATETIME`), exactly as for DECNET's own rows.
+    let created_at = format_sql_utc(now);
+    let mut written = Written::default();
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let insert = tx.prep(INSERT_TAG)?;
+    for tags in messages {
+        let mut new = Vec::new();
+        for (t, tag) in tags.iter().enumerate() {
+            let params = Params::Positional(vec![
+                SqlValue::from(tag.uuid.as_str()),
+                SqlValue::from(tag.source_kind.as_str()),
+                SqlValue::from(tag.source_id.as_str()),
+                SqlValue::from(tag.attacker_uuid.as_deref()),
+                SqlValue::from(tag.identity_uuid.as_deref()),
+                SqlValue::from(tag.session_id.as_deref()),
+                SqlValue::from(tag.decky_id.as_deref()),
+                SqlValue::from(tag.tactic.as_str()),
+                SqlValue::from(tag.technique_id.as_str()),
+                SqlValue::from(tag.sub_technique_id.as_deref()),
+                SqlValue::from(tag.confidence),
+                SqlValue::from(tag.rule_id.as_str()),
+                SqlValue::from(tag.rule_version),
+                SqlValue::from(python_json(&Value::Object(tag.evidence.clone()))),
+                SqlValue::from(ATTACK_RELEASE),
+                SqlValue::from(mitre_url(
+                    &tag.technique_id,
+                    tag.sub_technique_id.as_deref(),
+                )),
+                SqlValue::from(created_at.as_str()),
+            ]);
+            match tx.exec_drop(&insert, params) {
+                Ok(()) if tx.affected_rows() == 1 => new.push(t),
+                Ok(()) => {}
+                // InnoDB undoes this statement only; the row is reported, the rest stays.
+                Err(mysql::Error::MySqlError(e)) if REFUSALS.contains(&e.code) => {
+                    written.refused.push((tag.uuid.clone(), e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !new.is_empty() {
+            for leak in leak_records(tags) {
+                record_leak(&mut tx, &leak, now)?;
+            }
+        }
+        written.inserted.push(new);
+    }
+    tx.commit()?;
+    Ok(written)
+}
+
+/// docs/decnet-db.md §6, inside the batch's transaction.
+fn record_leak(
+    tx: &mut mysql::Transaction<'_>,
+    leak: &Ipv6Leak,
+    now: SystemTime,
+) -> mysql::Result<()> {
+    tx.exec_drop(
+        "UPDATE attackers SET ipv6_leak_count = COALESCE(ipv6_leak_count, 0) + 1,
+             last_ipv6_leak_at = ?, last_ipv6_link_local = ?, last_ipv6_iid_kind = ?,
+             last_ipv6_mac_oui = ?
+         WHERE uuid = ?",
+        (
+            format_sql_utc(now),
+            leak.addr.as_deref(),
+            leak.iid_kind.as_deref(),
+            leak.mac_oui.as_deref(),
+            leak.attacker_uuid.as_str(),
+        ),
+    )?;
+    let (Some(identity), Some(addr)) = (&leak.identity_uuid, &leak.addr) else {
+        return Ok(());
+    };
+    let stored: Option<Row> = tx.exec_first(
+        "SELECT ipv6_link_local_iids FROM attacker_identities WHERE uuid = ?",
+        (identity.as_str(),),
+    )?;
+    let Some(row) = stored else {
+        return Ok(());
+    };
+    let stored = row.as_ref(0).and_then(text);
+    if let Some(updated) = leak.appended_to(stored.as_deref(), addr, now) {
+        tx.exec_drop(
+            "UPDATE attacker_identities SET ipv6_link_local_iids = ? WHERE uuid = ?",
+            (updated, identity.as_str()),
+        )?;
+    }
+    Ok(())
+}
