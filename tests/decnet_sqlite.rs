@@ -133,6 +133,74 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_sqlite() {
     assert!(extra.is_empty(), "extra: {extra:#?}");
     assert!(different.is_empty(), "{different:#?}");
 
+    // What DECNET's API serves, through DECNET's own repository methods: the per-attacker,
+    // per-session and fleet roll-ups count exactly DECNET's rows.
+    let rollup = |rows: &mut dyn Iterator<Item = &Value>| -> BTreeMap<(String, String), u64> {
+        let mut counts = BTreeMap::new();
+        for t in rows {
+            let key = (
+                t["technique_id"].as_str().unwrap_or_default().to_owned(),
+                t["sub_technique_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
+    };
+    let served = |what: &str, arg: Option<&str>| -> BTreeMap<(String, String), u64> {
+        let rows = decnet.read(&db, what, arg);
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    (
+                        r["technique_id"].as_str().unwrap_or_default().to_owned(),
+                        r["sub_technique_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                    r["count"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(served("techniques", None), rollup(&mut want.values()));
+    let busiest = |key: &str| -> String {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for t in want.values() {
+            if let Some(v) = t[key].as_str() {
+                *counts.entry(v.to_owned()).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(k, _)| k)
+            .unwrap_or_default()
+    };
+    let attacker = busiest("attacker_uuid");
+    assert_eq!(
+        served("by-attacker", Some(&attacker)),
+        rollup(
+            &mut want
+                .values()
+                .filter(|t| t["attacker_uuid"] == attacker.as_str())
+        )
+    );
+    let session = busiest("session_id");
+    assert_eq!(
+        served("by-session", Some(&session)),
+        rollup(
+            &mut want
+                .values()
+                .filter(|t| t["session_id"] == session.as_str())
+        )
+    );
+
     // The operator's commands read DECNET's database when it is configured.
     let command = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
