@@ -201,6 +201,25 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_sqlite() {
         )
     );
 
+    // The IPv6 leak record: every attacker with an ipv6_leak tag has its leak counted.
+    let leaking: std::collections::BTreeSet<&str> = want
+        .values()
+        .filter(|t| t["source_kind"] == "ipv6_leak")
+        .filter_map(|t| t["attacker_uuid"].as_str())
+        .collect();
+    let recorded: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM attackers WHERE ipv6_leak_count > 0 \
+                 AND last_ipv6_link_local IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap_or_default();
+    assert!(!leaking.is_empty());
+    assert_eq!(recorded, leaking.len() as i64);
+
     // The operator's commands read DECNET's database when it is configured.
     let command = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
