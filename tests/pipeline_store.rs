@@ -96,14 +96,17 @@ fn the_corpus_through_nats_stores_what_tag_computes_and_a_replay_adds_nothing() 
     }
 
     // DECNET's own tags are stored exactly as DECNET stores them, whichever subscription
-    // delivered first; only where DECNET itself gives one uuid to several events (a canary
-    // token's triggers by different attackers) the first to arrive wins, on both sides.
+    // delivered first; only where DECNET itself gives one uuid to several events it anchors
+    // (a canary token's triggers by different attackers, an identity's roll-ups from two
+    // subjects) the first to arrive wins, on both sides.
     let mut decnet_tags = 0;
     for (uuid, want) in decnet_stored_tags() {
         let named = |candidates: &Vec<_>| {
             candidates
                 .iter()
-                .filter(|tag: &&ttp_worker::tagging::Tag| tag.attacker_uuid.is_some())
+                .filter(|tag: &&ttp_worker::tagging::Tag| {
+                    tag.attacker_uuid.is_some() || tag.identity_uuid.is_some()
+                })
                 .count()
         };
         if expected
