@@ -198,6 +198,9 @@ impl Drop for NatsServer {
 pub struct Worker {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads the worker's stderr into `log`; joined once the worker exited, so that the log
+    /// then holds its last line too.
+    reader: Option<thread::JoinHandle<()>>,
     /// The store of a worker not given one; removed with the worker.
     _state: Option<tempfile::TempDir>,
 }
@@ -228,7 +231,7 @@ impl Worker {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
-        thread::spawn(move || {
+        let reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
@@ -236,6 +239,7 @@ impl Worker {
         Worker {
             child,
             log,
+            reader: Some(reader),
             _state: state,
         }
     }
@@ -278,6 +282,9 @@ impl Worker {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return Some(status);
             }
             if Instant::now() >= deadline {
