@@ -55,17 +55,33 @@ impl MariaDb {
             .prefix("ttp-worker-mariadb-")
             .tempdir()
             .expect("cannot create a temporary directory for MariaDB");
-        let install = Command::new(mariadb_binary("mariadb-install-db"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
-            .args([
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run mariadb-install-db");
+        // One bootstrap at a time (tests of one binary run in parallel threads): concurrent
+        // bootstraps on two cores were seen to fail in CI. A failure is retried twice, in a
+        // fresh data directory.
+        static INSTALLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = INSTALLS.lock().unwrap_or_else(|e| e.into_inner());
+        let data = dir.path().join("data");
+        let mut install = None;
+        for _attempt in 0..3 {
+            let _ = std::fs::remove_dir_all(&data);
+            let output = Command::new(mariadb_binary("mariadb-install-db"))
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .args([
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .expect("cannot run mariadb-install-db");
+            let done = output.status.success();
+            install = Some(output);
+            if done {
+                break;
+            }
+        }
+        let install = install.expect("at least one attempt");
         assert!(
             install.status.success(),
             "mariadb-install-db failed ({}):\n{}{}",
