@@ -1,7 +1,9 @@
 //! Values as DECNET's object mapper writes them (docs/decnet-db.md §3), so that DECNET reads
 //! our rows back exactly as it reads its own.
 
-use serde_json::Value;
+use std::fmt::Write;
+
+use serde_json::{Map, Value};
 
 use crate::tagging::py::py_float_repr;
 
@@ -13,14 +15,26 @@ pub fn python_json(value: &Value) -> String {
     out
 }
 
+/// [`python_json`] of an object held as a map, without building a [`Value`] around it (a tag's
+/// evidence, once per row written).
+pub fn python_json_object(members: &Map<String, Value>) -> String {
+    let mut out = String::with_capacity(256);
+    write_object(&mut out, members);
+    out
+}
+
 fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (None, Some(u), _) => out.push_str(&u.to_string()),
+            (Some(i), _, _) => {
+                let _ = write!(out, "{i}");
+            }
+            (None, Some(u), _) => {
+                let _ = write!(out, "{u}");
+            }
             (None, None, Some(f)) => out.push_str(&json_float(f)),
             _ => out.push_str(&n.to_string()),
         },
@@ -35,19 +49,21 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(members) => {
-            out.push('{');
-            for (i, (key, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_string(out, key);
-                out.push_str(": ");
-                write_value(out, item);
-            }
-            out.push('}');
-        }
+        Value::Object(members) => write_object(out, members),
     }
+}
+
+fn write_object(out: &mut String, members: &Map<String, Value>) {
+    out.push('{');
+    for (i, (key, item)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_string(out, key);
+        out.push_str(": ");
+        write_value(out, item);
+    }
+    out.push('}');
 }
 
 /// `json.dumps` spells the non-finite floats as JavaScript does (JSON cannot hold them, but
@@ -64,7 +80,15 @@ fn json_float(f: f64) -> String {
 
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    // Printable ASCII other than the two escaped characters goes through as it is, in runs.
+    let mut rest = s;
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| !(b' '..=b'~').contains(&b) || b == b'"' || b == b'\\')
+    {
+        out.push_str(&rest[..at]);
+        let c = rest[at..].chars().next().expect("a character starts here");
+        rest = &rest[at + c.len_utf8()..];
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -73,15 +97,15 @@ fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
             c => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
+                    let _ = write!(out, "\\u{unit:04x}");
                 }
             }
         }
     }
+    out.push_str(rest);
     out.push('"');
 }
 

@@ -15,7 +15,7 @@ use mysql::{Conn, Opts, OptsBuilder, Params, Row, SslOpts, TxOpts, Value as SqlV
 use serde_json::{Map, Value};
 
 use super::backend::{Backend, Written};
-use super::encode::python_json;
+use super::encode::python_json_object;
 use super::error::DbError;
 use super::intel::{CATCHUP_COLUMNS, ColumnKind};
 use super::ipv6::{Ipv6Leak, leak_records};
@@ -43,16 +43,6 @@ const START_RETRY: [Duration; 6] = [
     Duration::from_secs(15),
     Duration::from_secs(30),
 ];
-
-/// Ignores only an existing `uuid` (docs/decnet-db.md §8): unlike `INSERT IGNORE`, a foreign
-/// key or check failure is an error. Affected rows: 1 for a new row, 0 for one already there
-/// (the client does not ask for found rows).
-const INSERT_TAG: &str = "INSERT INTO ttp_tag (
-    uuid, source_kind, source_id, attacker_uuid, identity_uuid, session_id, decky_id, tactic,
-    technique_id, sub_technique_id, confidence, rule_id, rule_version, evidence, attack_release,
-    mitre_url, created_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON DUPLICATE KEY UPDATE uuid = uuid";
 
 /// Server errors that mean "this row", not "this batch": a foreign key, a check, a value the
 /// column does not take. InnoDB undoes only the failed statement, the transaction goes on.
@@ -378,40 +368,144 @@ impl Backend for MysqlDb {
     }
 }
 
+/// Rows per multi-row `INSERT` (17 parameters each, far under the protocol's 65535): one round
+/// trip and one statement for the server to run instead of one per row.
+const INSERT_ROWS: usize = 256;
+
+/// The columns of `ttp_tag` the worker writes, in order.
+const TAG_COLUMNS: &str = "uuid, source_kind, source_id, attacker_uuid, identity_uuid, \
+    session_id, decky_id, tactic, technique_id, sub_technique_id, confidence, rule_id, \
+    rule_version, evidence, attack_release, mitre_url, created_at";
+
+/// The insert of `rows` rows at once. It ignores only an existing `uuid` (docs/decnet-db.md
+/// §8): unlike `INSERT IGNORE`, a foreign key or check failure is an error. Affected rows: 1
+/// for each new row, 0 for one already there (the client does not ask for found rows).
+fn insert_tags_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; 17].join(", "));
+    format!(
+        "INSERT INTO ttp_tag ({TAG_COLUMNS}) VALUES {} ON DUPLICATE KEY UPDATE uuid = uuid",
+        vec![one; rows].join(", ")
+    )
+}
+
+/// One row's parameters, in [`TAG_COLUMNS`] order.
+fn tag_params(tag: &Tag, created_at: &str, out: &mut Vec<SqlValue>) {
+    out.extend([
+        SqlValue::from(tag.uuid.as_str()),
+        SqlValue::from(tag.source_kind.as_str()),
+        SqlValue::from(tag.source_id.as_str()),
+        SqlValue::from(tag.attacker_uuid.as_deref()),
+        SqlValue::from(tag.identity_uuid.as_deref()),
+        SqlValue::from(tag.session_id.as_deref()),
+        SqlValue::from(tag.decky_id.as_deref()),
+        SqlValue::from(tag.tactic.as_str()),
+        SqlValue::from(tag.technique_id.as_str()),
+        SqlValue::from(tag.sub_technique_id.as_deref()),
+        SqlValue::from(tag.confidence),
+        SqlValue::from(tag.rule_id.as_str()),
+        SqlValue::from(tag.rule_version),
+        SqlValue::from(python_json_object(&tag.evidence)),
+        SqlValue::from(ATTACK_RELEASE),
+        SqlValue::from(mitre_url(
+            &tag.technique_id,
+            tag.sub_technique_id.as_deref(),
+        )),
+        SqlValue::from(created_at),
+    ]);
+}
+
 /// One transaction for the whole batch; a refused row is reported and the rest stays.
+///
+/// The rows already in the table are asked for first, and the others go in multi-row
+/// statements: one round trip and one statement for the server per [`INSERT_ROWS`] rows. Should
+/// a statement fail on a refused row, or add fewer rows than it was given (another writer got
+/// there between the question and the insert), the transaction is undone and the batch goes
+/// again one row at a time, so that every row is still known as new, already there or refused.
 fn write_batch(conn: &mut Conn, messages: &[Vec<Tag>], now: SystemTime) -> mysql::Result<Written> {
+    match write_in_bulk(conn, messages, now)? {
+        Some(written) => Ok(written),
+        None => write_row_by_row(conn, messages, now),
+    }
+}
+
+/// [`write_batch`]'s usual way; `None` (nothing written) when a row needs the slow way.
+fn write_in_bulk(
+    conn: &mut Conn,
+    messages: &[Vec<Tag>],
+    now: SystemTime,
+) -> mysql::Result<Option<Written>> {
     // The text DECNET's driver sends; the column keeps what its type keeps (whole seconds for
     // DECNET's `DATETIME`), exactly as for DECNET's own rows.
     let created_at = format_sql_utc(now);
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let uuids: Vec<&str> = messages
+        .iter()
+        .flatten()
+        .map(|tag| tag.uuid.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut present: HashSet<String> = HashSet::new();
+    for chunk in uuids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT uuid FROM ttp_tag WHERE uuid IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let params = Params::Positional(chunk.iter().map(|u| SqlValue::from(*u)).collect());
+        let rows: Vec<Row> = tx.exec(sql, params)?;
+        present.extend(rows.iter().filter_map(|row| text(row.as_ref(0)?)));
+    }
+
+    // Each uuid's first occurrence that is not in the table yet, as (message, tag).
+    let mut written = Written {
+        inserted: vec![Vec::new(); messages.len()],
+        ..Written::default()
+    };
+    let mut fresh: Vec<(usize, usize)> = Vec::new();
+    for (m, tags) in messages.iter().enumerate() {
+        for (t, tag) in tags.iter().enumerate() {
+            if present.insert(tag.uuid.clone()) {
+                fresh.push((m, t));
+                written.inserted[m].push(t);
+            }
+        }
+    }
+    for chunk in fresh.chunks(INSERT_ROWS) {
+        let mut params = Vec::with_capacity(chunk.len() * 17);
+        for &(m, t) in chunk {
+            tag_params(&messages[m][t], &created_at, &mut params);
+        }
+        let all_new = match tx.exec_drop(insert_tags_sql(chunk.len()), Params::Positional(params)) {
+            Ok(()) => tx.affected_rows() == chunk.len() as u64,
+            Err(mysql::Error::MySqlError(e)) if REFUSALS.contains(&e.code) => false,
+            Err(e) => return Err(e),
+        };
+        if !all_new {
+            tx.rollback()?;
+            return Ok(None);
+        }
+    }
+    record_leaks(&mut tx, messages, &written, now)?;
+    tx.commit()?;
+    Ok(Some(written))
+}
+
+/// [`write_batch`]'s slow way: each row on its own, a refused one reported.
+fn write_row_by_row(
+    conn: &mut Conn,
+    messages: &[Vec<Tag>],
+    now: SystemTime,
+) -> mysql::Result<Written> {
+    let created_at = format_sql_utc(now);
     let mut written = Written::default();
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let insert = tx.prep(INSERT_TAG)?;
+    let insert = tx.prep(insert_tags_sql(1))?;
     for tags in messages {
         let mut new = Vec::new();
         for (t, tag) in tags.iter().enumerate() {
-            let params = Params::Positional(vec![
-                SqlValue::from(tag.uuid.as_str()),
-                SqlValue::from(tag.source_kind.as_str()),
-                SqlValue::from(tag.source_id.as_str()),
-                SqlValue::from(tag.attacker_uuid.as_deref()),
-                SqlValue::from(tag.identity_uuid.as_deref()),
-                SqlValue::from(tag.session_id.as_deref()),
-                SqlValue::from(tag.decky_id.as_deref()),
-                SqlValue::from(tag.tactic.as_str()),
-                SqlValue::from(tag.technique_id.as_str()),
-                SqlValue::from(tag.sub_technique_id.as_deref()),
-                SqlValue::from(tag.confidence),
-                SqlValue::from(tag.rule_id.as_str()),
-                SqlValue::from(tag.rule_version),
-                SqlValue::from(python_json(&Value::Object(tag.evidence.clone()))),
-                SqlValue::from(ATTACK_RELEASE),
-                SqlValue::from(mitre_url(
-                    &tag.technique_id,
-                    tag.sub_technique_id.as_deref(),
-                )),
-                SqlValue::from(created_at.as_str()),
-            ]);
-            match tx.exec_drop(&insert, params) {
+            let mut params = Vec::with_capacity(17);
+            tag_params(tag, &created_at, &mut params);
+            match tx.exec_drop(&insert, Params::Positional(params)) {
                 Ok(()) if tx.affected_rows() == 1 => new.push(t),
                 Ok(()) => {}
                 // InnoDB undoes this statement only; the row is reported, the rest stays.
@@ -421,15 +515,28 @@ fn write_batch(conn: &mut Conn, messages: &[Vec<Tag>], now: SystemTime) -> mysql
                 Err(e) => return Err(e),
             }
         }
-        if !new.is_empty() {
-            for leak in leak_records(tags) {
-                record_leak(&mut tx, &leak, now)?;
-            }
-        }
         written.inserted.push(new);
     }
+    record_leaks(&mut tx, messages, &written, now)?;
     tx.commit()?;
     Ok(written)
+}
+
+/// The IPv6 leak records of the messages that gave new rows.
+fn record_leaks(
+    tx: &mut mysql::Transaction<'_>,
+    messages: &[Vec<Tag>],
+    written: &Written,
+    now: SystemTime,
+) -> mysql::Result<()> {
+    for (tags, new) in messages.iter().zip(&written.inserted) {
+        if !new.is_empty() {
+            for leak in leak_records(tags) {
+                record_leak(tx, &leak, now)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// docs/decnet-db.md §6, inside the batch's transaction.

@@ -12,7 +12,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 use serde_json::{Map, Value};
 
 use super::backend::{Backend, Written};
-use super::encode::python_json;
+use super::encode::python_json_object;
 use super::error::DbError;
 use super::intel::{CATCHUP_COLUMNS, ColumnKind};
 use super::ipv6::{Ipv6Leak, leak_records};
@@ -290,7 +290,7 @@ impl Backend for SqliteDb {
                         tag.confidence,
                         tag.rule_id,
                         tag.rule_version,
-                        python_json(&Value::Object(tag.evidence.clone())),
+                        python_json_object(&tag.evidence),
                         ATTACK_RELEASE,
                         mitre_url(&tag.technique_id, tag.sub_technique_id.as_deref()),
                         created_at,
