@@ -9,18 +9,10 @@
 //! rows second, so a failure in between only repeats idempotent work; announcements go out
 //! last, for DECNET's new rows only. On every tick, and at most every few seconds while busy,
 //! the held messages whose row has appeared are tagged again and written.
-//!
-//! A big batch goes in chunks of [`CHUNK`] messages, and DECNET's inserts run on a thread of
-//! their own while the next chunk is tagged: the database's work (most of it, on either kind)
-//! and ours overlap on two cores. Lookups go through a second connection, so the two never
-//! wait for each other. The batch is done, and acknowledged, only when every chunk committed.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant, SystemTime};
-
-use crossbeam_channel::bounded;
 
 use serde_json::{Map, Value};
 
@@ -28,7 +20,7 @@ use super::announce;
 use super::main_loop::{BatchFailed, Handler};
 use crate::channels::Outbox;
 use crate::counters::Counters;
-use crate::decnet_db::{AttackerCache, Backend, DbError, Written};
+use crate::decnet_db::{AttackerCache, Backend, DbError};
 use crate::envelope::Inbound;
 use crate::store::{Held, HeldMessage, Store, StoreError, Wait, message_key};
 use crate::tagging::event::{catchup_attacker, lookup_address};
@@ -38,29 +30,18 @@ use crate::tagging::{AnchorResolver, Tag, Tagger, Tally};
 const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// Distinct rows waited for that one look asks the database about.
 const RECHECK_WAITS: usize = 512;
-/// Messages tagged, and then written in one transaction, while the chunk before is written.
-/// Smaller chunks overlap more of the two sides and commit more often.
-const CHUNK: usize = 256;
 
 pub struct DecnetPipeline {
-    tagging: Tagging,
+    tagger: Tagger,
     local: Store,
-    /// DECNET's database for writes, used by the writer thread while `tagging` reads.
     db: Box<dyn Backend + Send>,
+    attackers: AttackerCache,
+    counters: Arc<Counters>,
     last_recheck: Instant,
     /// Where the next look at held messages starts: each look takes the next
     /// [`RECHECK_WAITS`] rows waited for, so that rows that never appear do not keep the
     /// others from being looked at.
     recheck_from: usize,
-}
-
-/// Everything tagging a message needs, apart from the writes: the rules, DECNET's database for
-/// lookups (a connection of its own) and what was looked up.
-struct Tagging {
-    tagger: Tagger,
-    reader: Box<dyn Backend + Send>,
-    attackers: AttackerCache,
-    counters: Arc<Counters>,
 }
 
 /// One message on its way through: as received, or as held.
@@ -100,261 +81,23 @@ fn local_failed(err: StoreError, counters: &Counters) -> BatchFailed {
 }
 
 impl DecnetPipeline {
-    /// `db` takes the writes and `reader`, a second connection to the same database, the
-    /// lookups.
     pub fn new(
         tagger: Tagger,
         local: Store,
         db: Box<dyn Backend + Send>,
-        reader: Box<dyn Backend + Send>,
         counters: Arc<Counters>,
     ) -> DecnetPipeline {
         DecnetPipeline {
-            tagging: Tagging {
-                tagger,
-                reader,
-                attackers: AttackerCache::default(),
-                counters,
-            },
+            tagger,
             local,
             db,
+            attackers: AttackerCache::default(),
+            counters,
             last_recheck: Instant::now(),
             recheck_from: 0,
         }
     }
 
-    fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.tagging.counters)
-    }
-
-    /// Tags one chunk, holds in the local store what must wait, and gives back what DECNET's
-    /// table can take now.
-    fn prepare(
-        tagging: &mut Tagging,
-        local: &mut Store,
-        messages: &[Message<'_>],
-    ) -> Result<Vec<Vec<Tag>>, BatchFailed> {
-        let counters = Arc::clone(&tagging.counters);
-        let destinations = tagging
-            .tag_all(messages)
-            .map_err(|e| db_failed(e, &counters))?;
-        let mut writable = Vec::new();
-        let mut held = Vec::new();
-        for (m, destination) in messages.iter().zip(destinations) {
-            match destination {
-                Destination::Decnet(tags) => writable.push(tags),
-                Destination::Hold(wait, tags) => held.push(Held {
-                    key: message_key(m.subject, m.envelope_type, m.payload),
-                    subject: m.subject.to_owned(),
-                    envelope_type: m.envelope_type.to_owned(),
-                    payload: m.payload.clone(),
-                    waiting_for: wait,
-                    tags,
-                }),
-                Destination::Nowhere => {}
-            }
-        }
-        let newly_held = local.hold(&held).map_err(|e| local_failed(e, &counters))?;
-        Counters::add(&counters.held, newly_held as u64);
-        if newly_held > 0 {
-            log::debug!("held {newly_held} messages for rows DECNET's database does not have yet");
-        }
-        Ok(writable)
-    }
-
-    /// Tags and writes `messages`: a chunk at a time, each chunk's inserts on the writer
-    /// thread while the next one is tagged. Every chunk that committed is announced, whatever
-    /// happened to the others; the first failure fails the batch (its retry finds the rows
-    /// committed already, and announces nothing twice).
-    fn tag_and_write(
-        &mut self,
-        messages: &[Message<'_>],
-        outbox: &dyn Outbox,
-    ) -> Result<(), BatchFailed> {
-        let counters = self.counters();
-        let now = SystemTime::now();
-        let (results, failed) = if messages.len() <= CHUNK {
-            let writable = DecnetPipeline::prepare(&mut self.tagging, &mut self.local, messages)?;
-            let written = write_chunk(self.db.as_mut(), &writable, now);
-            (vec![(writable, written)], None)
-        } else {
-            let (tagging, local, db) = (&mut self.tagging, &mut self.local, &mut self.db);
-            thread::scope(|scope| {
-                // One chunk waits while one is written: the tagging side stays one ahead.
-                let (jobs, queue) = bounded::<Vec<Vec<Tag>>>(1);
-                let writer = thread::Builder::new()
-                    .name("decnet-db-write".into())
-                    .spawn_scoped(scope, move || {
-                        queue
-                            .iter()
-                            .map(|tags| {
-                                let written = write_chunk(db.as_mut(), &tags, now);
-                                (tags, written)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .map_err(|e| {
-                        Counters::bump(&counters.store_errors);
-                        BatchFailed::Transient(
-                            format!("cannot start the thread for DECNET's inserts: {e}").into(),
-                        )
-                    })?;
-                let mut failed = None;
-                for chunk in messages.chunks(CHUNK) {
-                    match DecnetPipeline::prepare(tagging, local, chunk) {
-                        Ok(writable) => {
-                            if jobs.send(writable).is_err() {
-                                break;
-                            }
-                        }
-                        Err(err) => {
-                            failed = Some(err);
-                            break;
-                        }
-                    }
-                }
-                drop(jobs);
-                log::debug!(
-                    "a batch of {} messages: tagged and written in chunks of {CHUNK}",
-                    messages.len()
-                );
-                let results = writer
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                Ok::<_, BatchFailed>((results, failed))
-            })?
-        };
-        let mut first_failure = failed;
-        for (tags, written) in results {
-            match written {
-                Ok(written) => self.announce(&tags, &written, outbox),
-                Err(err) => {
-                    let failure = db_failed(err, &counters);
-                    first_failure.get_or_insert(failure);
-                }
-            }
-        }
-        first_failure.map_or(Ok(()), Err)
-    }
-
-    /// Counts and announces what a write added, and reports what it refused.
-    fn announce(&self, messages: &[Vec<Tag>], written: &Written, outbox: &dyn Outbox) {
-        let counters = &self.tagging.counters;
-        for (uuid, reason) in &written.refused {
-            Counters::bump(&counters.tags_skipped);
-            log::warn!("tag {uuid} not stored: DECNET's database refused it: {reason}");
-        }
-        let new_rows = written.inserted.iter().map(Vec::len).sum::<usize>();
-        Counters::add(&counters.tags_inserted, new_rows as u64);
-        log::debug!(
-            "DECNET's database: wrote {new_rows} new rows for {} messages",
-            messages.len()
-        );
-        for (tags, new) in messages.iter().zip(&written.inserted) {
-            let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
-            let (announcements, errors) = announce::announcements(&new_tags);
-            for error in errors {
-                Counters::bump(&counters.publish_errors);
-                log::warn!("{error}");
-            }
-            for announcement in announcements {
-                let sent = outbox.publish(&announcement.subject, announcement.bytes);
-                if sent && announcement.kind == announce::Kind::Tagged {
-                    Counters::bump(&counters.tagged_published);
-                }
-            }
-        }
-    }
-
-    /// Looks at held messages whose row may have appeared, and writes those that can go now.
-    fn recheck(&mut self, outbox: &dyn Outbox) -> Result<(), BatchFailed> {
-        self.last_recheck = Instant::now();
-        let counters = self.counters();
-        let waits = self
-            .local
-            .pending_waits(RECHECK_WAITS, self.recheck_from)
-            .map_err(|e| local_failed(e, &counters))?;
-        self.recheck_from = if waits.len() < RECHECK_WAITS {
-            0
-        } else {
-            self.recheck_from + RECHECK_WAITS
-        };
-        if waits.is_empty() {
-            return Ok(());
-        }
-        let satisfied = self
-            .tagging
-            .satisfied(&waits)
-            .map_err(|e| db_failed(e, &counters))?;
-        for wait in satisfied {
-            let held = self
-                .local
-                .held_for(&wait)
-                .map_err(|e| local_failed(e, &counters))?;
-            let messages: Vec<Message<'_>> = held
-                .iter()
-                .map(|h| Message {
-                    subject: &h.subject,
-                    envelope_type: &h.envelope_type,
-                    payload: &h.payload,
-                })
-                .collect();
-            let destinations = self
-                .tagging
-                .tag_all(&messages)
-                .map_err(|e| db_failed(e, &counters))?;
-            let mut writable = Vec::new();
-            let mut still_held = Vec::new();
-            let mut released = Vec::new();
-            for (HeldMessage { key, .. }, destination) in held.iter().zip(destinations) {
-                match destination {
-                    Destination::Decnet(tags) => {
-                        writable.push(tags);
-                        released.push(key.clone());
-                    }
-                    Destination::Nowhere => released.push(key.clone()),
-                    // Waits for something else now (its attacker has a row, its identity
-                    // not yet, say): held on, for that.
-                    Destination::Hold(next, tags) if next != wait => {
-                        still_held.push((key.clone(), next, tags));
-                    }
-                    Destination::Hold(..) => {}
-                }
-            }
-            self.local
-                .rewait(&still_held)
-                .map_err(|e| local_failed(e, &counters))?;
-            let written = write_chunk(self.db.as_mut(), &writable, SystemTime::now())
-                .map_err(|e| db_failed(e, &counters))?;
-            self.announce(&writable, &written, outbox);
-            self.local
-                .release(&released)
-                .map_err(|e| local_failed(e, &counters))?;
-            if !released.is_empty() {
-                Counters::add(&counters.released, released.len() as u64);
-                log::info!(
-                    "{} held messages written now that DECNET has {wait}",
-                    released.len()
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One transaction of DECNET's rows (none for nothing to write).
-fn write_chunk(
-    db: &mut (dyn Backend + Send),
-    messages: &[Vec<Tag>],
-    now: SystemTime,
-) -> Result<Written, DbError> {
-    if messages.is_empty() {
-        return Ok(Written::default());
-    }
-    db.write(messages, now)
-}
-
-impl Tagging {
     /// Tags `messages` as DECNET's worker would with its database, and says where each goes.
     fn tag_all(&mut self, messages: &[Message<'_>]) -> Result<Vec<Destination>, DbError> {
         let now = Instant::now();
@@ -363,7 +106,7 @@ impl Tagging {
             .map(|m| lookup_address(m.subject, m.envelope_type, m.payload))
             .collect();
         let asked: Vec<&str> = addresses.iter().flatten().copied().collect();
-        let found = self.attackers.resolve(&asked, self.reader.as_mut(), now)?;
+        let found = self.attackers.resolve(&asked, self.db.as_mut(), now)?;
         let mut resolver = AnchorResolver::default();
         for (ip, attacker) in &found {
             resolver.insert(ip.clone(), attacker.clone());
@@ -382,7 +125,7 @@ impl Tagging {
         let intel = if wanted.is_empty() {
             Default::default()
         } else {
-            self.reader.intel_rows(&wanted)?
+            self.db.intel_rows(&wanted)?
         };
 
         let mut tally = Tally::default();
@@ -444,9 +187,9 @@ impl Tagging {
         }
         let list: Vec<String> = uuids.iter().cloned().collect();
         if attackers {
-            self.reader.existing_attackers(&list)
+            self.db.existing_attackers(&list)
         } else {
-            self.reader.existing_identities(&list)
+            self.db.existing_identities(&list)
         }
     }
 
@@ -457,6 +200,111 @@ impl Tagging {
         Counters::add(&self.counters.events_discarded, tally.events_discarded);
         Counters::add(&self.counters.tags_skipped, tally.out_of_range);
         Counters::add(&self.counters.untaggable, tally.untaggable);
+    }
+
+    /// Writes what DECNET can take, in one transaction, and announces its new rows.
+    fn write(&mut self, messages: Vec<Vec<Tag>>, outbox: &dyn Outbox) -> Result<(), DbError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let written = self.db.write(&messages, SystemTime::now())?;
+        for (uuid, reason) in &written.refused {
+            Counters::bump(&self.counters.tags_skipped);
+            log::warn!("tag {uuid} not stored: DECNET's database refused it: {reason}");
+        }
+        let new_rows = written.inserted.iter().map(Vec::len).sum::<usize>();
+        Counters::add(&self.counters.tags_inserted, new_rows as u64);
+        log::debug!(
+            "DECNET's database: wrote {new_rows} new rows for {} messages",
+            messages.len()
+        );
+        for (tags, new) in messages.iter().zip(&written.inserted) {
+            let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
+            let (announcements, errors) = announce::announcements(&new_tags);
+            for error in errors {
+                Counters::bump(&self.counters.publish_errors);
+                log::warn!("{error}");
+            }
+            for announcement in announcements {
+                let sent = outbox.publish(&announcement.subject, announcement.bytes);
+                if sent && announcement.kind == announce::Kind::Tagged {
+                    Counters::bump(&self.counters.tagged_published);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks at held messages whose row may have appeared, and writes those that can go now.
+    fn recheck(&mut self, outbox: &dyn Outbox) -> Result<(), BatchFailed> {
+        self.last_recheck = Instant::now();
+        let counters = Arc::clone(&self.counters);
+        let waits = self
+            .local
+            .pending_waits(RECHECK_WAITS, self.recheck_from)
+            .map_err(|e| local_failed(e, &counters))?;
+        self.recheck_from = if waits.len() < RECHECK_WAITS {
+            0
+        } else {
+            self.recheck_from + RECHECK_WAITS
+        };
+        if waits.is_empty() {
+            return Ok(());
+        }
+        let satisfied = self
+            .satisfied(&waits)
+            .map_err(|e| db_failed(e, &counters))?;
+        for wait in satisfied {
+            let held = self
+                .local
+                .held_for(&wait)
+                .map_err(|e| local_failed(e, &counters))?;
+            let messages: Vec<Message<'_>> = held
+                .iter()
+                .map(|h| Message {
+                    subject: &h.subject,
+                    envelope_type: &h.envelope_type,
+                    payload: &h.payload,
+                })
+                .collect();
+            let destinations = self
+                .tag_all(&messages)
+                .map_err(|e| db_failed(e, &counters))?;
+            let mut writable = Vec::new();
+            let mut still_held = Vec::new();
+            let mut released = Vec::new();
+            for (HeldMessage { key, .. }, destination) in held.iter().zip(destinations) {
+                match destination {
+                    Destination::Decnet(tags) => {
+                        writable.push(tags);
+                        released.push(key.clone());
+                    }
+                    Destination::Nowhere => released.push(key.clone()),
+                    // Waits for something else now (its attacker has a row, its identity
+                    // not yet, say): held on, for that.
+                    Destination::Hold(next, tags) if next != wait => {
+                        still_held.push((key.clone(), next, tags));
+                    }
+                    Destination::Hold(..) => {}
+                }
+            }
+            self.local
+                .rewait(&still_held)
+                .map_err(|e| local_failed(e, &counters))?;
+            self.write(writable, outbox)
+                .map_err(|e| db_failed(e, &counters))?;
+            self.local
+                .release(&released)
+                .map_err(|e| local_failed(e, &counters))?;
+            if !released.is_empty() {
+                Counters::add(&self.counters.released, released.len() as u64);
+                log::info!(
+                    "{} held messages written now that DECNET has {wait}",
+                    released.len()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The waits whose row DECNET's database now has.
@@ -471,7 +319,7 @@ impl Tagging {
             .collect();
         let found = self
             .attackers
-            .resolve(&addresses, self.reader.as_mut(), Instant::now())?;
+            .resolve(&addresses, self.db.as_mut(), Instant::now())?;
         let of = |kind: fn(&Wait) -> Option<&String>| -> BTreeSet<String> {
             waits.iter().filter_map(kind).cloned().collect()
         };
@@ -530,6 +378,7 @@ fn missing_anchor(
 
 impl Handler for DecnetPipeline {
     fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed> {
+        let counters = Arc::clone(&self.counters);
         let messages: Vec<Message<'_>> = batch
             .iter()
             .map(|m| Message {
@@ -538,7 +387,35 @@ impl Handler for DecnetPipeline {
                 payload: &m.envelope.payload,
             })
             .collect();
-        self.tag_and_write(&messages, outbox)?;
+        let destinations = self
+            .tag_all(&messages)
+            .map_err(|e| db_failed(e, &counters))?;
+        let mut writable = Vec::new();
+        let mut held = Vec::new();
+        for (m, destination) in messages.iter().zip(destinations) {
+            match destination {
+                Destination::Decnet(tags) => writable.push(tags),
+                Destination::Hold(wait, tags) => held.push(Held {
+                    key: message_key(m.subject, m.envelope_type, m.payload),
+                    subject: m.subject.to_owned(),
+                    envelope_type: m.envelope_type.to_owned(),
+                    payload: m.payload.clone(),
+                    waiting_for: wait,
+                    tags,
+                }),
+                Destination::Nowhere => {}
+            }
+        }
+        let newly_held = self
+            .local
+            .hold(&held)
+            .map_err(|e| local_failed(e, &counters))?;
+        Counters::add(&self.counters.held, newly_held as u64);
+        if newly_held > 0 {
+            log::debug!("held {newly_held} messages for rows DECNET's database does not have yet");
+        }
+        self.write(writable, outbox)
+            .map_err(|e| db_failed(e, &counters))?;
         if self.last_recheck.elapsed() >= RECHECK_EVERY {
             // A failed look is retried on the next tick; the batch itself is done.
             if let Err(err) = self.recheck(outbox) {
@@ -549,7 +426,7 @@ impl Handler for DecnetPipeline {
     }
 
     fn reload(&mut self) {
-        match self.tagging.tagger.reload() {
+        match self.tagger.reload() {
             Ok(fresh) => {
                 for problem in fresh.problems().iter().chain(fresh.warnings()) {
                     log::warn!("{problem}");
@@ -559,14 +436,14 @@ impl Handler for DecnetPipeline {
                     fresh.rules().len(),
                     fresh.problems().len()
                 );
-                self.tagging.tagger = fresh;
+                self.tagger = fresh;
             }
             Err(err) => log::error!("reload failed, keeping the rules in use: {err}"),
         }
     }
 
     fn settle(&mut self) {
-        self.tagging.tagger.release_caches();
+        self.tagger.release_caches();
         self.local.release_cache();
         crate::memory::release_freed_memory();
         log::debug!("quiet: released the regex and page caches and free heap pages");

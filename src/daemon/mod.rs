@@ -135,7 +135,6 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
         )?,
         Some(settings) => {
             let db = crate::decnet_db::open(settings)?;
-            let reader = crate::decnet_db::open_reader(settings)?;
             log::info!(
                 "tags go into DECNET's database ({}); {} held messages wait in {}",
                 db.describe(),
@@ -144,7 +143,7 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
             );
             run_loop(
                 config,
-                DecnetPipeline::new(tagger, store, db, reader, counters.clone()),
+                DecnetPipeline::new(tagger, store, db, counters.clone()),
                 &counters,
             )?
         }

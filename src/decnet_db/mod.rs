@@ -50,15 +50,6 @@ pub fn open(settings: &DecnetDbSettings) -> Result<Box<dyn Backend + Send>, DbEr
     }
 }
 
-/// A second connection to the configured database, for the lookups the pipeline makes while
-/// its writer inserts: SQLite read-only, MySQL a connection of its own.
-pub fn open_reader(settings: &DecnetDbSettings) -> Result<Box<dyn Backend + Send>, DbError> {
-    match settings {
-        DecnetDbSettings::Sqlite { path } => Ok(Box::new(SqliteDb::open_read_only(path)?)),
-        DecnetDbSettings::Mysql { .. } => open(settings),
-    }
-}
-
 /// DECNET's tags matching `query` (the operator's `tags`), read-only.
 pub fn query_tags(
     settings: &DecnetDbSettings,
