@@ -98,8 +98,24 @@ pub struct RunArgs {
     #[arg(long = settings::DB.flag, value_name = "PATH")]
     pub db: Option<String>,
 
-    /// Write tags into DECNET's own database (sqlite or mysql; sqlite is set by
-    /// DECNET_DB_PATH alone too), where DECNET's dashboard and API read them
+    #[command(flatten)]
+    pub decnet_db: DecnetDbArgs,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// DECNET's own database: where the daemon writes tags, and `tags`/`stats` read them. The
+/// same settings DECNET's own processes read; the MySQL password only from a file or the
+/// environment.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "DECNET's database")]
+pub struct DecnetDbArgs {
+    /// Use DECNET's own database (sqlite or mysql; sqlite is set by DECNET_DB_PATH alone
+    /// too), where DECNET's dashboard and API read tags
     #[arg(long = settings::DECNET_DB_TYPE.flag, value_name = "TYPE")]
     pub decnet_db_type: Option<String>,
 
@@ -133,12 +149,6 @@ pub struct RunArgs {
     /// read too when no file is given
     #[arg(long = settings::DECNET_DB_PASSWORD_FILE.flag, value_name = "FILE")]
     pub decnet_db_password_file: Option<String>,
-
-    #[command(flatten)]
-    pub engine: EngineArgs,
-
-    #[command(flatten)]
-    pub security: SecurityArgs,
 }
 
 /// NATS authentication and TLS. Secrets are only ever given as files, read once at start.
@@ -233,13 +243,8 @@ pub struct StoreArgs {
     #[arg(long = settings::STORE_DB.flag, value_name = "PATH")]
     pub db: Option<String>,
 
-    /// Read DECNET's own database (sqlite; set by DECNET_DB_PATH alone too)
-    #[arg(long = settings::DECNET_DB_TYPE.flag, value_name = "TYPE")]
-    pub decnet_db_type: Option<String>,
-
-    /// DECNET's SQLite file
-    #[arg(long = settings::DECNET_DB_PATH.flag, value_name = "PATH")]
-    pub decnet_db_path: Option<String>,
+    #[command(flatten)]
+    pub decnet_db: DecnetDbArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::bus::security::{self, BusAuth, BusSecurity, BusTls, SecretFileError};
 use crate::bus::{BusSettings, StreamConfig};
 use crate::cli::settings::{self, Setting};
-use crate::cli::{EngineArgs, RunArgs, SecurityArgs, StoreArgs};
+use crate::cli::{DecnetDbArgs, EngineArgs, RunArgs, SecurityArgs, StoreArgs};
 use crate::decnet_db::DecnetDbSettings;
 use crate::redact::redact_url;
 use crate::tagging::EngineOptions;
@@ -360,29 +360,7 @@ fn resolve_decnet_db(
     flags: &RunArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<DecnetDbSettings>, ConfigError> {
-    let given = DecnetDbFlags {
-        db_type: &flags.decnet_db_type,
-        path: &flags.decnet_db_path,
-        url: &flags.decnet_db_url,
-        host: &flags.decnet_db_host,
-        port: &flags.decnet_db_port,
-        name: &flags.decnet_db_name,
-        user: &flags.decnet_db_user,
-        password_file: &flags.decnet_db_password_file,
-    };
-    decnet_db_from(&given, env)
-}
-
-/// The `--decnet-db-*` flags a command takes (`None` for those it has not).
-struct DecnetDbFlags<'a> {
-    db_type: &'a Option<String>,
-    path: &'a Option<String>,
-    url: &'a Option<String>,
-    host: &'a Option<String>,
-    port: &'a Option<String>,
-    name: &'a Option<String>,
-    user: &'a Option<String>,
-    password_file: &'a Option<String>,
+    decnet_db_from(&flags.decnet_db, env)
 }
 
 /// What `tags` and `stats` read: the worker's own store when `--db` is given or no DECNET
@@ -391,19 +369,8 @@ pub fn resolve_read_source(
     args: &StoreArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<ReadSource, ConfigError> {
-    let none = None;
-    let given = DecnetDbFlags {
-        db_type: &args.decnet_db_type,
-        path: &args.decnet_db_path,
-        url: &none,
-        host: &none,
-        port: &none,
-        name: &none,
-        user: &none,
-        password_file: &none,
-    };
     if args.db.is_none()
-        && let Some(decnet) = decnet_db_from(&given, env)?
+        && let Some(decnet) = decnet_db_from(&args.decnet_db, env)?
     {
         return Ok(ReadSource::Decnet(decnet));
     }
@@ -418,11 +385,11 @@ pub enum ReadSource {
 }
 
 fn decnet_db_from(
-    flags: &DecnetDbFlags<'_>,
+    flags: &DecnetDbArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<DecnetDbSettings>, ConfigError> {
-    let db_type = pick(flags.db_type, &settings::DECNET_DB_TYPE, env);
-    let path = pick(flags.path, &settings::DECNET_DB_PATH, env);
+    let db_type = pick(&flags.decnet_db_type, &settings::DECNET_DB_TYPE, env);
+    let path = pick(&flags.decnet_db_path, &settings::DECNET_DB_PATH, env);
     fn as_ref(p: &Option<(String, String)>) -> Option<(&str, &str)> {
         p.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -431,8 +398,8 @@ fn decnet_db_from(
         .is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("mysql"));
     let mut mysql = crate::decnet_db::settings::MysqlInputs::default();
     if is_mysql {
-        mysql.url = pick(flags.url, &settings::DECNET_DB_URL, env);
-        if let (Some(_), Some(url)) = (flags.url, &mysql.url)
+        mysql.url = pick(&flags.decnet_db_url, &settings::DECNET_DB_URL, env);
+        if let (Some(_), Some(url)) = (&flags.decnet_db_url, &mysql.url)
             && url_has_password(&url.1)
         {
             return Err(invalid(
@@ -446,11 +413,15 @@ fn decnet_db_from(
                 ),
             ));
         }
-        mysql.host = pick(flags.host, &settings::DECNET_DB_HOST, env);
-        mysql.port = pick(flags.port, &settings::DECNET_DB_PORT, env);
-        mysql.name = pick(flags.name, &settings::DECNET_DB_NAME, env);
-        mysql.user = pick(flags.user, &settings::DECNET_DB_USER, env);
-        mysql.password = match pick(flags.password_file, &settings::DECNET_DB_PASSWORD_FILE, env) {
+        mysql.host = pick(&flags.decnet_db_host, &settings::DECNET_DB_HOST, env);
+        mysql.port = pick(&flags.decnet_db_port, &settings::DECNET_DB_PORT, env);
+        mysql.name = pick(&flags.decnet_db_name, &settings::DECNET_DB_NAME, env);
+        mysql.user = pick(&flags.decnet_db_user, &settings::DECNET_DB_USER, env);
+        mysql.password = match pick(
+            &flags.decnet_db_password_file,
+            &settings::DECNET_DB_PASSWORD_FILE,
+            env,
+        ) {
             Some((setting, file)) => {
                 Some(security::read_password(&file).map_err(|e| unreadable(&setting, &file, e))?)
             }
@@ -1167,7 +1138,10 @@ mod tests {
         assert!(missing.contains("DECNET_DB_PASSWORD_FILE") && missing.contains("no such file"));
         // A password in the URL flag is refused, and not shown.
         let flags = RunArgs {
-            decnet_db_url: Some("mysql://decnet:hunter2@db/decnet".into()),
+            decnet_db: DecnetDbArgs {
+                decnet_db_url: Some("mysql://decnet:hunter2@db/decnet".into()),
+                ..DecnetDbArgs::default()
+            },
             ..RunArgs::default()
         };
         let err = password(&[mysql], flags).unwrap_err();
@@ -1178,7 +1152,10 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         // Without one it is fine; in DECNET_DB_URL it is DECNET's way and accepted.
         let flags = RunArgs {
-            decnet_db_url: Some("mysql://decnet@db/decnet".into()),
+            decnet_db: DecnetDbArgs {
+                decnet_db_url: Some("mysql://decnet@db/decnet".into()),
+                ..DecnetDbArgs::default()
+            },
             ..RunArgs::default()
         };
         assert_eq!(password(&[mysql], flags), Ok(None));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::corpus::{corpus_lines, reference_args, required, subject_of};
 use common::decnet::Decnet;
 use common::mariadb::MariaDb;
-use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter};
+use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter, free_port};
 use serde_json::Value;
 use ttp_worker::decnet_db::{Backend, MysqlDb};
 use ttp_worker::tagging::Tag;
@@ -265,6 +265,7 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_mariadb() {
 
     compare_with_decnet(&db.url());
     same_as_decnets_own_insert(&db, dir.path());
+    operators_commands_read_decnets_mariadb(&db, dir.path());
     let log = worker.log_text();
     assert!(
         log.contains("tags go into DECNET's database (MySQL decnet@127.0.0.1"),
@@ -273,6 +274,123 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_mariadb() {
     assert!(!log.contains(&db.password), "the password is in the log");
     worker.signal("TERM");
     let _ = worker.wait_exit(Duration::from_secs(10));
+}
+
+/// `tags` and `stats` with DECNET's MySQL settings read DECNET's table: every row DECNET's
+/// tagger stores, with its values; the filters work there too; a server that is not there is
+/// an error at once, not a wait.
+fn operators_commands_read_decnets_mariadb(db: &MariaDb, dir: &Path) {
+    let url = url_without_password(db);
+    let password = password_file(db, dir);
+    let command = |args: &[&str], url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
+            .args(args)
+            .env_clear()
+            .env("DECNET_DB_TYPE", "mysql")
+            .env("DECNET_DB_URL", url)
+            .env("DECNET_DB_PASSWORD_FILE", &password)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let listed = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["tags", "--format", "json", "--limit", "100000"];
+        all.extend(args);
+        let output = command(&all, &url);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect()
+    };
+    let want = decnet_rows();
+    let all = listed(&[]);
+    assert_eq!(all.len(), want.len());
+    for tag in &all {
+        let uuid = tag["uuid"].as_str().unwrap_or_default();
+        let expected = &want[uuid];
+        for key in [
+            "technique_id",
+            "sub_technique_id",
+            "rule_id",
+            "attacker_uuid",
+        ] {
+            assert_eq!(tag[key], expected[key], "{uuid} {key}");
+        }
+        // The column is single precision (see compare_with_decnet).
+        let single = |v: &Value| v.as_f64().map(|f| f as f32);
+        assert_eq!(
+            single(&tag["confidence"]),
+            single(&expected["confidence"]),
+            "{uuid}"
+        );
+        let created = tag["created_at"].as_str().unwrap_or_default();
+        assert!(
+            created.len() == 27 && created.ends_with('Z'),
+            "{uuid}: {created}"
+        );
+    }
+    // A filter as DECNET's API would ask: one attacker's tags, one technique's.
+    let attacker = want
+        .values()
+        .find_map(|t| t["attacker_uuid"].as_str())
+        .unwrap_or_default();
+    let of_attacker = want
+        .values()
+        .filter(|t| t["attacker_uuid"] == attacker)
+        .count();
+    assert_eq!(listed(&["--attacker", attacker]).len(), of_attacker);
+    let brute = want
+        .values()
+        .filter(|t| t["technique_id"] == "T1110")
+        .count();
+    assert!(brute > 0);
+    assert_eq!(listed(&["--technique", "T1110"]).len(), brute);
+
+    // The same settings as flags, as for the daemon.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
+        .args([
+            "stats",
+            "--decnet-db-type",
+            "mysql",
+            "--decnet-db-url",
+            &url,
+        ])
+        .args(["--decnet-db-password-file", &password])
+        .env_clear()
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stats = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stats.contains(&format!("tags            {}", want.len())),
+        "{stats}"
+    );
+    assert!(stats.contains("ttp_tag's data and indexes"), "{stats}");
+
+    let nobody = format!(
+        "mysql://{}@127.0.0.1:{}/{}",
+        db.user,
+        free_port(),
+        db.database
+    );
+    let started = Instant::now();
+    let output = command(&["tags"], &nobody);
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(error.contains("unavailable"), "{error}");
+    assert!(!error.contains(&db.password), "{error}");
+    assert!(
+        started.elapsed() < PATIENCE,
+        "tags waited for a server that is not there"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use crate::decnet_db::DecnetDbSettings;
-use crate::store::{Stats, Store};
+use crate::store::{Size, Stats, Store};
 
 /// Why `stats` showed nothing, or stopped part way.
 pub type Error = super::StoreReadError;
@@ -31,11 +31,14 @@ fn write_stats(db: &str, s: &Stats, out: &mut impl Write) -> io::Result<()> {
     if let Some(version) = s.schema_version {
         writeln!(out, "schema version  {version}")?;
     }
-    writeln!(
-        out,
-        "size            {} (incl. WAL)",
-        human_bytes(s.file_bytes)
-    )?;
+    match s.size {
+        Size::File(bytes) => writeln!(out, "size            {} (incl. WAL)", human_bytes(bytes))?,
+        Size::Table(bytes) => writeln!(
+            out,
+            "size            {} (ttp_tag's data and indexes, as the server estimates)",
+            human_bytes(bytes)
+        )?,
+    }
     writeln!(out, "tags            {}", s.total)?;
     writeln!(out, "tags last 24h   {}", s.last_24h)?;
     writeln!(out, "attackers       {}", s.attackers)?;

@@ -6,7 +6,8 @@
 //! Layout: `settings.rs` (which database, from DECNET's variables), `schema.rs` (what must
 //! exist), `encode.rs` (values as DECNET writes them), `intel.rs` (the catch-up payload),
 //! `ipv6.rs` (the leak record), `cache.rs` (addresses looked up), one file per database kind
-//! behind [`Backend`] (`backend.rs`: `sqlite.rs`, `mysql.rs`), `error.rs`.
+//! behind [`Backend`] (`backend.rs`: `sqlite.rs`, `mysql.rs`), the operator's reads of MySQL
+//! (`mysql_read.rs`), `error.rs`.
 
 mod backend;
 mod cache;
@@ -15,6 +16,7 @@ mod error;
 mod intel;
 mod ipv6;
 mod mysql;
+mod mysql_read;
 mod schema;
 pub mod settings;
 mod sqlite;
@@ -57,7 +59,7 @@ pub fn query_tags(
 ) -> Result<Vec<crate::store::StoredTag>, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.query_tags(query),
-        DecnetDbSettings::Mysql { .. } => Err(not_read_on_mysql(settings)),
+        DecnetDbSettings::Mysql { .. } => open_mysql_once(settings)?.query_tags(query),
     }
 }
 
@@ -65,16 +67,21 @@ pub fn query_tags(
 pub fn stats(settings: &DecnetDbSettings) -> Result<crate::store::Stats, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.stats(),
-        DecnetDbSettings::Mysql { .. } => Err(not_read_on_mysql(settings)),
+        DecnetDbSettings::Mysql { .. } => open_mysql_once(settings)?.stats(),
     }
 }
 
-/// `tags` and `stats` read DECNET's SQLite file only so far.
-fn not_read_on_mysql(settings: &DecnetDbSettings) -> DbError {
-    DbError::Failed {
-        where_: settings.describe(),
-        reason: "ttp-worker tags and stats do not read DECNET's MySQL database yet; DECNET's \
-                 dashboard shows its tags, and --db reads the worker's own store"
-            .into(),
+/// The MySQL database of `settings` for one command: not waited for.
+fn open_mysql_once(settings: &DecnetDbSettings) -> Result<MysqlDb, DbError> {
+    match settings {
+        DecnetDbSettings::Mysql {
+            host,
+            port,
+            database,
+            user,
+            password,
+            tls,
+        } => MysqlDb::open_once(host, *port, database, user, password.as_ref(), tls.as_ref()),
+        DecnetDbSettings::Sqlite { .. } => unreachable!("called for MySQL settings only"),
     }
 }

@@ -108,6 +108,31 @@ impl MysqlDb {
         password: Option<&Secret>,
         tls: Option<&MysqlTls>,
     ) -> Result<MysqlDb, DbError> {
+        MysqlDb::open_with(host, port, database, user, password, tls, true)
+    }
+
+    /// [`MysqlDb::open`] for an operator's command: a server that cannot be reached is an
+    /// error at once, not a wait.
+    pub fn open_once(
+        host: &str,
+        port: u16,
+        database: &str,
+        user: &str,
+        password: Option<&Secret>,
+        tls: Option<&MysqlTls>,
+    ) -> Result<MysqlDb, DbError> {
+        MysqlDb::open_with(host, port, database, user, password, tls, false)
+    }
+
+    fn open_with(
+        host: &str,
+        port: u16,
+        database: &str,
+        user: &str,
+        password: Option<&Secret>,
+        tls: Option<&MysqlTls>,
+        wait_for_server: bool,
+    ) -> Result<MysqlDb, DbError> {
         let mut builder = OptsBuilder::new()
             .ip_or_hostname(Some(host))
             .tcp_port(port)
@@ -141,7 +166,7 @@ impl MysqlDb {
             conn: None,
             last_used: Instant::now(),
         };
-        db.connect_at_start()?;
+        db.connect_at_start(wait_for_server)?;
         let mismatch = db.schema_mismatch()?;
         if !mismatch.is_empty() {
             return Err(DbError::Schema {
@@ -152,7 +177,7 @@ impl MysqlDb {
         Ok(db)
     }
 
-    fn connect_at_start(&mut self) -> Result<(), DbError> {
+    fn connect_at_start(&mut self, wait_for_server: bool) -> Result<(), DbError> {
         let mut attempt = 0usize;
         loop {
             match Conn::new(self.opts.clone()) {
@@ -170,6 +195,9 @@ impl MysqlDb {
                             where_: self.where_.clone(),
                             reason: e.to_string(),
                         });
+                    }
+                    Kind::Connection | Kind::Transient if !wait_for_server => {
+                        return Err(self.error(e));
                     }
                     Kind::Connection | Kind::Transient => {
                         let wait = START_RETRY[attempt.min(START_RETRY.len() - 1)];
@@ -205,7 +233,7 @@ impl MysqlDb {
     }
 
     /// Runs `work` on the connection, making it first if the last one was lost.
-    fn with_conn<T>(
+    pub(super) fn with_conn<T>(
         &mut self,
         work: impl FnOnce(&mut Conn) -> mysql::Result<T>,
     ) -> Result<T, DbError> {
@@ -270,7 +298,7 @@ impl MysqlDb {
 }
 
 /// A text value as the server sends it (bytes), or a number written out.
-fn text(value: &SqlValue) -> Option<String> {
+pub(super) fn text(value: &SqlValue) -> Option<String> {
     match value {
         SqlValue::NULL => None,
         SqlValue::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),

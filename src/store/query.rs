@@ -89,7 +89,8 @@ pub enum TableShape {
 }
 
 impl TableShape {
-    fn columns(self) -> &'static str {
+    /// The columns a [`StoredTag`] is read from, in its order.
+    pub fn columns(self) -> &'static str {
         match self {
             TableShape::Ours => {
                 "uuid, source_kind, source_id, attacker_uuid, identity_uuid, attacker_ip, \
@@ -112,26 +113,51 @@ pub enum QueryFailed {
     Sqlite(rusqlite::Error),
 }
 
+/// The statement `tags` runs on a `ttp_tag` of `shape`: `?` marks for the text values in
+/// `params`, then one for `limit`. Both SQLite and MySQL take it as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagsSelect {
+    pub sql: String,
+    pub params: Vec<String>,
+    pub limit: i64,
+}
+
+impl TagsSelect {
+    /// The statement for `query`, or why a filter cannot be answered.
+    pub fn new(
+        query: &TagsQuery,
+        shape: TableShape,
+        now: SystemTime,
+    ) -> Result<TagsSelect, String> {
+        let (clauses, params) = where_clauses(query, now, shape).map_err(|e| match e {
+            StoreError::Query(text) => text,
+            other => other.to_string(),
+        })?;
+        let mut sql = format!("SELECT {} FROM ttp_tag", shape.columns());
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(" ORDER BY created_at DESC, uuid DESC LIMIT ?");
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        Ok(TagsSelect {
+            sql,
+            params,
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        })
+    }
+}
+
 /// The tags of `conn`'s `ttp_tag` matching `query`, newest first.
 pub fn query_tags_in(
     conn: &rusqlite::Connection,
     shape: TableShape,
     query: &TagsQuery,
 ) -> Result<Vec<StoredTag>, QueryFailed> {
-    let (clauses, mut params) =
-        where_clauses(query, SystemTime::now(), shape).map_err(|e| match e {
-            StoreError::Query(text) => QueryFailed::Filter(text),
-            other => QueryFailed::Filter(other.to_string()),
-        })?;
-    let mut sql = format!("SELECT {} FROM ttp_tag", shape.columns());
-    if !clauses.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&clauses.join(" AND "));
-    }
-    sql.push_str(" ORDER BY created_at DESC, uuid DESC LIMIT ?");
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-    let mut stmt = conn.prepare(&sql).map_err(QueryFailed::Sqlite)?;
+    let select = TagsSelect::new(query, shape, SystemTime::now()).map_err(QueryFailed::Filter)?;
+    let mut params: Vec<SqlValue> = select.params.into_iter().map(SqlValue::Text).collect();
+    params.push(SqlValue::Integer(select.limit));
+    let mut stmt = conn.prepare(&select.sql).map_err(QueryFailed::Sqlite)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(params), |row| {
             read_row(row, shape)
@@ -155,12 +181,12 @@ fn where_clauses(
     query: &TagsQuery,
     now: SystemTime,
     shape: TableShape,
-) -> Result<(Vec<String>, Vec<SqlValue>), StoreError> {
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
     let mut add = |clause: &str, value: String| {
         clauses.push(clause.to_string());
-        params.push(SqlValue::Text(value));
+        params.push(value);
     };
     if let Some(attacker) = &query.attacker {
         let attacker = attacker.trim();
@@ -198,17 +224,17 @@ fn where_clauses(
         for technique in &query.techniques {
             let (column, id) = technique_filter(technique)?;
             any.push(format!("{column} = ?"));
-            params.push(SqlValue::Text(id));
+            params.push(id);
         }
         clauses.push(format!("({})", any.join(" OR ")));
     }
     if let Some(since) = query.since {
         clauses.push("created_at >= ?".to_string());
         let cutoff = cutoff(now, since);
-        params.push(SqlValue::Text(match shape {
+        params.push(match shape {
             TableShape::Ours => cutoff,
             TableShape::Decnet => decnet_time(&cutoff),
-        }));
+        });
     }
     Ok((clauses, params))
 }
@@ -234,7 +260,7 @@ fn technique_filter(text: &str) -> Result<(&'static str, String), StoreError> {
 }
 
 /// `2026-05-01T12:34:56.789012Z` as DECNET writes it: `2026-05-01 12:34:56.789012`.
-fn decnet_time(ours: &str) -> String {
+pub(crate) fn decnet_time(ours: &str) -> String {
     ours.trim_end_matches('Z').replacen('T', " ", 1)
 }
 
@@ -248,13 +274,17 @@ fn from_decnet_time(text: String) -> String {
     }
 }
 
-fn read_row(row: &rusqlite::Row<'_>, shape: TableShape) -> rusqlite::Result<StoredTag> {
-    let evidence: String = row.get(14)?;
-    let (evidence, odd_evidence) = match serde_json::from_str(&evidence) {
+/// The evidence column as [`StoredTag`] keeps it: a JSON object, or else the odd value.
+pub fn parse_evidence(text: String) -> (Map<String, Value>, Option<Value>) {
+    match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => (map, None),
         Ok(odd) => (Map::new(), Some(odd)),
-        Err(_) => (Map::new(), Some(Value::String(evidence))),
-    };
+        Err(_) => (Map::new(), Some(Value::String(text))),
+    }
+}
+
+fn read_row(row: &rusqlite::Row<'_>, shape: TableShape) -> rusqlite::Result<StoredTag> {
+    let (evidence, odd_evidence) = parse_evidence(row.get(14)?);
     Ok(StoredTag {
         tag: Tag {
             uuid: row.get(0)?,
@@ -321,7 +351,7 @@ mod tests {
         let now = SystemTime::now();
         let (c, p) = where_clauses(&q("203.0.113.7"), now, TableShape::Ours).unwrap();
         assert_eq!(c, ["attacker_ip = ?"]);
-        assert_eq!(p, [SqlValue::Text("203.0.113.7".into())]);
+        assert_eq!(p, ["203.0.113.7"]);
         let (c, p) = where_clauses(
             &q("0B6C1F7E-2D4A-4F0E-9C1B-5A3E7D9F1C20"),
             now,
@@ -329,12 +359,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c, ["attacker_uuid = ?"]);
-        assert_eq!(
-            p,
-            [SqlValue::Text(
-                "0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20".into()
-            )]
-        );
+        assert_eq!(p, ["0b6c1f7e-2d4a-4f0e-9c1b-5a3e7d9f1c20"]);
         assert!(where_clauses(&q("mallory"), now, TableShape::Ours).is_err());
     }
 

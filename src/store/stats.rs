@@ -10,7 +10,7 @@ use super::clock::cutoff;
 use super::db::Store;
 use super::error::StoreError;
 use super::location::sidecar;
-use super::query::TableShape;
+use super::query::{TableShape, decnet_time};
 
 /// Counts over the whole store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +28,58 @@ pub struct Stats {
     pub by_technique: Vec<(String, i64)>,
     /// Rule id → tags, most first.
     pub by_rule: Vec<(String, i64)>,
-    /// The database file plus its WAL: what the store really occupies.
-    pub file_bytes: u64,
+    pub size: Size,
+}
+
+/// What the tags occupy on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// A SQLite file plus its WAL: what the store really occupies.
+    File(u64),
+    /// A MySQL table's data and indexes, as the server estimates them.
+    Table(u64),
+}
+
+/// The statements behind [`Stats`], the same on SQLite and MySQL; `?` is the cutoff of
+/// [`StatsSql::day_ago`].
+pub struct StatsSql {
+    pub total: &'static str,
+    pub since: &'static str,
+    pub attackers: &'static str,
+    pub by_technique: &'static str,
+    pub by_rule: &'static str,
+}
+
+impl StatsSql {
+    pub fn new(shape: TableShape) -> StatsSql {
+        StatsSql {
+            total: "SELECT COUNT(*) FROM ttp_tag",
+            since: "SELECT COUNT(*) FROM ttp_tag WHERE created_at >= ?",
+            attackers: match shape {
+                TableShape::Ours => {
+                    "SELECT COUNT(DISTINCT COALESCE(attacker_uuid, 'ip:' || attacker_ip)) \
+                     FROM ttp_tag WHERE attacker_uuid IS NOT NULL OR attacker_ip IS NOT NULL"
+                }
+                TableShape::Decnet => {
+                    "SELECT COUNT(DISTINCT attacker_uuid) FROM ttp_tag \
+                     WHERE attacker_uuid IS NOT NULL"
+                }
+            },
+            by_technique: "SELECT technique_id, COUNT(*) AS n FROM ttp_tag \
+                           GROUP BY technique_id ORDER BY n DESC, technique_id",
+            by_rule: "SELECT rule_id, COUNT(*) AS n FROM ttp_tag \
+                      GROUP BY rule_id ORDER BY n DESC, rule_id",
+        }
+    }
+
+    /// A day before `now`, written as `shape`'s `created_at` is.
+    pub fn day_ago(shape: TableShape, now: SystemTime) -> String {
+        let day_ago = cutoff(now, Duration::from_secs(86_400));
+        match shape {
+            TableShape::Ours => day_ago,
+            TableShape::Decnet => decnet_time(&day_ago),
+        }
+    }
 }
 
 impl Store {
@@ -62,6 +112,7 @@ pub fn stats_in(
     shape: TableShape,
     path: &Path,
 ) -> Result<Stats, StatsFailed> {
+    let sql = StatsSql::new(shape);
     let count = |sql: &str, param: Option<&str>| -> Result<i64, StatsFailed> {
         match param {
             Some(p) => conn.query_row(sql, [p], |r| r.get(0)),
@@ -69,40 +120,21 @@ pub fn stats_in(
         }
         .map_err(StatsFailed::Sqlite)
     };
-    let mut day_ago = cutoff(SystemTime::now(), Duration::from_secs(86_400));
-    let attackers = match shape {
-        TableShape::Ours => {
-            "SELECT COUNT(DISTINCT COALESCE(attacker_uuid, 'ip:' || attacker_ip))
-             FROM ttp_tag WHERE attacker_uuid IS NOT NULL OR attacker_ip IS NOT NULL"
-        }
-        TableShape::Decnet => {
-            day_ago = day_ago.trim_end_matches('Z').replacen('T', " ", 1);
-            "SELECT COUNT(DISTINCT attacker_uuid) FROM ttp_tag WHERE attacker_uuid IS NOT NULL"
-        }
-    };
+    let day_ago = StatsSql::day_ago(shape, SystemTime::now());
     Ok(Stats {
         schema_version: None,
-        total: count("SELECT COUNT(*) FROM ttp_tag", None)?,
-        last_24h: count(
-            "SELECT COUNT(*) FROM ttp_tag WHERE created_at >= ?1",
-            Some(&day_ago),
-        )?,
-        attackers: count(attackers, None)?,
+        total: count(sql.total, None)?,
+        last_24h: count(sql.since, Some(&day_ago))?,
+        attackers: count(sql.attackers, None)?,
         anchors: None,
-        by_technique: grouped(conn, "technique_id").map_err(StatsFailed::Sqlite)?,
-        by_rule: grouped(conn, "rule_id").map_err(StatsFailed::Sqlite)?,
-        file_bytes: file_bytes(path).map_err(StatsFailed::Store)?,
+        by_technique: grouped(conn, sql.by_technique).map_err(StatsFailed::Sqlite)?,
+        by_rule: grouped(conn, sql.by_rule).map_err(StatsFailed::Sqlite)?,
+        size: Size::File(file_bytes(path).map_err(StatsFailed::Store)?),
     })
 }
 
-fn grouped(
-    conn: &rusqlite::Connection,
-    column: &'static str,
-) -> rusqlite::Result<Vec<(String, i64)>> {
-    let sql = format!(
-        "SELECT {column}, COUNT(*) AS n FROM ttp_tag GROUP BY {column} ORDER BY n DESC, {column}"
-    );
-    let mut stmt = conn.prepare(&sql)?;
+fn grouped(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
