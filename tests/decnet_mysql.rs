@@ -533,6 +533,11 @@ fn the_database_stopped_mid_stream_in_durable_mode_loses_nothing() {
         log.contains("unavailable for now"),
         "the outage was not seen:\n{log}"
     );
+    // Said once as it starts (again only if the reason changes: a lost connection, then a
+    // refused one), and once as it ends; the retries in between are debug lines.
+    let said = log.matches("could not finish a batch").count();
+    assert!((1..=2).contains(&said), "said {said} times:\n{log}");
+    assert!(log.contains("went through after"), "{log}");
     compare_with_decnet(&db.url());
     worker.signal("TERM");
     let _ = worker.wait_exit(Duration::from_secs(10));

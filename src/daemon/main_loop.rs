@@ -95,6 +95,41 @@ pub struct MainLoop<B, H> {
     held: Option<Vec<Delivery>>,
     timers: Timers,
     failed_connects: u64,
+    outage: Outage,
+}
+
+/// A failure that lasts (a database down for an hour) is said once when it starts, again only
+/// when its reason changes, and once when it ends: not once per retry.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When the first failed attempt was, and why the last one failed.
+    since: Option<(Instant, String)>,
+    attempts: u32,
+}
+
+impl Outage {
+    /// Records a failed attempt; `true` when it is news (the first, or another reason).
+    fn failed(&mut self, reason: String) -> bool {
+        self.attempts += 1;
+        match &mut self.since {
+            Some((_, last)) if *last == reason => false,
+            Some((_, last)) => {
+                *last = reason;
+                true
+            }
+            None => {
+                self.since = Some((Instant::now(), reason));
+                true
+            }
+        }
+    }
+
+    /// Records a success; how long the outage lasted and how many attempts failed, if one ended.
+    fn ended(&mut self) -> Option<(Duration, u32)> {
+        let (since, _) = self.since.take()?;
+        let attempts = std::mem::take(&mut self.attempts);
+        Some((since.elapsed(), attempts))
+    }
 }
 
 impl<B: Bus, H: Handler> MainLoop<B, H> {
@@ -107,6 +142,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             held: None,
             timers: Timers::default(),
             failed_connects: 0,
+            outage: Outage::default(),
         }
     }
 
@@ -207,7 +243,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
 
     fn retry_held(&mut self) {
         if let Some(batch) = self.held.take() {
-            log::info!("retrying a held batch of {} messages", batch.len());
+            log::debug!("retrying a held batch of {} messages", batch.len());
             self.handle(batch);
         }
     }
@@ -222,19 +258,30 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         match self.handler.handle_batch(&messages, &self.bus) {
             Ok(()) => {
                 self.timers.succeeded();
+                if let Some((lasted, attempts)) = self.outage.ended() {
+                    log::info!(
+                        "the held batch of {} messages went through after {attempts} failed attempts over {:.1} s",
+                        messages.len(),
+                        lasted.as_secs_f64()
+                    );
+                }
                 Counters::add(&self.counters.processed, messages.len() as u64);
                 acks.into_iter().flatten().for_each(|ack| ack.ack());
             }
             Err(failure) => {
                 let wait = self.timers.failed().as_secs_f64();
                 let count = messages.len();
-                match failure {
-                    BatchFailed::Transient(_) => log::warn!(
-                        "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s"
-                    ),
-                    BatchFailed::Lasting(_) => log::error!(
-                        "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s"
-                    ),
+                if self.outage.failed(failure.to_string()) {
+                    match failure {
+                        BatchFailed::Transient(_) => log::warn!(
+                            "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s and backing off (said again only if the reason changes)"
+                        ),
+                        BatchFailed::Lasting(_) => log::error!(
+                            "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s and backing off (said again only if the reason changes)"
+                        ),
+                    }
+                } else {
+                    log::debug!("the held batch failed again ({failure}); retrying in {wait} s");
                 }
                 let held = messages
                     .into_iter()
@@ -556,6 +603,23 @@ mod tests {
         assert_eq!(stopped.cause, ShutdownCause::Signal("SIGTERM"));
         let seen: Vec<String> = h.batches.lock().unwrap().concat();
         assert_eq!(seen, ["attacker.observed", "email.received"]);
+    }
+
+    #[test]
+    fn an_outage_is_news_when_it_starts_or_changes_and_ends_once() {
+        let mut outage = Outage::default();
+        assert_eq!(outage.ended(), None);
+        assert!(outage.failed("database locked".into()));
+        assert!(!outage.failed("database locked".into()));
+        assert!(outage.failed("disk full".into()));
+        assert!(!outage.failed("disk full".into()));
+        let (_, attempts) = outage.ended().unwrap();
+        assert_eq!(attempts, 4);
+        assert_eq!(outage.ended(), None);
+        assert!(
+            outage.failed("database locked".into()),
+            "a new outage is news again"
+        );
     }
 
     #[test]
