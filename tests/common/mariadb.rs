@@ -43,6 +43,8 @@ pub struct MariaDb {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// Server options after the harness's own (a later option wins).
+    options: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -51,6 +53,12 @@ impl MariaDb {
     /// database `decnet` with user `decnet` (all privileges on it, password required,
     /// connecting from 127.0.0.1 over TCP).
     pub fn start() -> MariaDb {
+        MariaDb::start_with(&[])
+    }
+
+    /// [`MariaDb::start`] with server options of the caller's, such as a bigger buffer pool
+    /// for a benchmark (kept across restarts).
+    pub fn start_with(options: &[&str]) -> MariaDb {
         let dir = tempfile::Builder::new()
             .prefix("ttp-worker-mariadb-")
             .tempdir()
@@ -95,6 +103,7 @@ impl MariaDb {
             database: "decnet".to_owned(),
             user: "decnet".to_owned(),
             password: format!("ttp-worker-test-{}", std::process::id()),
+            options: options.iter().map(|o| (*o).to_owned()).collect(),
             dir,
         };
         server.launch();
@@ -149,6 +158,7 @@ impl MariaDb {
                 "--innodb-buffer-pool-size=32M",
                 "--max-connections=200",
             ])
+            .args(&self.options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -194,6 +194,14 @@ impl Drop for NatsServer {
     }
 }
 
+/// The binary this build made, or for a benchmark that compares two builds side by side the one
+/// `TTP_BENCH_WORKER` names (tests leave it unset).
+fn worker_binary() -> PathBuf {
+    std::env::var_os("TTP_BENCH_WORKER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ttp-worker")))
+}
+
 /// The `ttp-worker` binary as a child process, its stderr collected line by line.
 pub struct Worker {
     child: Child,
@@ -209,7 +217,7 @@ impl Worker {
     /// Starts the daemon with `args` and `env` on top of a clean environment (`RUST_LOG=debug`).
     /// Without `DECNET_TTP_DB` in `env`, the worker gets a store in a fresh temporary directory.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Worker {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ttp-worker"));
+        let mut command = Command::new(worker_binary());
         command
             .args(args)
             .env_clear()
