@@ -17,7 +17,7 @@ NATS_PORT ?= 4222
 # Where `make run` keeps the local nats-server's JetStream store, log and pid file.
 RUN_DIR ?= $(CURDIR)/target/run
 
-.PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e bench-decnet nats-server-installed \
+.PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e bench-decnet nats-server-installed test-tools-installed \
 	local-nats stop-local-nats clean deb deb-test man footprint cargo-deb-installed
 
 all: build
@@ -31,7 +31,7 @@ run: build local-nats
 # Every test: lint, unit and integration tests, then the package tests (lintian, the unit's
 # sandbox, install/upgrade/purge in a throw-away root). The package tests need root and
 # Debian's tools; without root they are skipped with a message saying so.
-test: nats-server-installed lint
+test: nats-server-installed test-tools-installed lint
 	$(CARGO) test --locked
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory deb-test; \
 	else echo "SKIPPED: make deb-test (the package tests) needs root"; fi
@@ -65,6 +65,18 @@ nats-server-installed:
 	echo "nats-server is missing; installing the Debian package"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server
+
+# What the DECNET tests use besides nats-server: a MariaDB server they run themselves (no
+# system service), Python's venv for DECNET's own code, openssl for the TLS test's certificates.
+test-tools-installed:
+	@need=""; \
+	command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need="$$need mariadb-server"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || need="$$need python3-venv"; \
+	command -v openssl >/dev/null || need="$$need openssl"; \
+	if [ -z "$$need" ]; then exit 0; fi; \
+	echo "installing the Debian packages the tests need:$$need"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need
 
 # Starts a nats-server (with JetStream) on $(NATS_HOST):$(NATS_PORT) unless one answers already.
 local-nats:

@@ -563,3 +563,123 @@ fn a_server_not_reachable_at_start_is_waited_for_not_a_crash_loop() {
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(5)).is_some());
 }
+
+/// A CA and a server certificate for 127.0.0.1 (and a second, unrelated CA), made with the
+/// `openssl` command in `dir`: (ca, other ca, server cert, server key).
+fn tls_files(dir: &Path) -> [String; 4] {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl is needed for the TLS test: {e}"));
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    for ca in ["ca", "other-ca"] {
+        let (key, cert) = (file(&format!("{ca}.key")), file(&format!("{ca}.pem")));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=ttp-worker test {ca}"),
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ]);
+    }
+    let (key, csr, cert) = (file("server.key"), file("server.csr"), file("server.pem"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    let extensions = file("server.ext");
+    fs::write(&extensions, "subjectAltName = IP:127.0.0.1\n").unwrap_or_else(|e| panic!("{e}"));
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &file("ca.pem"),
+        "-CAkey",
+        &file("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &extensions,
+        "-out",
+        &cert,
+    ]);
+    [file("ca.pem"), file("other-ca.pem"), cert, key]
+}
+
+/// A server that takes TLS connections only: the URL's `ssl_ca` makes the worker's connection
+/// TLS, checked against that CA; without TLS, or with another CA, it does not connect.
+#[test]
+fn a_url_asking_for_tls_gets_a_verified_tls_connection() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let [ca, other_ca, cert, key] = tls_files(dir.path());
+    let db = MariaDb::start_with(&[
+        &format!("--ssl-ca={ca}"),
+        &format!("--ssl-cert={cert}"),
+        &format!("--ssl-key={key}"),
+    ]);
+    Decnet::get().create(&db.url());
+    // From now on a TCP connection without TLS is refused (the harness's socket still works).
+    db.sql("SET GLOBAL require_secure_transport = ON");
+    let password = password_file(&db, dir.path());
+    let stats = |query: &str| {
+        let url = format!("{}{query}", url_without_password(&db));
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
+            .args([
+                "stats",
+                "--decnet-db-type",
+                "mysql",
+                "--decnet-db-url",
+                &url,
+            ])
+            .args(["--decnet-db-password-file", &password])
+            .env_clear()
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(!text.contains(&db.password), "{text}");
+        (output.status.success(), text)
+    };
+    let (ok, text) = stats(&format!("?ssl_ca={ca}"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("(TLS)") && text.contains("tags            0"),
+        "{text}"
+    );
+
+    // The same user and password without TLS (MariaDB answers "access denied").
+    let (ok, text) = stats("");
+    assert!(!ok, "a plain connection was accepted: {text}");
+
+    let (ok, text) = stats(&format!("?ssl_ca={other_ca}"));
+    assert!(
+        !ok,
+        "a server certificate from another CA was accepted: {text}"
+    );
+}

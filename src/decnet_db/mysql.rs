@@ -20,7 +20,7 @@ use super::error::DbError;
 use super::intel::{CATCHUP_COLUMNS, ColumnKind};
 use super::ipv6::{Ipv6Leak, leak_records};
 use super::schema;
-use super::settings::MysqlTls;
+use super::settings::{MysqlTls, describe_mysql};
 use crate::bus::security::Secret;
 use crate::store::{ATTACK_RELEASE, format_sql_utc, mitre_url};
 use crate::tagging::Tag;
@@ -152,17 +152,9 @@ impl MysqlDb {
             }
             builder = builder.ssl_opts(Some(ssl));
         }
-        let host_shown = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
         let mut db = MysqlDb {
             opts: Opts::from(builder),
-            where_: format!(
-                "MySQL {user}@{host_shown}:{port}/{database}{}",
-                if tls.is_some() { " (TLS)" } else { "" }
-            ),
+            where_: describe_mysql(user, host, port, database, tls.is_some()),
             conn: None,
             last_used: Instant::now(),
         };

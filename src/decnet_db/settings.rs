@@ -35,10 +35,29 @@ impl DecnetDbSettings {
                 port,
                 database,
                 user,
+                tls,
                 ..
-            } => format!("MySQL {user}@{host}:{port}/{database}"),
+            } => describe_mysql(user, host, *port, database, tls.is_some()),
         }
     }
+}
+
+/// `MySQL user@host:port/name`, ` (TLS)` when it is asked for: how every message names a
+/// MySQL database (never with the password).
+pub(crate) fn describe_mysql(
+    user: &str,
+    host: &str,
+    port: u16,
+    database: &str,
+    tls: bool,
+) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let tls = if tls { " (TLS)" } else { "" };
+    format!("MySQL {user}@{host}:{port}/{database}{tls}")
 }
 
 /// TLS to the MySQL server; present means required (no clear-text fallback).
