@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use common::corpus::{corpus_lines, reference_args, required, subject_of};
 use common::decnet::Decnet;
 use common::mariadb::MariaDb;
-use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter, free_port};
+use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter, free_port, run_command};
 use serde_json::Value;
-use ttp_worker::decnet_db::{Backend, MysqlDb};
+use ttp_worker::decnet_db::{Backend, Connect, MysqlDb};
 use ttp_worker::tagging::Tag;
 
 /// DECNET's own tagger's rows for dev-1k at or above its 0.3 floor, intel catch-up included.
@@ -276,6 +276,22 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_mariadb() {
     let _ = worker.wait_exit(Duration::from_secs(10));
 }
 
+/// `ttp-worker stats` on DECNET's MySQL database given by flags, as for the daemon.
+fn stats_by_flags(url: &str, password_file: &str) -> std::process::Output {
+    run_command(
+        &[
+            "stats",
+            "--decnet-db-type",
+            "mysql",
+            "--decnet-db-url",
+            url,
+            "--decnet-db-password-file",
+            password_file,
+        ],
+        &[],
+    )
+}
+
 /// `tags` and `stats` with DECNET's MySQL settings read DECNET's table: every row DECNET's
 /// tagger stores, with its values; the filters work there too; a server that is not there is
 /// an error at once, not a wait.
@@ -283,14 +299,14 @@ fn operators_commands_read_decnets_mariadb(db: &MariaDb, dir: &Path) {
     let url = url_without_password(db);
     let password = password_file(db, dir);
     let command = |args: &[&str], url: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
-            .args(args)
-            .env_clear()
-            .env("DECNET_DB_TYPE", "mysql")
-            .env("DECNET_DB_URL", url)
-            .env("DECNET_DB_PASSWORD_FILE", &password)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
+        run_command(
+            args,
+            &[
+                ("DECNET_DB_TYPE", "mysql"),
+                ("DECNET_DB_URL", url),
+                ("DECNET_DB_PASSWORD_FILE", &password),
+            ],
+        )
     };
     let listed = |args: &[&str]| -> Vec<Value> {
         let mut all = vec!["tags", "--format", "json", "--limit", "100000"];
@@ -351,18 +367,7 @@ fn operators_commands_read_decnets_mariadb(db: &MariaDb, dir: &Path) {
     assert_eq!(listed(&["--technique", "T1110"]).len(), brute);
 
     // The same settings as flags, as for the daemon.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
-        .args([
-            "stats",
-            "--decnet-db-type",
-            "mysql",
-            "--decnet-db-url",
-            &url,
-        ])
-        .args(["--decnet-db-password-file", &password])
-        .env_clear()
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = stats_by_flags(&url, &password);
     let stats = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -444,6 +449,7 @@ fn a_refused_row_is_reported_and_the_rest_of_the_batch_is_written() {
         &db.user,
         Some(&password),
         None,
+        Connect::WaitForServer,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let tag = |uuid: &str, attacker: &str| Tag {
@@ -649,18 +655,7 @@ fn a_url_asking_for_tls_gets_a_verified_tls_connection() {
     let password = password_file(&db, dir.path());
     let stats = |query: &str| {
         let url = format!("{}{query}", url_without_password(&db));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
-            .args([
-                "stats",
-                "--decnet-db-type",
-                "mysql",
-                "--decnet-db-url",
-                &url,
-            ])
-            .args(["--decnet-db-password-file", &password])
-            .env_clear()
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let output = stats_by_flags(&url, &password);
         let text = String::from_utf8_lossy(&output.stdout).into_owned()
             + &String::from_utf8_lossy(&output.stderr);
         assert!(!text.contains(&db.password), "{text}");

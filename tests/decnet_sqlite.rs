@@ -13,7 +13,7 @@ use common::corpus::{
     corpus_lines, reference_args, reference_tag_candidates, required, subject_of,
 };
 use common::decnet::Decnet;
-use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter};
+use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter, run_command};
 use serde_json::Value;
 
 /// DECNET's own tagger's rows for dev-1k at or above its 0.3 floor, intel catch-up included:
@@ -257,12 +257,7 @@ fn dev_1k_through_nats_gives_decnets_own_rows_in_decnets_sqlite() {
 
     // The operator's commands read DECNET's database when it is configured.
     let command = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-worker"))
-            .args(args)
-            .env_clear()
-            .env("DECNET_DB_PATH", &db)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let output = run_command(args, &[("DECNET_DB_PATH", db.as_str())]);
         assert!(
             output.status.success(),
             "{}",

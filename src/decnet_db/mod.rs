@@ -25,30 +25,19 @@ pub use backend::{Backend, Written};
 pub use cache::AttackerCache;
 pub use encode::python_json;
 pub use error::DbError;
-pub use mysql::MysqlDb;
+pub use mysql::{Connect, MysqlDb};
 pub use schema::{REQUIRED, SchemaMismatch};
 pub use settings::DecnetDbSettings;
 pub use sqlite::SqliteDb;
 
-/// Opens the configured database and checks its schema.
+/// Opens the configured database and checks its schema; a MySQL server that cannot be
+/// reached yet is waited for.
 pub fn open(settings: &DecnetDbSettings) -> Result<Box<dyn Backend + Send>, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => Ok(Box::new(SqliteDb::open(path)?)),
-        DecnetDbSettings::Mysql {
-            host,
-            port,
-            database,
-            user,
-            password,
-            tls,
-        } => Ok(Box::new(MysqlDb::open(
-            host,
-            *port,
-            database,
-            user,
-            password.as_ref(),
-            tls.as_ref(),
-        )?)),
+        DecnetDbSettings::Mysql { .. } => {
+            Ok(Box::new(open_mysql(settings, Connect::WaitForServer)?))
+        }
     }
 }
 
@@ -59,7 +48,7 @@ pub fn query_tags(
 ) -> Result<Vec<crate::store::StoredTag>, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.query_tags(query),
-        DecnetDbSettings::Mysql { .. } => open_mysql_once(settings)?.query_tags(query),
+        DecnetDbSettings::Mysql { .. } => open_mysql(settings, Connect::Once)?.query_tags(query),
     }
 }
 
@@ -67,12 +56,12 @@ pub fn query_tags(
 pub fn stats(settings: &DecnetDbSettings) -> Result<crate::store::Stats, DbError> {
     match settings {
         DecnetDbSettings::Sqlite { path } => SqliteDb::open_read_only(path)?.stats(),
-        DecnetDbSettings::Mysql { .. } => open_mysql_once(settings)?.stats(),
+        DecnetDbSettings::Mysql { .. } => open_mysql(settings, Connect::Once)?.stats(),
     }
 }
 
-/// The MySQL database of `settings` for one command: not waited for.
-fn open_mysql_once(settings: &DecnetDbSettings) -> Result<MysqlDb, DbError> {
+/// The MySQL database of `settings`.
+fn open_mysql(settings: &DecnetDbSettings, connect: Connect) -> Result<MysqlDb, DbError> {
     match settings {
         DecnetDbSettings::Mysql {
             host,
@@ -81,7 +70,15 @@ fn open_mysql_once(settings: &DecnetDbSettings) -> Result<MysqlDb, DbError> {
             user,
             password,
             tls,
-        } => MysqlDb::open_once(host, *port, database, user, password.as_ref(), tls.as_ref()),
+        } => MysqlDb::open(
+            host,
+            *port,
+            database,
+            user,
+            password.as_ref(),
+            tls.as_ref(),
+            connect,
+        ),
         DecnetDbSettings::Sqlite { .. } => unreachable!("called for MySQL settings only"),
     }
 }

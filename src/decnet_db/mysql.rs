@@ -66,6 +66,16 @@ const TRANSIENT: [u16; 12] = [
 /// Server errors at connect that only the operator can fix: access denied, no such database.
 const SETUP: [u16; 4] = [1044, 1045, 1049, 1698];
 
+/// What to do about a server that cannot be reached when the database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// The daemon: wait for it (a warning per attempt), so an outage at boot is no restart
+    /// loop.
+    WaitForServer,
+    /// An operator's command: an error at once.
+    Once,
+}
+
 pub struct MysqlDb {
     opts: Opts,
     /// `user@host:port/database`, for messages (never the password).
@@ -99,7 +109,8 @@ fn kind(err: &mysql::Error) -> Kind {
 }
 
 impl MysqlDb {
-    /// Connects (waiting for a server that cannot be reached yet) and checks the schema.
+    /// Connects (as `connect` says, for a server that cannot be reached yet) and checks the
+    /// schema.
     pub fn open(
         host: &str,
         port: u16,
@@ -107,31 +118,7 @@ impl MysqlDb {
         user: &str,
         password: Option<&Secret>,
         tls: Option<&MysqlTls>,
-    ) -> Result<MysqlDb, DbError> {
-        MysqlDb::open_with(host, port, database, user, password, tls, true)
-    }
-
-    /// [`MysqlDb::open`] for an operator's command: a server that cannot be reached is an
-    /// error at once, not a wait.
-    pub fn open_once(
-        host: &str,
-        port: u16,
-        database: &str,
-        user: &str,
-        password: Option<&Secret>,
-        tls: Option<&MysqlTls>,
-    ) -> Result<MysqlDb, DbError> {
-        MysqlDb::open_with(host, port, database, user, password, tls, false)
-    }
-
-    fn open_with(
-        host: &str,
-        port: u16,
-        database: &str,
-        user: &str,
-        password: Option<&Secret>,
-        tls: Option<&MysqlTls>,
-        wait_for_server: bool,
+        connect: Connect,
     ) -> Result<MysqlDb, DbError> {
         let mut builder = OptsBuilder::new()
             .ip_or_hostname(Some(host))
@@ -158,7 +145,7 @@ impl MysqlDb {
             conn: None,
             last_used: Instant::now(),
         };
-        db.connect_at_start(wait_for_server)?;
+        db.connect_at_start(connect)?;
         let mismatch = db.schema_mismatch()?;
         if !mismatch.is_empty() {
             return Err(DbError::Schema {
@@ -169,7 +156,7 @@ impl MysqlDb {
         Ok(db)
     }
 
-    fn connect_at_start(&mut self, wait_for_server: bool) -> Result<(), DbError> {
+    fn connect_at_start(&mut self, connect: Connect) -> Result<(), DbError> {
         let mut attempt = 0usize;
         loop {
             match Conn::new(self.opts.clone()) {
@@ -188,7 +175,7 @@ impl MysqlDb {
                             reason: e.to_string(),
                         });
                     }
-                    Kind::Connection | Kind::Transient if !wait_for_server => {
+                    Kind::Connection | Kind::Transient if connect == Connect::Once => {
                         return Err(self.error(e));
                     }
                     Kind::Connection | Kind::Transient => {
@@ -266,18 +253,9 @@ impl MysqlDb {
         schema::check(|table| -> Result<_, DbError> { Ok(tables.get(table).cloned()) })
     }
 
-    /// Runs `sql` (whose one `{}` becomes a list of `?`) for `keys` in chunks.
-    fn select_in(&mut self, sql: &str, keys: &[String]) -> Result<Vec<Row>, DbError> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let statement = sql.replace("{}", &marks);
-            let params =
-                Params::Positional(chunk.iter().map(|k| SqlValue::from(k.as_str())).collect());
-            let rows: Vec<Row> = self.with_conn(|conn| conn.exec(statement, params))?;
-            out.extend(rows);
-        }
-        Ok(out)
+    /// [`select_in`] on the connection.
+    fn select_in<K: AsRef<str>>(&mut self, sql: &str, keys: &[K]) -> Result<Vec<Row>, DbError> {
+        self.with_conn(|conn| select_in(conn, sql, keys))
     }
 
     fn uuids(&mut self, sql: &str, keys: &[String]) -> Result<HashSet<String>, DbError> {
@@ -287,6 +265,22 @@ impl MysqlDb {
             .filter_map(|row| text(row.as_ref(0)?))
             .collect())
     }
+}
+
+/// Runs `sql` (whose one `{}` becomes a list of `?`) for `keys` in chunks, on a connection or
+/// in a transaction.
+fn select_in<K: AsRef<str>>(
+    on: &mut impl Queryable,
+    sql: &str,
+    keys: &[K],
+) -> mysql::Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let params = Params::Positional(chunk.iter().map(|k| SqlValue::from(k.as_ref())).collect());
+        out.extend(on.exec::<Row, _, _>(sql.replace("{}", &marks), params)?);
+    }
+    Ok(out)
 }
 
 /// A text value as the server sends it (bytes), or a number written out.
@@ -388,7 +382,7 @@ impl Backend for MysqlDb {
     }
 }
 
-/// Rows per multi-row `INSERT` (17 parameters each, far under the protocol's 65535): one round
+/// Rows per multi-row `INSERT` ([`TAG_PARAMS`] parameters each, far under the protocol's 65535): one round
 /// trip and one statement for the server to run instead of one per row.
 const INSERT_ROWS: usize = 256;
 
@@ -397,11 +391,14 @@ const TAG_COLUMNS: &str = "uuid, source_kind, source_id, attacker_uuid, identity
     session_id, decky_id, tactic, technique_id, sub_technique_id, confidence, rule_id, \
     rule_version, evidence, attack_release, mitre_url, created_at";
 
+/// How many values one row of [`TAG_COLUMNS`] takes.
+const TAG_PARAMS: usize = 17;
+
 /// The insert of `rows` rows at once. It ignores only an existing `uuid` (docs/decnet-db.md
 /// §8): unlike `INSERT IGNORE`, a foreign key or check failure is an error. Affected rows: 1
 /// for each new row, 0 for one already there (the client does not ask for found rows).
 fn insert_tags_sql(rows: usize) -> String {
-    let one = format!("({})", vec!["?"; 17].join(", "));
+    let one = format!("({})", vec!["?"; TAG_PARAMS].join(", "));
     format!(
         "INSERT INTO ttp_tag ({TAG_COLUMNS}) VALUES {} ON DUPLICATE KEY UPDATE uuid = uuid",
         vec![one; rows].join(", ")
@@ -465,16 +462,14 @@ fn write_in_bulk(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut present: HashSet<String> = HashSet::new();
-    for chunk in uuids.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT uuid FROM ttp_tag WHERE uuid IN ({})",
-            vec!["?"; chunk.len()].join(", ")
-        );
-        let params = Params::Positional(chunk.iter().map(|u| SqlValue::from(*u)).collect());
-        let rows: Vec<Row> = tx.exec(sql, params)?;
-        present.extend(rows.iter().filter_map(|row| text(row.as_ref(0)?)));
-    }
+    let mut present: HashSet<String> = select_in(
+        &mut tx,
+        "SELECT uuid FROM ttp_tag WHERE uuid IN ({})",
+        &uuids,
+    )?
+    .iter()
+    .filter_map(|row| text(row.as_ref(0)?))
+    .collect();
 
     // Each uuid's first occurrence that is not in the table yet, as (message, tag).
     let mut written = Written {
@@ -491,7 +486,7 @@ fn write_in_bulk(
         }
     }
     for chunk in fresh.chunks(INSERT_ROWS) {
-        let mut params = Vec::with_capacity(chunk.len() * 17);
+        let mut params = Vec::with_capacity(chunk.len() * TAG_PARAMS);
         for &(m, t) in chunk {
             tag_params(&messages[m][t], &created_at, &mut params);
         }

@@ -202,6 +202,17 @@ fn worker_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ttp-worker")))
 }
 
+/// Runs one `ttp-worker` command (`tags`, `stats`, …) to its end, with nothing of the test's
+/// environment but `env`.
+pub fn run_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(worker_binary())
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ttp-worker {args:?}: {e}"))
+}
+
 /// The `ttp-worker` binary as a child process, its stderr collected line by line.
 pub struct Worker {
     child: Child,
