@@ -101,7 +101,9 @@ impl Database {
                 Target::Sqlite(db)
             }
             Database::Mysql(server) => {
-                server.sql_db("DELETE FROM ttp_tag");
+                // Not DELETE: the server would purge its rows from every index in the
+                // background of the next run.
+                server.sql_db("TRUNCATE TABLE ttp_tag");
                 let password_file = dir.join("db-password");
                 std::fs::write(&password_file, &server.password).unwrap();
                 Target::Mysql {
