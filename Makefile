@@ -17,7 +17,7 @@ NATS_PORT ?= 4222
 # Where `make run` keeps the local nats-server's JetStream store, log and pid file.
 RUN_DIR ?= $(CURDIR)/target/run
 
-.PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e bench-decnet nats-server-installed test-tools-installed \
+.PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e bench-decnet bench-bridge nats-server-installed test-tools-installed \
 	local-nats stop-local-nats clean deb deb-test man footprint cargo-deb-installed
 
 all: build
@@ -37,7 +37,7 @@ test: nats-server-installed test-tools-installed lint
 	else echo "SKIPPED: make deb-test (the package tests) needs root"; fi
 
 # Benchmarks print measured figures; none of them is a pass/fail test.
-bench: bench-tag bench-pipeline bench-e2e bench-decnet
+bench: bench-tag bench-pipeline bench-e2e bench-decnet bench-bridge
 
 # `ttp-worker tag` (release) on a 20,000-envelope corpus with DECNET's rule pack.
 bench-tag:
@@ -54,6 +54,9 @@ bench-e2e: nats-server-installed
 # End to end into DECNET's own SQLite database (DECNET's code makes it, from PyPI).
 bench-decnet: nats-server-installed
 	$(CARGO) bench --locked --bench decnet_db
+
+bench-bridge: nats-server-installed
+	$(CARGO) bench --locked --bench bridge
 
 lint:
 	$(CARGO) fmt --all -- --check

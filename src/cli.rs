@@ -46,6 +46,50 @@ pub enum Command {
     Tags(TagsArgs),
     /// Summarise the tag store: totals, by technique, by rule, last 24 h, size
     Stats(StoreArgs),
+    /// Relay between DECNET's UNIX-socket bus and NATS: DECNET's events to NATS for the
+    /// worker, the worker's announcements back to DECNET's bus
+    Bridge(BridgeArgs),
+}
+
+/// Options of `ttp-worker bridge`.
+#[derive(Debug, Default, Args)]
+pub struct BridgeArgs {
+    /// DECNET's bus socket (its broker, `decnet bus`); waited for while it is absent
+    #[arg(long = settings::SOCKET.flag, value_name = "PATH")]
+    pub socket: Option<String>,
+
+    /// Messages each direction holds while the other side is slow or away; beyond it the
+    /// oldest are dropped and counted
+    #[arg(long = settings::QUEUE.flag, value_name = "N")]
+    pub queue: Option<String>,
+
+    /// NATS server URL(s), comma-separated; nats:// or tls://
+    #[arg(long = settings::BUS_URL.flag, value_name = "URL")]
+    pub bus_url: Option<String>,
+
+    /// Seconds between the bridge's heartbeats on system.ttp-bridge.health
+    #[arg(long = settings::HEARTBEAT_INTERVAL.flag, value_name = "SECS")]
+    pub heartbeat_interval: Option<String>,
+
+    /// Publish DECNET's events into the JetStream stream the worker's durable mode reads,
+    /// each acknowledged, with a Nats-Msg-Id against duplicates
+    #[arg(long = settings::DURABLE.flag)]
+    pub durable: bool,
+
+    /// JetStream stream for durable mode; created when absent, used as it is when present
+    #[arg(long = settings::STREAM.flag, value_name = "NAME")]
+    pub stream: Option<String>,
+
+    /// Maximum age of events in a stream the bridge creates, e.g. 7d or 36h
+    #[arg(long = settings::STREAM_MAX_AGE.flag, value_name = "DURATION")]
+    pub stream_max_age: Option<String>,
+
+    /// Maximum size of a stream the bridge creates, e.g. 1G or 512M
+    #[arg(long = settings::STREAM_MAX_BYTES.flag, value_name = "BYTES")]
+    pub stream_max_bytes: Option<String>,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Options of the daemon itself. Each flag's environment variable and default are in
@@ -294,7 +338,7 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
 /// The command line as `--help` and the man page show it: the derived definition, with each
 /// setting's environment variable and default from [`settings`].
 pub fn command() -> clap::Command {
-    use settings::{DAEMON, ENGINE, STORE};
+    use settings::{BRIDGE, DAEMON, ENGINE, STORE};
     Cli::command()
         .mut_args(|arg| settings::render(arg, &[DAEMON, ENGINE]))
         .mut_subcommand("tag", |cmd| {
@@ -308,6 +352,9 @@ pub fn command() -> clap::Command {
         })
         .mut_subcommand("stats", |cmd| {
             cmd.mut_args(|arg| settings::render(arg, &[STORE]))
+        })
+        .mut_subcommand("bridge", |cmd| {
+            cmd.mut_args(|arg| settings::render(arg, &[BRIDGE]))
         })
 }
 

@@ -7,10 +7,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::bridge::BridgeConfig;
 use crate::bus::security::{self, BusAuth, BusSecurity, BusTls, SecretFileError};
 use crate::bus::{BusSettings, StreamConfig};
 use crate::cli::settings::{self, Setting};
-use crate::cli::{DecnetDbArgs, EngineArgs, RunArgs, SecurityArgs, StoreArgs};
+use crate::cli::{BridgeArgs, DecnetDbArgs, EngineArgs, RunArgs, SecurityArgs, StoreArgs};
 use crate::decnet_db::DecnetDbSettings;
 use crate::redact::redact_url;
 use crate::tagging::EngineOptions;
@@ -47,7 +48,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Durable mode's defaults are the settings table's, like every other default.
 impl Default for StreamConfig {
     fn default() -> StreamConfig {
-        resolve_stream(&RunArgs::default(), &|_| None).expect("the defaults are valid")
+        let none = None;
+        resolve_stream([&none, &none, &none, &none], &|_| None).expect("the defaults are valid")
     }
 }
 
@@ -61,7 +63,7 @@ pub enum ConfigError {
         problem: String,
     },
     #[error(
-        "{ENV_BUS_TYPE}=unix selects DECNET's UNIX-socket bus, which this worker does not speak; unset it or set it to nats"
+        "{ENV_BUS_TYPE}=unix selects DECNET's UNIX-socket bus, which the worker does not speak: run `ttp-worker bridge` to carry it to NATS, and unset {ENV_BUS_TYPE} (or set it to nats) for the worker"
     )]
     UnixBus,
     #[error("unknown {ENV_BUS_TYPE} {0:?}: the only bus this worker speaks is nats")]
@@ -110,7 +112,15 @@ impl Config {
             );
         }
 
-        let stream = resolve_stream(flags, &env)?;
+        let stream = resolve_stream(
+            [
+                &flags.stream,
+                &flags.stream_max_age,
+                &flags.stream_max_bytes,
+                &flags.ack_wait,
+            ],
+            &env,
+        )?;
 
         let security = resolve_security(&flags.security, &bus_urls, &env)?;
         Ok(Config {
@@ -131,18 +141,108 @@ impl Config {
     }
 }
 
-/// Durable mode's stream, as this worker would create it.
+/// `ttp-worker bridge`'s settings, flag over environment over default as for the daemon.
+/// `DECNET_BUS_TYPE` is not looked at: `unix` is exactly what a DECNET host running the bridge
+/// has.
+pub fn resolve_bridge(
+    flags: &BridgeArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<BridgeConfig, ConfigError> {
+    let durable = flags.durable
+        || match env(settings::DURABLE.env) {
+            Some(text) => parse_bool(settings::DURABLE.env, &text)?,
+            None => false,
+        };
+    let (setting, text) = value(&flags.bus_url, &settings::BUS_URL, &env);
+    let urls = parse_bus_urls(&setting, &text)?;
+    let (setting, text) = value(
+        &flags.heartbeat_interval,
+        &settings::HEARTBEAT_INTERVAL,
+        &env,
+    );
+    let heartbeat_interval = parse_interval(&setting, &text)?;
+    let none = None;
+    let stream = resolve_stream(
+        [
+            &flags.stream,
+            &flags.stream_max_age,
+            &flags.stream_max_bytes,
+            &none,
+        ],
+        &env,
+    )?;
+    let security = resolve_security(&flags.security, &urls, &env)?;
+    let socket = match pick(&flags.socket, &settings::SOCKET, &env) {
+        Some((setting, text)) if text.trim().is_empty() => {
+            return Err(invalid(&setting, &text, "an empty path"));
+        }
+        Some((_, text)) => PathBuf::from(text),
+        None => decnet_socket(env(ENV_HOME)),
+    };
+    let (setting, text) = value(&flags.queue, &settings::QUEUE, &env);
+    let queue = match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_BRIDGE_QUEUE).contains(&n) => n,
+        _ => {
+            return Err(invalid(
+                &setting,
+                &text,
+                format!("expected a number of messages from 1 to {MAX_BRIDGE_QUEUE}"),
+            ));
+        }
+    };
+    Ok(BridgeConfig {
+        bus: BusSettings {
+            urls,
+            enabled: true,
+            heartbeat_interval,
+            connect_timeout: CONNECT_TIMEOUT,
+            durable,
+            stream,
+            security,
+        },
+        socket,
+        queue,
+    })
+}
+
+const ENV_HOME: &str = "HOME";
+
+/// A queue beyond this would hold gigabytes of 1 MiB events; the bound is the point.
+const MAX_BRIDGE_QUEUE: usize = 1_000_000;
+
+/// Where DECNET's clients look for the broker when `DECNET_BUS_SOCKET` is unset
+/// (docs/decnet-bus.md §1): `/run/decnet/bus.sock` when `/run/decnet` is a directory this
+/// process may write to, else `~/.decnet/bus.sock`.
+fn decnet_socket(home: Option<String>) -> PathBuf {
+    let runtime = std::path::Path::new("/run/decnet");
+    if runtime.is_dir() && writable(runtime) {
+        return runtime.join("bus.sock");
+    }
+    PathBuf::from(home.unwrap_or_else(|| "/".into())).join(".decnet/bus.sock")
+}
+
+fn writable(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Durable mode's stream, as this worker would create it, from the flags `--stream`,
+/// `--stream-max-age`, `--stream-max-bytes` and `--ack-wait`.
 fn resolve_stream(
-    flags: &RunArgs,
+    [stream, max_age, max_bytes, ack_wait]: [&Option<String>; 4],
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<StreamConfig, ConfigError> {
-    let (setting, text) = value(&flags.stream, &settings::STREAM, env);
+    let (setting, text) = value(stream, &settings::STREAM, env);
     let name = parse_stream_name(&setting, &text)?;
-    let (setting, text) = value(&flags.stream_max_age, &settings::STREAM_MAX_AGE, env);
+    let (setting, text) = value(max_age, &settings::STREAM_MAX_AGE, env);
     let max_age = parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
-    let (setting, text) = value(&flags.stream_max_bytes, &settings::STREAM_MAX_BYTES, env);
+    let (setting, text) = value(max_bytes, &settings::STREAM_MAX_BYTES, env);
     let max_bytes = parse_bytes(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
-    let (setting, text) = value(&flags.ack_wait, &settings::ACK_WAIT, env);
+    let (setting, text) = value(ack_wait, &settings::ACK_WAIT, env);
     let ack_wait = parse_duration(&text).map_err(|e| invalid(&setting, &text, e.to_string()))?;
     Ok(StreamConfig {
         name,
@@ -653,6 +753,84 @@ mod tests {
         env.entry("HOME".into())
             .or_insert_with(|| "/home/ops".into());
         Config::resolve(&flags, |name| env.get(name).cloned())
+    }
+
+    fn resolve_bridge_with(
+        flags: BridgeArgs,
+        env: &[(&str, &str)],
+    ) -> Result<BridgeConfig, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve_bridge(&flags, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn the_bridge_finds_decnets_socket_as_decnet_does_and_ignores_its_bus_type() {
+        let config = resolve_bridge_with(
+            BridgeArgs::default(),
+            &[("HOME", "/home/ops"), (ENV_BUS_TYPE, "unix")],
+        )
+        .unwrap();
+        // This machine has no /run/decnet; DECNET's clients then use the home directory.
+        if !std::path::Path::new("/run/decnet").is_dir() {
+            assert_eq!(config.socket, PathBuf::from("/home/ops/.decnet/bus.sock"));
+        }
+        assert_eq!(config.queue, 10_000);
+        assert!(!config.bus.durable);
+        assert_eq!(config.bus.urls, ["nats://127.0.0.1:4222"]);
+
+        let config = resolve_bridge_with(
+            BridgeArgs {
+                queue: Some("50".into()),
+                ..Default::default()
+            },
+            &[
+                ("DECNET_BUS_SOCKET", "/srv/decnet/bus.sock"),
+                ("DECNET_BUS_DURABLE", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.socket, PathBuf::from("/srv/decnet/bus.sock"));
+        assert_eq!(config.queue, 50);
+        assert!(config.bus.durable);
+    }
+
+    #[test]
+    fn a_bridge_setting_that_cannot_be_used_is_named() {
+        for (flags, env, named) in [
+            (
+                BridgeArgs {
+                    queue: Some("0".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "--queue",
+            ),
+            (
+                BridgeArgs::default(),
+                vec![("DECNET_TTP_BRIDGE_QUEUE", "lots")],
+                "DECNET_TTP_BRIDGE_QUEUE",
+            ),
+            (
+                BridgeArgs::default(),
+                vec![("DECNET_BUS_SOCKET", " ")],
+                "DECNET_BUS_SOCKET",
+            ),
+            (
+                BridgeArgs {
+                    bus_url: Some("http://x".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "--bus-url",
+            ),
+        ] {
+            let err = resolve_bridge_with(flags, &env).unwrap_err().to_string();
+            assert!(err.contains(named), "{named}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The binary in `main.rs` is a thin shell over this library so that tests can drive every
 //! part — the envelope codec, the subjects, the main loop — without a process in between.
 
+pub mod bridge;
 pub mod bus;
 pub mod channels;
 pub mod cli;

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 
-use ttp_worker::cli::{Cli, Command, EngineArgs, StoreArgs, TagArgs, TagsArgs};
+use ttp_worker::cli::{BridgeArgs, Cli, Command, EngineArgs, StoreArgs, TagArgs, TagsArgs};
 use ttp_worker::commands::{self, Failure};
 use ttp_worker::config::{self, Config, ReadSource};
 use ttp_worker::tagging::EngineOptions;
-use ttp_worker::{daemon, logging};
+use ttp_worker::{bridge, daemon, logging};
 
 /// Exit status for a bad flag or setting, as for any command-line usage error.
 const USAGE_ERROR: u8 = 2;
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Some(Command::CheckRules(args)) => check_rules(&args),
         Some(Command::Tags(args)) => tags(&args),
         Some(Command::Stats(args)) => stats(&args),
+        Some(Command::Bridge(args)) => bridge(&args),
     }
 }
 
@@ -42,6 +43,17 @@ fn run_daemon(cli: &Cli) -> ExitCode {
     match daemon::run(&config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) if err.is_usage() => fail(USAGE_ERROR, err),
+        Err(err) => fail(1, err),
+    }
+}
+
+fn bridge(args: &BridgeArgs) -> ExitCode {
+    let config = match config::resolve_bridge(args, env) {
+        Ok(config) => config,
+        Err(err) => return fail(USAGE_ERROR, err),
+    };
+    match bridge::run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(1, err),
     }
 }

@@ -43,6 +43,33 @@ pub const TOPICS: [&str; 9] = [
     CANARY_ALL,
 ];
 
+/// Every rule-fired announcement.
+pub const RULE_FIRED_ALL: &str = "ttp.rule.fired.>";
+
+/// The bridge's name: NATS connection name, DECNET client name, heartbeat `worker`.
+pub const BRIDGE_NAME: &str = "ttp-bridge";
+/// The bridge's own heartbeat (out, on both buses).
+pub const BRIDGE_HEALTH: &str = "system.ttp-bridge.health";
+
+/// What `ttp-worker bridge` carries from DECNET's socket bus to NATS (docs/decnet-bus.md §3):
+/// everything the worker consumes, its control subject included.
+pub const FROM_DECNET: [&str; 10] = [
+    SESSION_ENDED,
+    ATTACKER_OBSERVED,
+    INTEL_ENRICHED,
+    ATTACKER_FINGERPRINTED,
+    IDENTITY_FORMED,
+    IDENTITY_MERGED,
+    CREDENTIAL_REUSE,
+    EMAIL_RECEIVED,
+    CANARY_ALL,
+    CONTROL,
+];
+
+/// What it carries from NATS to DECNET's socket bus: what the worker announces. Disjoint from
+/// [`FROM_DECNET`] (a test proves it), so nothing the bridge relays can come back to it.
+pub const TO_DECNET: [&str; 3] = [TAGGED, RULE_FIRED_ALL, HEALTH];
+
 /// A subject segment that cannot be spliced into a subject (docs/bus.md §3.3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("subject segment {segment:?} is not allowed: {problem}")]
@@ -163,6 +190,36 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A subject a pattern stands for, its wildcards filled in.
+    fn instance(pattern: &str) -> String {
+        pattern.replace(['*', '>'], "x")
+    }
+
+    #[test]
+    fn the_bridge_carries_what_the_worker_reads_one_way_and_what_it_says_the_other() {
+        assert_eq!(&FROM_DECNET[..TOPICS.len()], &TOPICS[..]);
+        assert_eq!(FROM_DECNET[TOPICS.len()], CONTROL);
+        for inbound in FROM_DECNET {
+            for outbound in TO_DECNET {
+                assert!(
+                    !matches(inbound, &instance(outbound)),
+                    "{inbound} hears {outbound}"
+                );
+                assert!(
+                    !matches(outbound, &instance(inbound)),
+                    "{outbound} hears {inbound}"
+                );
+            }
+        }
+        for pattern in FROM_DECNET.iter().chain(&TO_DECNET) {
+            assert!(
+                !matches(pattern, BRIDGE_HEALTH),
+                "{pattern} would relay the bridge's beat"
+            );
+        }
+        assert_eq!(system_health(BRIDGE_NAME).unwrap(), BRIDGE_HEALTH);
+    }
 
     #[test]
     fn wildcard_vectors_from_the_contract() {

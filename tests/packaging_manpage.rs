@@ -27,6 +27,14 @@ Lists stored tags, newest first; read\-only, works while the daemon runs.
 .TP
 \fBttp\-worker stats\fR [\fB\-\-db\fR \fIPATH\fR]
 Summarises the tag store.
+.TP
+\fBttp\-worker bridge\fR [\fB\-\-socket\fR \fIPATH\fR] [\fB\-\-queue\fR \fIN\fR] [\fB\-\-durable\fR] [\fINATS options\fR]
+Relays DECNET\*(Aqs UNIX\-socket bus to NATS and back: DECNET\*(Aqs events to NATS for the
+worker (into its JetStream stream with \fB\-\-durable\fR), the worker\*(Aqs ttp.tagged,
+ttp.rule.fired.* and heartbeat to DECNET\*(Aqs bus. Waits for DECNET\*(Aqs socket and reconnects
+on both sides; each direction\*(Aqs queue drops its oldest message when full, and counts it.
+Beats on system.ttp\-bridge.health; stops on SIGINT or SIGTERM. The packaged unit is
+\fBttp\-worker\-bridge.service\fR, skipped on a host without \fI/run/decnet\fR.
 .PP
 The engine options of \fBtag\fR and \fBcheck\-rules\fR are those of the daemon:
 \fB\-\-rules\fR, \fB\-\-local\-rules\fR, \fB\-\-no\-builtin\-rules\fR,
@@ -62,6 +70,9 @@ The tag store of the packaged service (\fB$STATE_DIRECTORY/ttp.db\fR).
 .TP
 .I /usr/lib/systemd/system/ttp\-worker.service
 The unit, also known as \fBdecnet\-ttp.service\fR to DECNET's dashboard.
+.TP
+.I /usr/lib/systemd/system/ttp\-worker\-bridge.service
+The bridge\*(Aqs unit, reading the same \fI/etc/default/ttp\-worker\fR.
 .SH ENVIRONMENT
 Every setting can be given as an environment variable; its name is shown as [env: ...] with
 each option above. A flag wins over its variable. Also read:

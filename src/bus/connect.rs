@@ -56,10 +56,35 @@ pub fn open(
     counters: &Arc<Counters>,
     closing: &Arc<AtomicBool>,
 ) -> Result<nats::Connection, BusError> {
+    let counters = counters.clone();
+    let hooks = Hooks {
+        name: WORKER_NAME,
+        on_reconnect: Arc::new(move || Counters::bump(&counters.reconnects)),
+        on_disconnect: Arc::new(|| {}),
+    };
+    open_with(settings, &hooks, closing)
+}
+
+/// Who connects, and what else happens when the connection goes and comes back.
+#[derive(Clone)]
+pub struct Hooks {
+    /// The connection's name on the server (`ttp`, `ttp-bridge`).
+    pub name: &'static str,
+    pub on_reconnect: Arc<dyn Fn() + Send + Sync>,
+    /// Called when the connection is lost, not when we close it.
+    pub on_disconnect: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// [`open`] for any client of ours.
+pub fn open_with(
+    settings: &BusSettings,
+    hooks: &Hooks,
+    closing: &Arc<AtomicBool>,
+) -> Result<nats::Connection, BusError> {
     let urls = settings.urls.join(",");
     let shown = redact_url(&urls);
     let options =
-        options(&settings.security, counters, closing).map_err(|source| BusError::Connect {
+        options(&settings.security, hooks, closing).map_err(|source| BusError::Connect {
             urls: shown.clone(),
             source,
         })?;
@@ -89,10 +114,11 @@ pub fn open(
 /// pitfall 15).
 fn options(
     security: &BusSecurity,
-    counters: &Arc<Counters>,
+    hooks: &Hooks,
     closing: &Arc<AtomicBool>,
 ) -> std::io::Result<nats::Options> {
-    let reconnect_counters = counters.clone();
+    let on_reconnect = hooks.on_reconnect.clone();
+    let on_disconnect = hooks.on_disconnect.clone();
     let closing = closing.clone();
     let mut options = match &security.auth {
         BusAuth::None => nats::Options::new(),
@@ -120,7 +146,7 @@ fn options(
         options = options.tls_required(true);
     }
     Ok(options
-        .with_name(WORKER_NAME)
+        .with_name(hooks.name)
         .no_echo()
         // The first connect is tried once (our poll-only loop retries it); after that the
         // client itself retries for as long as it takes (docs/nats.md pitfalls 2 and 3).
@@ -128,11 +154,12 @@ fn options(
         .reconnect_delay_callback(reconnect_delay)
         .disconnect_callback(move || {
             if !closing.load(Ordering::SeqCst) {
+                on_disconnect();
                 log::warn!("lost the connection to NATS; reconnecting");
             }
         })
         .reconnect_callback(move || {
-            Counters::bump(&reconnect_counters.reconnects);
+            on_reconnect();
             log::info!("reconnected to NATS");
         })
         // The default callback prints with eprintln!; route it through the logger.

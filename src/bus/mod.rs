@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub use connect::{BusSettings, StreamConfig};
+pub use connect::{BusSettings, Hooks, StreamConfig, open_with};
+pub use durable::ensure_stream;
 pub use error::BusError;
 pub use publish::Publisher;
 

@@ -114,6 +114,12 @@ pub const TLS_CA: Setting = Setting::new("tls-ca", "DECNET_BUS_TLS_CA");
 pub const TLS_CERT: Setting = Setting::new("tls-cert", "DECNET_BUS_TLS_CERT");
 pub const TLS_KEY: Setting = Setting::new("tls-key", "DECNET_BUS_TLS_KEY");
 
+/// DECNET's broker socket, for the bridge; unset, it is found as DECNET's own clients find it.
+pub const SOCKET: Setting = Setting::new("socket", "DECNET_BUS_SOCKET")
+    .default("/run/decnet/bus.sock where /run/decnet is writable, else ~/.decnet/bus.sock");
+/// Enough for a minute of a busy fleet while the other side restarts; a few MiB at most.
+pub const QUEUE: Setting = Setting::new("queue", "DECNET_TTP_BRIDGE_QUEUE").default("10000");
+
 /// Where the rules, intel tables and known attackers come from: the daemon, `tag` and
 /// `check-rules` take these.
 pub const ENGINE: &[Setting] = &[RULES, LOCAL_RULES, NO_BUILTIN_RULES, INTEL_MAPS, ANCHORS];
@@ -132,6 +138,26 @@ pub const DAEMON: &[Setting] = &[
     DB,
     DECNET_DB_TYPE,
     DECNET_DB_PATH,
+    BUS_USER,
+    BUS_PASSWORD_FILE,
+    BUS_TOKEN_FILE,
+    BUS_CREDS,
+    BUS_NKEY_SEED_FILE,
+    TLS_CA,
+    TLS_CERT,
+    TLS_KEY,
+];
+
+/// The bridge's settings.
+pub const BRIDGE: &[Setting] = &[
+    SOCKET,
+    QUEUE,
+    BUS_URL,
+    HEARTBEAT_INTERVAL,
+    DURABLE,
+    STREAM,
+    STREAM_MAX_AGE,
+    STREAM_MAX_BYTES,
     BUS_USER,
     BUS_PASSWORD_FILE,
     BUS_TOKEN_FILE,

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 pub mod corpus;
 pub mod decnet;
+pub mod decnet_bus;
 pub mod inproc;
 pub mod mariadb;
 
