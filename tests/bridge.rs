@@ -392,3 +392,29 @@ fn a_flood_while_nats_is_down_keeps_memory_bounded_and_counts_what_it_drops() {
         "no more than the queue and the one in hand: {to}"
     );
 }
+
+#[test]
+fn an_existing_stream_is_published_into_without_being_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("bus.sock");
+    let _broker = Broker::start(&socket);
+    let server = NatsServer::start_jetstream();
+    // As a durable worker leaves it: the stream of its TOPICS.
+    nats::jetstream::new(server.client())
+        .add_stream(nats::jetstream::StreamConfig {
+            name: "DECNET_TTP_IN".into(),
+            subjects: ttp_worker::topics::TOPICS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+    let beats = BridgeBeats::new(&server);
+    let bridge = start_bridge(&socket, &server.url(), &[]);
+    bridge.wait_for_log("exists: publishing DECNET's events into it");
+    publish(&socket, &observed(0, 20));
+    wait_for_stream(&server, 20);
+    let beat = beats.beat_where("all acknowledged", |b| counter(b, "to_nats") == 20);
+    assert_eq!(beat["mode"], "durable");
+}

@@ -17,7 +17,8 @@ pub const REFUSAL_KINDS: [&str; 5] = [
 #[derive(Debug)]
 pub struct BridgeCounters {
     started: Instant,
-    pub durable: bool,
+    /// Publishing into JetStream (asked for, or the stream was there).
+    pub durable: AtomicBool,
     /// Events DECNET's broker delivered to the bridge.
     pub from_decnet: AtomicU64,
     /// Of those, events NATS (or JetStream, with its acknowledgement) took.
@@ -49,7 +50,7 @@ impl BridgeCounters {
     pub fn new(durable: bool) -> BridgeCounters {
         BridgeCounters {
             started: Instant::now(),
-            durable,
+            durable: AtomicBool::new(durable),
             from_decnet: AtomicU64::new(0),
             to_nats: AtomicU64::new(0),
             dropped_to_nats: AtomicU64::new(0),
@@ -96,7 +97,11 @@ impl BridgeCounters {
         let mut out = Map::new();
         out.insert(
             "mode".into(),
-            json!(if self.durable { "durable" } else { "core" }),
+            json!(if self.durable.load(Ordering::Relaxed) {
+                "durable"
+            } else {
+                "core"
+            }),
         );
         out.insert(
             "uptime_sec".into(),

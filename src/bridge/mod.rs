@@ -108,13 +108,15 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
         return Ok(());
     };
     up.store(true, Ordering::SeqCst);
+    let durable = config.bus.durable || stream_exists(&connection, &config.bus.stream.name);
+    counters.durable.store(durable, Ordering::Relaxed);
     log::info!(
         "relaying {} patterns from DECNET's bus at {} to NATS at {}{}, and {} back",
         FROM_DECNET.len(),
         config.socket.display(),
         redact_url(&config.bus.urls.join(",")),
-        if config.bus.durable {
-            format!(" (JetStream stream {})", config.bus.stream.name)
+        if durable {
+            format!(" (into JetStream stream {})", config.bus.stream.name)
         } else {
             String::new()
         },
@@ -129,7 +131,7 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
         let publisher = nats_side::Publisher {
             connection: connection.clone(),
             up: up.clone(),
-            stream: config.bus.durable.then(|| config.bus.stream.clone()),
+            stream: durable.then(|| config.bus.stream.clone()),
             counters: counters.clone(),
         };
         threads.push(
@@ -159,6 +161,18 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
     join(threads);
     close(connection, &closing);
     spawned
+}
+
+/// Whether the worker's stream is there already: then the bridge publishes into it, durable
+/// mode asked for or not, since a durable worker is reading from it.
+fn stream_exists(connection: &nats::Connection, name: &str) -> bool {
+    let found = nats::jetstream::new(connection.clone())
+        .stream_info(name)
+        .is_ok();
+    if found {
+        log::info!("JetStream stream {name} exists: publishing DECNET's events into it");
+    }
+    found
 }
 
 /// Connects to NATS, trying again until it works or `stop` closes.
