@@ -49,6 +49,8 @@ check "no systemd runs in the root (so the maintainer scripts do not start anyth
     test ! -d "$root/run/systemd/system"
 
 echo "== install: $(basename "$deb")"
+# A DECNET host has the group of DECNET's broker socket; the postinst gives it to ttp-worker.
+in_root groupadd --system decnet
 in_root dpkg -i /tmp/ttp-worker.deb
 check "dpkg reports the package installed" \
     bash -c "chroot '$root' dpkg-query -W -f='\${Status}' ttp-worker | grep -qx 'install ok installed'"
@@ -69,6 +71,14 @@ check "enabled: multi-user.target wants ttp-worker.service" \
     test -L "$root/etc/systemd/system/multi-user.target.wants/ttp-worker.service"
 check "enabled: the alias decnet-ttp.service exists for DECNET's dashboard" \
     test -L "$root/etc/systemd/system/decnet-ttp.service"
+bridge_unit=$(in_root dpkg -L ttp-worker | grep '/systemd/system/ttp-worker-bridge.service$')
+check "the bridge's unit is installed ($bridge_unit)" test -f "$root$bridge_unit"
+check "systemd-analyze verify passes on the bridge's unit" \
+    chroot "$root" systemd-analyze verify --man=no "$bridge_unit"
+check "enabled: multi-user.target wants ttp-worker-bridge.service" \
+    test -L "$root/etc/systemd/system/multi-user.target.wants/ttp-worker-bridge.service"
+check "the postinst put ttp-worker in DECNET's group decnet" \
+    bash -c "chroot '$root' id -nG ttp-worker | tr ' ' '\\n' | grep -qx decnet"
 check "/etc/default/ttp-worker is a conffile" \
     bash -c "chroot '$root' dpkg-query -W -f='\${Conffiles}' ttp-worker | grep -q ' /etc/default/ttp-worker '"
 check "every setting in /etc/default/ttp-worker is commented out" \
@@ -136,7 +146,7 @@ check "/etc/ttp-worker is gone" absent /etc/ttp-worker
 check "/var/lib/ttp-worker (the store) is gone" absent /var/lib/ttp-worker
 check "the user is gone" bash -c "! chroot '$root' getent passwd ttp-worker"
 check "the group is gone" bash -c "! chroot '$root' getent group ttp-worker"
-check "the enablement links are gone" bash -c "! ls '$root'/etc/systemd/system/*/ttp-worker.service '$root'/etc/systemd/system/decnet-ttp.service 2>/dev/null | grep -q ."
+check "the enablement links are gone" bash -c "! ls '$root'/etc/systemd/system/*/ttp-worker.service '$root'/etc/systemd/system/*/ttp-worker-bridge.service '$root'/etc/systemd/system/decnet-ttp.service 2>/dev/null | grep -q ."
 check "no unit mask is left behind" absent /etc/systemd/system/ttp-worker.service
 
 echo "install test: $passed checks passed"

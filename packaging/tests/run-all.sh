@@ -25,6 +25,8 @@ mkdir -p target/debian
 "$here/lintian.sh" "$deb"
 echo "== systemd-analyze security --offline=true (the shipped unit)"
 "$here/unit-security.sh" "$top/packaging/ttp-worker.service" | tail -2
+echo "== systemd-analyze security --offline=true (the bridge's unit)"
+"$here/unit-security.sh" "$top/packaging/bridge/ttp-worker-bridge.service" | tail -2
 echo "== the unit's system call filter against the packaged daemon's real calls (strace)"
 extract=$(mktemp -d)
 chmod 755 "$extract"  # the daemon runs as nobody

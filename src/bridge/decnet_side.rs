@@ -34,6 +34,10 @@ const RETRY: [Duration; 5] = [
 enum Ended {
     Stopped,
     Lost(String),
+    /// Over a frame the bridge refused: logged once per kind already, so only at debug here,
+    /// and the next attempt waits longer, so a broker that keeps sending bad frames cannot
+    /// make the bridge spin.
+    Refused(String),
 }
 
 /// Starts the DECNET side: connects to `socket` (waiting for it as long as it takes), queues
@@ -49,6 +53,8 @@ pub fn spawn(
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new().name("decnet".into()).spawn(move || {
         let mut failures = 0usize;
+        // Connections in a row that ended over a refused frame.
+        let mut refusals = 0usize;
         let mut connected_once = false;
         loop {
             match UnixStream::connect(&socket) {
@@ -75,6 +81,11 @@ pub fn spawn(
                         Ended::Stopped => return,
                         Ended::Lost(why) => {
                             log::warn!("lost DECNET's bus ({why}); connecting again");
+                            refusals = 0;
+                        }
+                        Ended::Refused(why) => {
+                            log::debug!("dropped the connection to DECNET's bus: {why}");
+                            refusals += 1;
                         }
                     }
                 }
@@ -85,7 +96,7 @@ pub fn spawn(
                     failures += 1;
                 }
             }
-            let pause = RETRY[failures.min(RETRY.len() - 1)];
+            let pause = RETRY[(failures + refusals).min(RETRY.len() - 1)];
             select! {
                 recv(stop) -> _ => return,
                 default(pause) => {}
@@ -111,7 +122,7 @@ impl Link<'_> {
             Ok(clone) => clone,
             Err(err) => return Ended::Lost(format!("cannot clone the socket: {err}")),
         };
-        let (done_tx, done) = bounded::<String>(1);
+        let (done_tx, done) = bounded::<Ended>(1);
         let to_nats = self.to_nats.clone();
         let counters = self.counters.clone();
         let reader = thread::Builder::new()
@@ -136,7 +147,7 @@ impl Link<'_> {
 
     /// The greeting, the subscriptions, then every message from NATS, until the connection or
     /// the bridge ends.
-    fn write_all(&mut self, reader_done: &Receiver<String>) -> Ended {
+    fn write_all(&mut self, reader_done: &Receiver<Ended>) -> Ended {
         let greeting = std::iter::once((Verb::Hello, BRIDGE_NAME))
             .chain(FROM_DECNET.iter().map(|pattern| (Verb::Sub, *pattern)));
         for (verb, args) in greeting {
@@ -165,7 +176,7 @@ impl Link<'_> {
                     }
                 }
                 recv(reader_done) -> why => {
-                    return Ended::Lost(why.unwrap_or_else(|_| "reader ended".into()));
+                    return why.unwrap_or_else(|_| Ended::Lost("reader ended".into()));
                 }
                 recv(self.stop) -> _ => return Ended::Stopped,
             }
@@ -184,12 +195,12 @@ fn read_events(
     stream: UnixStream,
     to_nats: &DropOldest<Relayed>,
     counters: &BridgeCounters,
-) -> String {
+) -> Ended {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     loop {
         let frame = match read_frame(&mut reader) {
             Ok(Some(frame)) => frame,
-            Ok(None) => return "the broker closed the connection".into(),
+            Ok(None) => return Ended::Lost("the broker closed the connection".into()),
             Err(err) => return refused(&err, counters),
         };
         match frame.verb {
@@ -207,10 +218,10 @@ fn read_events(
                              (further {kind} events are only counted)"
                         );
                     }
-                    return format!("refused an event: {why}");
+                    return Ended::Refused(format!("refused an event: {why}"));
                 }
             },
-            Verb::Bye => return "the broker said BYE".into(),
+            Verb::Bye => return Ended::Lost("the broker said BYE".into()),
             // A broker sends nothing else; DECNET's own client ignores it too.
             other => log::debug!("ignored a {} frame from DECNET's bus", other.as_str()),
         }
@@ -218,7 +229,7 @@ fn read_events(
 }
 
 /// Counts a refused frame, logs its kind the first time, and says why the connection ends.
-fn refused(err: &FrameError, counters: &BridgeCounters) -> String {
+fn refused(err: &FrameError, counters: &BridgeCounters) -> Ended {
     match err.kind() {
         Some(kind) => {
             if counters.refuse(kind) {
@@ -227,8 +238,8 @@ fn refused(err: &FrameError, counters: &BridgeCounters) -> String {
                      (further {kind} frames are only counted)"
                 );
             }
-            format!("refused a frame: {err}")
+            Ended::Refused(format!("refused a frame: {err}"))
         }
-        None => format!("read failed: {err}"),
+        None => Ended::Lost(format!("read failed: {err}")),
     }
 }
