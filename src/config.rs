@@ -906,6 +906,9 @@ mod tests {
             "nats://host:99999",
             "a,,b",
             "nats://user:hunter2@host:99999",
+            // The password's `/` makes the URL unparsable; it must not be shown anyway.
+            "nats://ttp:hunter2/Slash@host:4222",
+            "nats://ttp:hunter2?x#y@host:4222",
         ] {
             let err = resolve(RunArgs::default(), &[(settings::BUS_URL.env, bad)]).unwrap_err();
             let line = err.to_string();

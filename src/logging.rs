@@ -2,8 +2,16 @@
 //!
 //! Under systemd (`JOURNAL_STREAM` set) lines carry a `<N>` syslog priority prefix and no
 //! timestamp, so journald files them at the right level and does not stamp them twice.
+//!
+//! Messages quote what attackers sent (a `requested_by`, an e-mail's id, a payload member), so
+//! every line is written with its control characters escaped: a newline in a payload cannot
+//! start a forged line, and under journald cannot forge a `<0>` (emergency) priority.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use env_logger::{Builder, Env, WriteStyle};
 
@@ -17,7 +25,20 @@ pub fn init() {
                 "<{}>{}: {}",
                 syslog_priority(record.level()),
                 record.target(),
-                record.args()
+                escape_controls(&record.args().to_string())
+            )
+        });
+    } else {
+        // env_logger's own layout, `[time LEVEL target] message`, with the message escaped.
+        builder.format(|out, record| {
+            let style = out.default_level_style(record.level());
+            writeln!(
+                out,
+                "[{} {style}{:<5}{style:#} {}] {}",
+                out.timestamp_seconds(),
+                record.level(),
+                record.target(),
+                escape_controls(&record.args().to_string())
             )
         });
     }
@@ -31,5 +52,100 @@ fn syslog_priority(level: log::Level) -> u8 {
         log::Level::Warn => 4,
         log::Level::Info => 6,
         log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// `text` with every control character written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so
+/// that one log record is always one line. Text without any is returned as it is.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Lets one of a kind of message through per period and counts the rest, for warnings a
+/// flood would otherwise repeat once per message (the NATS client's, for one).
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    state: Mutex<Option<(Instant, u64)>>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            state: Mutex::new(None),
+        }
+    }
+
+    /// `Some(n)` when this one is to be logged, `n` being how many were held back since the
+    /// last one logged; `None` when it is to be counted only.
+    pub fn pass(&self) -> Option<u64> {
+        self.pass_at(Instant::now())
+    }
+
+    fn pass_at(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match *state {
+            Some((since, ref mut held)) if now.duration_since(since) < self.every => {
+                *held += 1;
+                None
+            }
+            Some((_, held)) => {
+                *state = Some((now, 0));
+                Some(held)
+            }
+            None => {
+                *state = Some((now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    pub fn period(&self) -> Duration {
+        self.every
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_through_per_period_and_counts_the_rest() {
+        let throttle = Throttle::new(Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(throttle.pass_at(start), Some(0));
+        for ms in 1..=500 {
+            assert_eq!(throttle.pass_at(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(throttle.pass_at(start + Duration::from_secs(11)), Some(500));
+        assert_eq!(throttle.pass_at(start + Duration::from_secs(12)), None);
+    }
+
+    #[test]
+    fn a_record_stays_one_line_whatever_it_quotes() {
+        let forged = "ops\n<0>ttp_worker: the disk is on fire\r\x1b[31m\tx";
+        let escaped = escape_controls(forged);
+        assert_eq!(
+            escaped,
+            "ops\\n<0>ttp_worker: the disk is on fire\\r\\u{1b}[31m\\tx"
+        );
+        assert!(!escaped.chars().any(char::is_control));
+        assert!(matches!(escape_controls("plain — text"), Cow::Borrowed(_)));
     }
 }

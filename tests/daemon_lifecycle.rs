@@ -383,3 +383,85 @@ fn a_second_worker_on_the_same_store_stops_at_start_with_a_clear_message() {
     first.signal("TERM");
     assert_clean_exit_within_limit(&mut first, "SIGTERM of the owner");
 }
+
+#[test]
+fn a_payload_cannot_forge_a_log_line_or_a_journald_priority() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    // As under systemd: lines start with their `<N>` priority.
+    let mut worker = start_worker(&server.url(), &[("JOURNAL_STREAM", "8:1234")]);
+    health.next_beat();
+    let forged = "admin\n<0>ttp_worker: the store is on fire\r\x1b[2J";
+    let client = server.client();
+    client
+        .publish(
+            "system.ttp.control",
+            envelope_body(
+                "system.ttp.control",
+                "control",
+                json!({"action": "stop", "requested_by": forged}),
+            ),
+        )
+        .unwrap();
+    client.flush().unwrap();
+    assert_clean_exit_within_limit(&mut worker, "control stop");
+    let log = worker.log_text();
+    assert!(
+        log.contains(r"by admin\n<0>ttp_worker: the store is on fire\r\u{1b}[2J"),
+        "{log}"
+    );
+    for line in log.lines() {
+        assert!(!line.starts_with("<0>"), "a forged emergency line: {line}");
+        assert!(
+            !line.chars().any(char::is_control),
+            "a control character: {line:?}"
+        );
+        assert!(
+            line.starts_with('<') && line.as_bytes().get(2) == Some(&b'>'),
+            "every line carries its priority: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_clients_drops_in_a_flood_are_logged_a_few_times_not_once_each() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttp.db");
+    let db_text = db.to_str().unwrap().to_owned();
+    let worker = start_worker(&server.url(), &[("DECNET_TTP_DB", &db_text)]);
+    health.next_beat();
+    // Another process holds the store: the worker's batch waits, it takes no more messages,
+    // and the client's queue of 8,192 overflows.
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // Twice the client's queue on one subscription.
+    let client = server.client();
+    let sessions: Vec<String> = common::corpus::corpus_lines()
+        .into_iter()
+        .filter(|l| common::corpus::subject_of(l) == "attacker.session.ended")
+        .collect();
+    for line in sessions.iter().cycle().take(20_000) {
+        client
+            .publish("attacker.session.ended", line.as_bytes())
+            .unwrap();
+    }
+    client.flush().unwrap();
+    worker.wait_for_log("NATS client:");
+    // The flood is over; whatever the client had to say about it is said by now.
+    thread::sleep(Duration::from_secs(2));
+    let warnings: Vec<String> = worker
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("NATS client:"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        warnings.len() <= 3,
+        "{} client warnings, the first: {:?}",
+        warnings.len(),
+        warnings.first()
+    );
+    drop(lock);
+}

@@ -11,6 +11,7 @@ use crossbeam_channel::bounded;
 use super::error::BusError;
 use super::security::{BusAuth, BusSecurity};
 use crate::counters::Counters;
+use crate::logging::Throttle;
 use crate::redact::redact_url;
 use crate::topics::WORKER_NAME;
 
@@ -39,6 +40,9 @@ pub struct StreamConfig {
     /// How long JetStream waits for an ack before delivering a message again.
     pub ack_wait: Duration,
 }
+
+/// The NATS client's own warnings: at most one logged per period, the rest counted.
+static CLIENT_WARNINGS: Throttle = Throttle::new(Duration::from_secs(10));
 
 /// Longest pause between two reconnect attempts after the server went away.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
@@ -162,8 +166,20 @@ fn options(
             on_reconnect();
             log::info!("reconnected to NATS");
         })
-        // The default callback prints with eprintln!; route it through the logger.
-        .error_callback(|err| log::warn!("NATS client: {err}"))
+        // The default callback prints with eprintln!; route it through the logger, once per
+        // period: the client reports every message a flood makes it drop.
+        .error_callback(move |err| {
+            if let Some(held) = CLIENT_WARNINGS.pass() {
+                if held > 0 {
+                    log::warn!(
+                        "NATS client: {err} (and {held} more client warnings in the last {:?})",
+                        CLIENT_WARNINGS.period()
+                    );
+                } else {
+                    log::warn!("NATS client: {err}");
+                }
+            }
+        })
         .close_callback(|| log::debug!("NATS connection closed by the client")))
 }
 
