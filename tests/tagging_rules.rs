@@ -158,13 +158,16 @@ fn a_failed_reload_leaves_the_engine_usable() {
     };
     let mut tagger = Tagger::new(&options).unwrap_or_else(|e| panic!("{e}"));
     let learned: Map<String, Value> =
-        json!({"attacker_uuid": "U-2", "attacker_ip": "198.51.100.2"})
+        json!({"attacker_uuid": "7c1e4d2a-3b5f-4e6a-9c8d-0a1b2c3d4e5f", "attacker_ip": "198.51.100.2"})
             .as_object()
             .cloned()
             .unwrap_or_default();
     tagger.tag_payload("attacker.intel.enriched", "intel.enriched", &learned);
     let reloaded = tagger.reload().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reloaded.anchors().resolve("198.51.100.2"), Some("U-2"));
+    assert_eq!(
+        reloaded.anchors().resolve("198.51.100.2"),
+        Some("7c1e4d2a-3b5f-4e6a-9c8d-0a1b2c3d4e5f")
+    );
     assert_eq!(reloaded.anchors().resolve("198.51.100.1"), Some("U-1"));
     write(&dir, "anchors.json", "not json");
     assert!(tagger.reload().is_err());

@@ -115,12 +115,15 @@ impl AnchorResolver {
     }
 
     /// Remembers the pairing a payload shows, so that later IP-only events of the same
-    /// attacker are anchored on its UUID.
+    /// attacker are anchored on its UUID. Only a real IP address and a real UUID are kept: the
+    /// payload is the attacker's to shape, and any other string (40 kB "addresses") would only
+    /// grow the map, since no event's address could ever look it up.
     pub fn learn(&mut self, payload: &Map<String, Value>) {
         if let (Some(uuid), Some(ip)) = (
             non_empty_str(payload.field("attacker_uuid")),
             non_empty_str(payload.field("attacker_ip")),
-        ) && ip != "Unknown"
+        ) && ip.parse::<std::net::IpAddr>().is_ok()
+            && uuid::Uuid::try_parse(uuid).is_ok()
             && self.learned.get(ip).is_none_or(|u| u != uuid)
         {
             self.learned.insert(ip.to_owned(), uuid.to_owned());
@@ -136,5 +139,37 @@ impl AnchorResolver {
         for (ip, uuid) in &other.learned {
             self.learned.insert(ip.clone(), uuid.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn payload(ip: &str, uuid: &str) -> Map<String, Value> {
+        json!({"attacker_ip": ip, "attacker_uuid": uuid})
+            .as_object()
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_real_address_and_uuid_are_learned() {
+        let uuid = "9d3b8f7e-2a41-4c55-9e0b-6f1d2c3a4b5c";
+        let mut anchors = AnchorResolver::default();
+        for (ip, id) in [
+            ("Unknown", uuid),
+            ("", uuid),
+            (&"1".repeat(40_000)[..], uuid),
+            ("203.0.113.9", "not-a-uuid"),
+            ("203.0.113.9 ", uuid),
+        ] {
+            anchors.learn(&payload(ip, id));
+        }
+        assert!(anchors.is_empty());
+        anchors.learn(&payload("203.0.113.9", uuid));
+        anchors.learn(&payload("2001:db8::7", uuid));
+        assert_eq!(anchors.len(), 2);
     }
 }
