@@ -250,3 +250,37 @@ fn check_rules_reports_an_output_it_cannot_write() {
         "{stderr}"
     );
 }
+
+#[test]
+fn attacker_chosen_kinds_are_named_a_bounded_number_of_times_and_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("kinds.jsonl");
+    let mut out = std::fs::File::create(&input).unwrap();
+    for n in 0..300 {
+        let kind = format!("{n}-{}", "k".repeat(20_000));
+        let envelope = serde_json::json!({
+            "v": 1, "id": format!("{n:032x}"), "topic": "attacker.fingerprinted", "type": kind,
+            "ts": 1.0, "payload": {"attacker_ip": "198.51.100.3"}
+        });
+        writeln!(out, "{envelope}").unwrap();
+    }
+    drop(out);
+    let output = common::run_command(&["tag", input.to_str().unwrap()], &[("RUST_LOG", "info")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("no tagger handles source kind"))
+        .collect();
+    assert_eq!(named.len(), 64, "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        named.iter().all(|l| l.len() < 300),
+        "cut short: {}",
+        named[0]
+    );
+    assert!(named[0].contains("(20002 bytes)"), "{}", named[0]);
+    assert_eq!(
+        stderr.matches("further ones are not named").count(),
+        1,
+        "the overflow is said once"
+    );
+}

@@ -101,6 +101,8 @@ pub struct Tagger {
     intel_maps: IntelMaps,
     anchors: AnchorResolver,
     unhandled_kinds_logged: HashSet<String>,
+    /// Set once [`MAX_UNHANDLED_KINDS`] were named.
+    unhandled_kinds_overflowed: bool,
     problems_logged: ProblemLog,
     /// Fixed clock for tests; `None` reads the system clock per message.
     clock: Option<f64>,
@@ -183,6 +185,7 @@ impl Tagger {
             anchors,
             options,
             unhandled_kinds_logged: HashSet::new(),
+            unhandled_kinds_overflowed: false,
             problems_logged: ProblemLog::default(),
             clock: None,
         }
@@ -381,17 +384,41 @@ impl Tagger {
         tags
     }
 
-    /// Says once per kind that nothing tags its events.
+    /// Says once per kind that nothing tags its events. The kind is the attacker's to choose
+    /// (an `attacker.fingerprinted` `type`), so only [`MAX_UNHANDLED_KINDS`] are remembered,
+    /// and each is shown cut to [`KIND_SHOWN`] characters.
     fn log_unhandled(&mut self, kind: &str) {
-        if self.unhandled_kinds_logged.insert(kind.to_owned()) {
-            let known = KNOWN_KINDS.contains(&kind);
-            log::info!(
-                "no tagger handles source kind {kind:?}{}; its events yield no tags",
-                if known { " (known, no rules)" } else { "" }
-            );
+        if self.unhandled_kinds_logged.contains(kind) {
+            return;
         }
+        if self.unhandled_kinds_logged.len() >= MAX_UNHANDLED_KINDS {
+            if !self.unhandled_kinds_overflowed {
+                self.unhandled_kinds_overflowed = true;
+                log::info!(
+                    "more than {MAX_UNHANDLED_KINDS} source kinds no tagger handles; further ones are not named"
+                );
+            }
+            return;
+        }
+        self.unhandled_kinds_logged.insert(kind.to_owned());
+        let known = KNOWN_KINDS.contains(&kind);
+        let shown: String = kind.chars().take(KIND_SHOWN).collect();
+        let cut = if shown.len() < kind.len() {
+            format!("… ({} bytes)", kind.len())
+        } else {
+            String::new()
+        };
+        log::info!(
+            "no tagger handles source kind {shown:?}{cut}{}; its events yield no tags",
+            if known { " (known, no rules)" } else { "" }
+        );
     }
 }
+
+/// Distinct unhandled source kinds remembered (and named in the log) per rule load.
+const MAX_UNHANDLED_KINDS: usize = 64;
+/// Characters of an unhandled kind the log shows.
+const KIND_SHOWN: usize = 64;
 
 /// The pattern engine's part of the composite: its fired rules' tags, in rule order.
 fn run_engine(
