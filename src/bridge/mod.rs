@@ -35,7 +35,7 @@ pub use counters::{BridgeCounters, REFUSAL_KINDS};
 pub use queue::{DropOldest, Pushed};
 pub use relayed::Relayed;
 
-use crate::bus::{BusError, BusSettings, Hooks, open_with};
+use crate::bus::{BusSettings, Hooks, open_with};
 use crate::envelope::{Envelope, now_epoch_secs};
 use crate::redact::redact_url;
 use crate::topics::{BRIDGE_HEALTH, BRIDGE_NAME, FROM_DECNET, TO_DECNET};
@@ -84,6 +84,9 @@ pub fn run(config: &BridgeConfig) -> Result<(), BridgeError> {
 
 /// Everything but the signals: runs until `stop` closes.
 pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeError> {
+    // The threads stop when `halt` closes: after `stop`, or at once when starting fails, so
+    // that joining them never waits on a stop that will not come.
+    let (halt_tx, halt) = bounded::<()>(0);
     let counters = Arc::new(BridgeCounters::new(config.bus.durable));
     let (to_nats, to_nats_rx) = DropOldest::new(config.queue);
     let (to_decnet, to_decnet_rx) = DropOldest::new(config.queue);
@@ -96,7 +99,7 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
             to_decnet_rx,
             beats,
             counters.clone(),
-            stop.clone(),
+            halt.clone(),
         )
         .map_err(BridgeError::Spawn)?,
     );
@@ -104,6 +107,7 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
     let up = Arc::new(AtomicBool::new(false));
     let closing = Arc::new(AtomicBool::new(false));
     let Some(connection) = connect(&config.bus, &counters, &up, &closing, stop) else {
+        drop(halt_tx);
         join(threads);
         return Ok(());
     };
@@ -125,7 +129,7 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
 
     let spawned = (|| {
         threads.extend(
-            nats_side::spawn_subscribers(&connection, &to_decnet, &counters, stop)
+            nats_side::spawn_subscribers(&connection, &to_decnet, &counters, &halt)
                 .map_err(BridgeError::Subscribe)?,
         );
         let publisher = nats_side::Publisher {
@@ -136,7 +140,7 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
         };
         threads.push(
             publisher
-                .spawn(to_nats_rx, stop.clone())
+                .spawn(to_nats_rx, halt.clone())
                 .map_err(BridgeError::Spawn)?,
         );
         let beat = Heartbeat {
@@ -148,7 +152,7 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
             beats: beats_tx,
         };
         threads.push(
-            beat.spawn(config.bus.heartbeat_interval, stop.clone())
+            beat.spawn(config.bus.heartbeat_interval, halt.clone())
                 .map_err(BridgeError::Spawn)?,
         );
         Ok(())
@@ -158,6 +162,7 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
         let _ = stop.recv();
         log::info!("stopping the bridge");
     }
+    drop(halt_tx);
     join(threads);
     close(connection, &closing);
     spawned
@@ -205,7 +210,7 @@ fn connect(
             Ok(connection) => return Some(connection),
             Err(err) => {
                 if failures == 0 {
-                    log::warn!("{}; trying again", describe(&err));
+                    log::warn!("{err}; trying again");
                 }
                 failures += 1;
             }
@@ -216,10 +221,6 @@ fn connect(
             default(pause) => {}
         }
     }
-}
-
-fn describe(err: &BusError) -> String {
-    err.to_string()
 }
 
 fn join(threads: Vec<JoinHandle<()>>) {
