@@ -89,11 +89,7 @@ impl Config {
                 None => true,
             }
         };
-        let durable = flags.durable
-            || match env(settings::DURABLE.env) {
-                Some(text) => parse_bool(settings::DURABLE.env, &text)?,
-                None => false,
-            };
+        let durable = resolve_durable(flags.durable, &env)?;
 
         let (setting, text) = value(&flags.bus_url, &settings::BUS_URL, &env);
         let bus_urls = parse_bus_urls(&setting, &text)?;
@@ -148,11 +144,7 @@ pub fn resolve_bridge(
     flags: &BridgeArgs,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<BridgeConfig, ConfigError> {
-    let durable = flags.durable
-        || match env(settings::DURABLE.env) {
-            Some(text) => parse_bool(settings::DURABLE.env, &text)?,
-            None => false,
-        };
+    let durable = resolve_durable(flags.durable, &env)?;
     let (setting, text) = value(&flags.bus_url, &settings::BUS_URL, &env);
     let urls = parse_bus_urls(&setting, &text)?;
     let (setting, text) = value(
@@ -203,6 +195,17 @@ pub fn resolve_bridge(
         socket,
         queue,
     })
+}
+
+/// `--durable`, else `DECNET_BUS_DURABLE`: the worker and the bridge read it alike.
+fn resolve_durable(flag: bool, env: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
+    if flag {
+        return Ok(true);
+    }
+    match env(settings::DURABLE.env) {
+        Some(text) => parse_bool(settings::DURABLE.env, &text),
+        None => Ok(false),
+    }
 }
 
 const ENV_HOME: &str = "HOME";

@@ -53,18 +53,15 @@ pub const BRIDGE_HEALTH: &str = "system.ttp-bridge.health";
 
 /// What `ttp-worker bridge` carries from DECNET's socket bus to NATS (docs/decnet-bus.md §3):
 /// everything the worker consumes, its control subject included.
-pub const FROM_DECNET: [&str; 10] = [
-    SESSION_ENDED,
-    ATTACKER_OBSERVED,
-    INTEL_ENRICHED,
-    ATTACKER_FINGERPRINTED,
-    IDENTITY_FORMED,
-    IDENTITY_MERGED,
-    CREDENTIAL_REUSE,
-    EMAIL_RECEIVED,
-    CANARY_ALL,
-    CONTROL,
-];
+pub const FROM_DECNET: [&str; TOPICS.len() + 1] = {
+    let mut out = [CONTROL; TOPICS.len() + 1];
+    let mut i = 0;
+    while i < TOPICS.len() {
+        out[i] = TOPICS[i];
+        i += 1;
+    }
+    out
+};
 
 /// What it carries from NATS to DECNET's socket bus: what the worker announces. Disjoint from
 /// [`FROM_DECNET`] (a test proves it), so nothing the bridge relays can come back to it.

@@ -84,13 +84,6 @@ impl BridgeCounters {
         !self.refused_logged[at].swap(true, Ordering::Relaxed)
     }
 
-    pub fn refused(&self, kind: &str) -> u64 {
-        REFUSAL_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .map_or(0, |at| self.refused[at].load(Ordering::Relaxed))
-    }
-
     /// The heartbeat's counters, plus the queues' depths the caller adds.
     pub fn to_health_members(&self) -> Map<String, Value> {
         let load = |c: &AtomicU64| json!(c.load(Ordering::Relaxed));
@@ -141,7 +134,6 @@ mod tests {
         assert!(counters.refuse("truncated"));
         assert!(!counters.refuse("truncated"));
         assert!(counters.refuse("oversized"));
-        assert_eq!(counters.refused("truncated"), 2);
         let members = counters.to_health_members();
         assert_eq!(members["refused"]["truncated"], 2);
         assert_eq!(members["refused"]["not_json"], 0);

@@ -11,7 +11,6 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded, select};
 
@@ -20,15 +19,6 @@ use super::frame::{FrameError, Verb, encode, read_frame};
 use super::queue::{DropOldest, Pushed};
 use super::relayed::Relayed;
 use crate::topics::{BRIDGE_HEALTH, BRIDGE_NAME, FROM_DECNET};
-
-/// Pauses between connection attempts: doubling up to the last.
-const RETRY: [Duration; 5] = [
-    Duration::from_millis(100),
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-];
 
 /// How a connection ended.
 enum Ended {
@@ -96,10 +86,10 @@ pub fn spawn(
                     failures += 1;
                 }
             }
-            let pause = RETRY[(failures + refusals).min(RETRY.len() - 1)];
-            select! {
-                recv(stop) -> _ => return,
-                default(pause) => {}
+            // Even after a normal end: a broker that accepts and closes at once must not
+            // make the bridge spin.
+            if !super::retry::pause(failures + refusals + 1, &stop) {
+                return;
             }
         }
     })

@@ -20,6 +20,7 @@ pub mod frame;
 mod nats_side;
 mod queue;
 mod relayed;
+mod retry;
 
 use std::io;
 use std::path::PathBuf;
@@ -31,22 +32,15 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 use serde_json::{Map, json};
 
-pub use counters::{BridgeCounters, REFUSAL_KINDS};
-pub use queue::{DropOldest, Pushed};
-pub use relayed::Relayed;
+use counters::BridgeCounters;
+use queue::DropOldest;
+use relayed::Relayed;
+use retry::pause;
 
-use crate::bus::{BusSettings, Hooks, open_with};
+use crate::bus::{BusSettings, Hooks, close_with_deadline, open_with};
 use crate::envelope::{Envelope, now_epoch_secs};
 use crate::redact::redact_url;
 use crate::topics::{BRIDGE_HEALTH, BRIDGE_NAME, FROM_DECNET, TO_DECNET};
-
-/// Pauses between the first connection attempts to NATS: doubling up to the last.
-const CONNECT_RETRY: [Duration; 4] = [
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-];
 
 /// How long closing the NATS connection may take (docs/nats.md pitfall 5).
 const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
@@ -164,7 +158,8 @@ pub fn relay(config: &BridgeConfig, stop: &Receiver<()>) -> Result<(), BridgeErr
     }
     drop(halt_tx);
     join(threads);
-    close(connection, &closing);
+    closing.store(true, Ordering::SeqCst);
+    close_with_deadline(connection, CLOSE_DEADLINE);
     spawned
 }
 
@@ -215,10 +210,8 @@ fn connect(
                 failures += 1;
             }
         }
-        let pause = CONNECT_RETRY[(failures - 1).min(CONNECT_RETRY.len() - 1)];
-        select! {
-            recv(stop) -> _ => return None,
-            default(pause) => {}
+        if !pause(failures, stop) {
+            return None;
         }
     }
 }
@@ -226,21 +219,6 @@ fn connect(
 fn join(threads: Vec<JoinHandle<()>>) {
     for thread in threads {
         let _ = thread.join();
-    }
-}
-
-/// Closes the connection, but waits no longer than [`CLOSE_DEADLINE`] for it.
-fn close(connection: nats::Connection, closing: &AtomicBool) {
-    closing.store(true, Ordering::SeqCst);
-    let (done_tx, done) = bounded::<()>(1);
-    let closer = thread::Builder::new()
-        .name("nats-close".into())
-        .spawn(move || {
-            connection.close();
-            let _ = done_tx.send(());
-        });
-    if closer.is_ok() && done.recv_timeout(CLOSE_DEADLINE).is_err() {
-        log::warn!("NATS did not confirm the close within {CLOSE_DEADLINE:?}");
     }
 }
 

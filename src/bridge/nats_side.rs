@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::counters::BridgeCounters;
 use super::queue::{DropOldest, Pushed};
 use super::relayed::Relayed;
+use super::retry::pause;
 use crate::bus::{StreamConfig, ensure_stream};
 use crate::topics::{TO_DECNET, TOPICS, matches};
 
@@ -29,13 +30,6 @@ use crate::topics::{TO_DECNET, TOPICS, matches};
 const CLIENT_QUEUE_LIMIT: usize = 8192;
 /// How long one JetStream publish waits for the stream's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pauses between attempts of a publish that failed: doubling up to the last.
-const RETRY: [Duration; 4] = [
-    Duration::from_millis(100),
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-];
 
 /// Subscribes to [`TO_DECNET`], one thread per pattern, each queuing what it hears for DECNET.
 pub fn spawn_subscribers(
@@ -151,10 +145,8 @@ impl Publisher {
                         );
                     }
                     failures += 1;
-                    let pause = RETRY[(failures - 1).min(RETRY.len() - 1)];
-                    select! {
-                        recv(stop) -> _ => return false,
-                        default(pause) => {}
+                    if !pause(failures, stop) {
+                        return false;
                     }
                 }
             }
@@ -180,10 +172,8 @@ impl Publisher {
                         );
                     }
                     failures += 1;
-                    let pause = RETRY[(failures - 1).min(RETRY.len() - 1)];
-                    select! {
-                        recv(stop) -> _ => return,
-                        default(pause) => {}
+                    if !pause(failures, stop) {
+                        return;
                     }
                 }
             }
@@ -235,6 +225,8 @@ struct Window {
     next: u64,
     /// Set while publishes fail, so that an outage is logged when it starts and when it ends.
     failing: bool,
+    /// When [`Window::resend_due`] looks at the window next.
+    next_check: Instant,
 }
 
 struct InFlight {
@@ -254,6 +246,7 @@ impl Window {
             in_flight: HashMap::new(),
             next: 0,
             failing: false,
+            next_check: Instant::now(),
         })
     }
 
@@ -270,22 +263,8 @@ impl Window {
             headers,
             due: Instant::now() + PUBLISH_TIMEOUT,
         };
-        self.publish(connection, seq, &entry);
+        publish(connection, &self.prefix, seq, &entry);
         self.in_flight.insert(seq, entry);
-    }
-
-    /// A failed publish (the client's reconnect buffer full) is not an error here: without an
-    /// acknowledgement the event goes again when it is due.
-    fn publish(&self, connection: &nats::Connection, seq: u64, entry: &InFlight) {
-        let reply = format!("{}.{seq}", self.prefix);
-        if let Err(err) = connection.publish_with_reply_or_headers(
-            &entry.event.subject,
-            Some(&reply),
-            entry.headers.as_ref(),
-            &entry.event.body,
-        ) {
-            log::debug!("publish of {} failed: {err}", entry.event.subject);
-        }
     }
 
     /// The stream's answer: an acknowledgement (a duplicate one too) ends the event's flight;
@@ -337,32 +316,28 @@ impl Window {
     /// Publishes again what is due: no acknowledgement in time, or refused a while ago. The same
     /// `Nats-Msg-Id` goes with it, so the stream keeps one copy whichever attempt arrives.
     fn resend_due(&mut self, connection: &nats::Connection, counters: &BridgeCounters) {
+        // Looked at every RESEND_CHECK, not after every event: the scan covers the window.
         let now = Instant::now();
-        let due: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, entry)| entry.due <= now)
-            .map(|(seq, _)| *seq)
-            .collect();
-        if due.is_empty() {
+        if now < self.next_check {
             return;
         }
+        self.next_check = now + RESEND_CHECK;
+        let mut resent = 0usize;
+        for (seq, entry) in self.in_flight.iter_mut().filter(|(_, e)| e.due <= now) {
+            entry.due = now + PUBLISH_TIMEOUT;
+            publish(connection, &self.prefix, *seq, entry);
+            resent += 1;
+        }
+        if resent == 0 {
+            return;
+        }
+        BridgeCounters::add(&counters.nats_retries, resent as u64);
         if !self.failing {
             self.failing = true;
             log::warn!(
-                "no acknowledgement from JetStream within {PUBLISH_TIMEOUT:?} for {} events; \
-                 holding them and publishing again",
-                due.len()
+                "no acknowledgement from JetStream within {PUBLISH_TIMEOUT:?} for {resent} events; \
+                 holding them and publishing again"
             );
-        }
-        for seq in due {
-            BridgeCounters::bump(&counters.nats_retries);
-            if let Some(entry) = self.in_flight.get_mut(&seq) {
-                entry.due = now + PUBLISH_TIMEOUT;
-            }
-            if let Some(entry) = self.in_flight.get(&seq) {
-                self.publish(connection, seq, entry);
-            }
         }
     }
 
@@ -384,6 +359,21 @@ impl Window {
                 self.in_flight.len()
             );
         }
+    }
+}
+
+/// One attempt of an event in flight, answered on `prefix.seq`. A failed publish (the
+/// client's reconnect buffer full) is not an error here: without an acknowledgement the event
+/// goes again when it is due.
+fn publish(connection: &nats::Connection, prefix: &str, seq: u64, entry: &InFlight) {
+    let reply = format!("{prefix}.{seq}");
+    if let Err(err) = connection.publish_with_reply_or_headers(
+        &entry.event.subject,
+        Some(&reply),
+        entry.headers.as_ref(),
+        &entry.event.body,
+    ) {
+        log::debug!("publish of {} failed: {err}", entry.event.subject);
     }
 }
 

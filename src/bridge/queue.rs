@@ -52,10 +52,6 @@ impl<T> DropOldest<T> {
     pub fn len(&self) -> usize {
         self.tx.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.tx.is_empty()
-    }
 }
 
 #[cfg(test)]

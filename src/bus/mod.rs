@@ -292,7 +292,7 @@ fn join_with_deadline(thread: JoinHandle<()>, deadline: Duration) {
 
 /// `Connection::close` flushes first, and that flush waits for a PONG with no bound while the
 /// server is away; give it a deadline on a side thread instead of hanging the exit.
-fn close_with_deadline(connection: nats::Connection, deadline: Duration) {
+pub fn close_with_deadline(connection: nats::Connection, deadline: Duration) {
     let (done, closed) = bounded::<()>(1);
     let spawned = std::thread::Builder::new()
         .name("nats-close".into())

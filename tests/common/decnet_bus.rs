@@ -85,23 +85,17 @@ pub fn publish(socket: &Path, events: &[Value]) {
         writeln!(out, "{event}").unwrap();
     }
     drop(out);
-    let output = python()
-        .args(["publish".as_ref(), socket.as_os_str(), file.as_os_str()])
-        .output()
-        .expect("cannot run DECNET's client");
-    assert!(
-        output.status.success(),
-        "DECNET's client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_client(python().args(["publish".as_ref(), socket.as_os_str(), file.as_os_str()]));
 }
 
 /// Publishes `n` events of about 2 kB on `attacker.observed` as fast as DECNET's client goes.
 pub fn flood(socket: &Path, n: usize) {
-    let output = python()
-        .args(["flood".as_ref(), socket.as_os_str(), n.to_string().as_ref()])
-        .output()
-        .expect("cannot run DECNET's client");
+    run_client(python().args(["flood".as_ref(), socket.as_os_str(), n.to_string().as_ref()]));
+}
+
+/// Runs DECNET's client to its end, failing the test when it fails.
+fn run_client(command: &mut Command) {
+    let output = command.output().expect("cannot run DECNET's client");
     assert!(
         output.status.success(),
         "DECNET's client failed: {}",
