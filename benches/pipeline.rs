@@ -16,7 +16,7 @@ use std::time::Instant;
 use common::corpus::{corpus_lines, distinct_copies, reference_options};
 use ttp_worker::channels::Outbox;
 use ttp_worker::counters::{Counters, Mode};
-use ttp_worker::daemon::{Handler, MAX_BATCH, TaggingPipeline};
+use ttp_worker::daemon::{Handler, Interrupt, MAX_BATCH, TaggingPipeline};
 use ttp_worker::envelope::Inbound;
 use ttp_worker::envelope::jsonl::parse_line;
 use ttp_worker::store::Store;
@@ -49,7 +49,9 @@ fn main() {
         let outbox = CountingOutbox::default();
         let started = Instant::now();
         for batch in messages.chunks(batch_size) {
-            pipeline.handle_batch(batch, &outbox).unwrap();
+            pipeline
+                .handle_batch(batch, &outbox, &Interrupt::NEVER)
+                .unwrap();
         }
         let seconds = started.elapsed().as_secs_f64();
         println!(

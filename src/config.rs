@@ -309,6 +309,7 @@ pub fn resolve_engine(
         no_builtin_rules,
         intel_maps_dir,
         anchors_file,
+        budget: crate::tagging::Budget::default(),
     })
 }
 

@@ -67,6 +67,14 @@ pub struct Counters {
     pub reconnects: AtomicU64,
     /// Durable-mode acknowledgements that could not be sent (the message comes back).
     pub ack_errors: AtomicU64,
+    /// Messages that asked for more work than the budget allows (`tagging/budget.rs`).
+    pub over_budget: AtomicU64,
+    /// Session commands past the budget, not tagged.
+    pub cut_commands: AtomicU64,
+    /// Events not tagged because their message's text or tag budget was spent.
+    pub cut_events: AtomicU64,
+    /// Tags dropped at a message's tag budget.
+    pub cut_tags: AtomicU64,
 }
 
 impl Counters {
@@ -92,6 +100,10 @@ impl Counters {
             publish_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             ack_errors: AtomicU64::new(0),
+            over_budget: AtomicU64::new(0),
+            cut_commands: AtomicU64::new(0),
+            cut_events: AtomicU64::new(0),
+            cut_tags: AtomicU64::new(0),
         }
     }
 
@@ -139,6 +151,10 @@ impl Counters {
             ("publish_errors", &self.publish_errors),
             ("reconnects", &self.reconnects),
             ("ack_errors", &self.ack_errors),
+            ("over_budget", &self.over_budget),
+            ("cut_commands", &self.cut_commands),
+            ("cut_events", &self.cut_events),
+            ("cut_tags", &self.cut_tags),
         ] {
             members.insert(name.into(), json!(Counters::get(counter)));
         }

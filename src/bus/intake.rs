@@ -66,6 +66,7 @@ pub fn decode(message: &nats::Message, counters: &Counters) -> Option<Inbound> {
         Ok(envelope) => Some(Inbound {
             subject: message.subject.clone(),
             envelope,
+            bytes: message.data.len(),
         }),
         Err(reason) => {
             Counters::bump(&counters.malformed);

@@ -313,6 +313,14 @@ fn tag_stream(
         summary.events_per_second()
     )
     .map_err(Error::Write)?;
+    if tally.messages_cut > 0 {
+        writeln!(
+            err,
+            "tag: {} events asked for more work than one message may cause; not tagged: {}",
+            tally.messages_cut, tally.cuts
+        )
+        .map_err(Error::Write)?;
+    }
     Ok(summary)
 }
 

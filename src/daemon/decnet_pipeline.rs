@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
-use super::announce;
-use super::main_loop::{BatchFailed, Handler};
+use super::main_loop::{BatchFailed, Handler, Interrupt, MAX_BATCH_TAGS};
+use super::{announce, reports};
 use crate::channels::Outbox;
 use crate::counters::Counters;
 use crate::decnet_db::{AttackerCache, Backend, DbError};
@@ -47,6 +47,8 @@ pub struct DecnetPipeline {
 /// One message on its way through: as received, or as held.
 struct Message<'a> {
     subject: &'a str,
+    /// Names the message in a log line; a held message's key stands in for it.
+    envelope_id: &'a str,
     envelope_type: &'a str,
     payload: &'a Map<String, Value>,
 }
@@ -99,7 +101,14 @@ impl DecnetPipeline {
     }
 
     /// Tags `messages` as DECNET's worker would with its database, and says where each goes.
-    fn tag_all(&mut self, messages: &[Message<'_>]) -> Result<Vec<Destination>, DbError> {
+    /// Tags the messages in order and says where each goes. It stops early, so that fewer
+    /// destinations than messages come back, once the batch has given [`MAX_BATCH_TAGS`] tags or
+    /// `interrupt` asks; the messages past that are left as they were.
+    fn tag_all(
+        &mut self,
+        messages: &[Message<'_>],
+        interrupt: &Interrupt,
+    ) -> Result<Vec<Destination>, DbError> {
         let now = Instant::now();
         let addresses: Vec<Option<&str>> = messages
             .iter()
@@ -130,7 +139,11 @@ impl DecnetPipeline {
 
         let mut tally = Tally::default();
         let mut tagged = Vec::with_capacity(messages.len());
+        let mut tags_so_far = 0;
         for (m, attacker) in messages.iter().zip(&catchup) {
+            if tags_so_far >= MAX_BATCH_TAGS || interrupt.requested() {
+                break;
+            }
             let row = attacker.as_ref().and_then(|a| intel.get(a));
             let report = self.tagger.tag_with_database(
                 m.subject,
@@ -140,9 +153,11 @@ impl DecnetPipeline {
                 row,
             );
             tally.add(&report);
+            reports::note_cuts(m.subject, m.envelope_id, &report);
+            tags_so_far += report.tags.len();
             tagged.push(report.tags);
         }
-        self.count(&tally);
+        reports::count(&self.counters, &tally);
 
         // Which anchors have rows: asked once for the whole batch.
         let mut attackers_named = BTreeSet::new();
@@ -191,15 +206,6 @@ impl DecnetPipeline {
         } else {
             self.db.existing_identities(&list)
         }
-    }
-
-    fn count(&self, tally: &Tally) {
-        Counters::add(&self.counters.events, tally.events);
-        Counters::add(&self.counters.tags, tally.tags);
-        Counters::add(&self.counters.lifter_warnings, tally.lifter_warnings);
-        Counters::add(&self.counters.events_discarded, tally.events_discarded);
-        Counters::add(&self.counters.tags_skipped, tally.out_of_range);
-        Counters::add(&self.counters.untaggable, tally.untaggable);
     }
 
     /// Writes what DECNET can take, in one transaction, and announces its new rows.
@@ -263,12 +269,13 @@ impl DecnetPipeline {
                 .iter()
                 .map(|h| Message {
                     subject: &h.subject,
+                    envelope_id: &h.key,
                     envelope_type: &h.envelope_type,
                     payload: &h.payload,
                 })
                 .collect();
             let destinations = self
-                .tag_all(&messages)
+                .tag_all(&messages, &Interrupt::NEVER)
                 .map_err(|e| db_failed(e, &counters))?;
             let mut writable = Vec::new();
             let mut still_held = Vec::new();
@@ -377,19 +384,26 @@ fn missing_anchor(
 }
 
 impl Handler for DecnetPipeline {
-    fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed> {
+    fn handle_batch(
+        &mut self,
+        batch: &[Inbound],
+        outbox: &dyn Outbox,
+        interrupt: &Interrupt,
+    ) -> Result<usize, BatchFailed> {
         let counters = Arc::clone(&self.counters);
         let messages: Vec<Message<'_>> = batch
             .iter()
             .map(|m| Message {
                 subject: &m.subject,
+                envelope_id: &m.envelope.id,
                 envelope_type: &m.envelope.kind,
                 payload: &m.envelope.payload,
             })
             .collect();
         let destinations = self
-            .tag_all(&messages)
+            .tag_all(&messages, interrupt)
             .map_err(|e| db_failed(e, &counters))?;
+        let done = destinations.len();
         let mut writable = Vec::new();
         let mut held = Vec::new();
         for (m, destination) in messages.iter().zip(destinations) {
@@ -422,7 +436,7 @@ impl Handler for DecnetPipeline {
                 log::warn!("could not look at held messages: {err}");
             }
         }
-        Ok(())
+        Ok(done)
     }
 
     fn reload(&mut self) {

@@ -9,6 +9,7 @@
 //! loop sits behind two seams, [`Bus`] and [`Handler`], so unit tests drive the loop by
 //! sending on its channels, with no network at all.
 
+use std::collections::VecDeque;
 use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,14 +17,24 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, never, select};
 
 use super::timers::Timers;
-use crate::channels::{
-    Ack, Bus, Control, ControlReceiver, Delivery, MESSAGE_CAPACITY, Outbox, ShutdownCause,
-};
+use crate::channels::{Ack, Bus, Control, ControlReceiver, Delivery, Outbox, ShutdownCause};
 use crate::counters::Counters;
 use crate::envelope::Inbound;
 
 /// The most messages handled as one burst; keeps a flood from starving tick and control.
 pub const MAX_BATCH: usize = 256;
+
+/// The most message bytes (as received) taken into one burst: with [`MAX_BATCH_TAGS`], what
+/// bounds the memory one batch can hold, whatever the messages are.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Once a batch's messages have given this many tags, a handler commits them and hands the
+/// rest of the batch back (a single message gives at most its budget, `tagging/budget.rs`).
+pub const MAX_BATCH_TAGS: usize = 50_000;
+
+/// How long, after a stop, queued messages are still handled before the rest is handed back
+/// (durable mode) or given up (core mode): the unit allows 15 s for the whole stop.
+pub const STOP_DRAIN: Duration = Duration::from_secs(2);
 
 /// The main loop's inboxes.
 pub struct Inbox {
@@ -37,10 +48,18 @@ pub struct Inbox {
 
 /// What happens to messages. The tagging pipeline plugs in here.
 pub trait Handler {
-    /// One coalesced burst of messages, in arrival order. An error means nothing of the batch
-    /// may be considered done: it is kept, retried (after a backoff, and on every tick), and
-    /// not acknowledged.
-    fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed>;
+    /// One coalesced burst of messages, in arrival order. `Ok(n)` means the first `n` are done
+    /// (and acknowledged); the rest are handed back and come first in the next batch. A
+    /// handler stops early when its batch has given [`MAX_BATCH_TAGS`] tags or when
+    /// `interrupt` says so, and is otherwise expected to do them all. An error means nothing of
+    /// the batch may be considered done: it is kept, retried (after a backoff, and on every
+    /// tick), and not acknowledged.
+    fn handle_batch(
+        &mut self,
+        batch: &[Inbound],
+        outbox: &dyn Outbox,
+        interrupt: &Interrupt,
+    ) -> Result<usize, BatchFailed>;
     /// SIGHUP arrived.
     fn reload(&mut self);
     /// Nothing happened for a little while since the last batch or reload: a moment to give
@@ -50,6 +69,23 @@ pub trait Handler {
     /// The idle tick (every poll interval): a moment for work that waits on something
     /// outside the bus, such as messages held for rows DECNET's database does not have yet.
     fn tick(&mut self, _outbox: &dyn Outbox) {}
+}
+
+/// Asked by a handler between messages: whether to commit what it has and hand the rest of
+/// the batch back, because a stop or reload is waiting or the stop's drain time is up.
+pub struct Interrupt<'a>(Option<&'a dyn Fn() -> bool>);
+
+impl<'a> Interrupt<'a> {
+    /// For callers that always want the whole batch done (benchmarks, tests).
+    pub const NEVER: Interrupt<'static> = Interrupt(None);
+
+    pub fn when(asked: &'a dyn Fn() -> bool) -> Interrupt<'a> {
+        Interrupt(Some(asked))
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.is_some_and(|asked| asked())
+    }
 }
 
 type BoxedError = Box<dyn Error + Send + Sync>;
@@ -71,6 +107,8 @@ enum Event {
     Control(Control),
     /// The first message of a burst; the rest are taken off the channel when handling it.
     Message(Delivery),
+    /// Messages a handler handed back are waiting.
+    Carried,
     /// Every sender of the message channel is gone.
     MessagesClosed,
     Tick,
@@ -93,6 +131,8 @@ pub struct MainLoop<B, H> {
     counters: Arc<Counters>,
     /// A batch the handler failed on, with its acks: no new work is taken until it is done.
     held: Option<Vec<Delivery>>,
+    /// Messages a handler handed back undone, in order: they go before the channel's.
+    carried: VecDeque<Delivery>,
     timers: Timers,
     failed_connects: u64,
     outage: Outage,
@@ -140,6 +180,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             handler,
             counters,
             held: None,
+            carried: VecDeque::new(),
             timers: Timers::default(),
             failed_connects: 0,
             outage: Outage::default(),
@@ -181,6 +222,9 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             return Event::Control(request);
         }
         let holding = self.held.is_some();
+        if !holding && !self.carried.is_empty() {
+            return Event::Carried;
+        }
         let no_messages = never();
         let messages = if holding {
             &no_messages
@@ -213,8 +257,12 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 self.timers.worked();
             }
             Event::Message(first) => {
-                let batch = self.burst(first);
-                self.handle(batch);
+                let batch = self.burst(Some(first));
+                self.handle(batch, Deadline::None);
+            }
+            Event::Carried => {
+                let batch = self.burst(None);
+                self.handle(batch, Deadline::None);
             }
             // Stop selecting on a closed channel, so the loop does not spin.
             Event::MessagesClosed => self.inbox.messages = never(),
@@ -234,29 +282,63 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         None
     }
 
-    /// `first` and whatever else is already queued, up to [`MAX_BATCH`].
-    fn burst(&self, first: Delivery) -> Vec<Delivery> {
-        let mut batch = vec![first];
-        batch.extend(self.inbox.messages.try_iter().take(MAX_BATCH - 1));
+    /// What was handed back, then `first`, then whatever else is already queued: up to
+    /// [`MAX_BATCH`] messages and [`MAX_BATCH_BYTES`] (at least one message, however large).
+    fn burst(&mut self, first: Option<Delivery>) -> Vec<Delivery> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let full = |batch: &Vec<Delivery>, bytes: usize, next: &Delivery| {
+            !batch.is_empty()
+                && (batch.len() >= MAX_BATCH || bytes + next.message.bytes > MAX_BATCH_BYTES)
+        };
+        let mut waiting = std::mem::take(&mut self.carried);
+        waiting.extend(first);
+        while let Some(next) = waiting.pop_front() {
+            if full(&batch, bytes, &next) {
+                waiting.push_front(next);
+                break;
+            }
+            bytes += next.message.bytes;
+            batch.push(next);
+        }
+        if waiting.is_empty() {
+            while let Ok(next) = self.inbox.messages.try_recv() {
+                if full(&batch, bytes, &next) {
+                    waiting.push_back(next);
+                    break;
+                }
+                bytes += next.message.bytes;
+                batch.push(next);
+            }
+        }
+        self.carried = waiting;
         batch
     }
 
     fn retry_held(&mut self) {
         if let Some(batch) = self.held.take() {
             log::debug!("retrying a held batch of {} messages", batch.len());
-            self.handle(batch);
+            self.handle(batch, Deadline::None);
         }
     }
 
-    /// Runs the handler over a batch; acknowledges it when done, holds it when not.
-    fn handle(&mut self, batch: Vec<Delivery>) {
+    /// Runs the handler over a batch; acknowledges what it did, carries what it handed back,
+    /// holds the whole batch when it failed.
+    fn handle(&mut self, batch: Vec<Delivery>, deadline: Deadline) {
         if batch.is_empty() {
             return;
         }
         let (messages, acks): (Vec<Inbound>, Vec<Option<Box<dyn Ack>>>) =
             batch.into_iter().map(|d| (d.message, d.ack)).unzip();
-        match self.handler.handle_batch(&messages, &self.bus) {
-            Ok(()) => {
+        let control = self.inbox.control.receiver();
+        let asked = || match deadline {
+            Deadline::None => !control.is_empty(),
+            Deadline::At(at) => Instant::now() >= at,
+        };
+        let interrupt = Interrupt::when(&asked);
+        match self.handler.handle_batch(&messages, &self.bus, &interrupt) {
+            Ok(done) => {
+                let done = done.min(messages.len());
                 self.timers.succeeded();
                 if let Some((lasted, attempts)) = self.outage.ended() {
                     log::info!(
@@ -265,8 +347,21 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                         lasted.as_secs_f64()
                     );
                 }
-                Counters::add(&self.counters.processed, messages.len() as u64);
-                acks.into_iter().flatten().for_each(|ack| ack.ack());
+                Counters::add(&self.counters.processed, done as u64);
+                let mut undone: Vec<Delivery> = messages
+                    .into_iter()
+                    .zip(acks)
+                    .map(|(message, ack)| Delivery { message, ack })
+                    .collect();
+                let undone_tail = undone.split_off(done);
+                for delivery in undone {
+                    if let Some(ack) = delivery.ack {
+                        ack.ack();
+                    }
+                }
+                for delivery in undone_tail.into_iter().rev() {
+                    self.carried.push_front(delivery);
+                }
             }
             Err(failure) => {
                 let wait = self.timers.failed().as_secs_f64();
@@ -317,30 +412,37 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         }
     }
 
-    /// Stop taking messages, finish what is already queued (bounded by the channel's
-    /// capacity), then close the bus. A batch that still fails is given up: unacknowledged,
-    /// so in durable mode the bus delivers it again after a restart.
+    /// Stop taking messages, handle what is already queued for at most [`STOP_DRAIN`], then
+    /// close the bus. What is left (a batch that still fails, messages past the drain time) is
+    /// given up unacknowledged: in durable mode it is handed back for redelivery.
     fn shut_down(&mut self) {
         self.bus.stop_intake();
-        self.retry_held();
-        if self.held.is_none() {
-            let queued: Vec<Delivery> = self
-                .inbox
-                .messages
-                .try_iter()
-                .take(MESSAGE_CAPACITY)
-                .collect();
-            let mut queued = queued.into_iter().peekable();
-            while queued.peek().is_some() && self.held.is_none() {
-                self.handle(queued.by_ref().take(MAX_BATCH).collect());
-            }
+        let deadline = Instant::now() + STOP_DRAIN;
+        if let Some(batch) = self.held.take() {
+            self.handle(batch, Deadline::At(deadline));
         }
-        if let Some(held) = self.held.take() {
+        while self.held.is_none() && Instant::now() < deadline {
+            let batch = self.burst(None);
+            if batch.is_empty() {
+                break;
+            }
+            self.handle(batch, Deadline::At(deadline));
+        }
+        let mut left: Vec<Delivery> = self.held.take().unwrap_or_default();
+        left.extend(self.carried.drain(..));
+        left.extend(self.inbox.messages.try_iter());
+        if !left.is_empty() {
+            let durable = left.iter().any(|delivery| delivery.ack.is_some());
             log::warn!(
-                "stopping with {} messages not handled; in durable mode they will be delivered again",
-                held.len()
+                "stopping with {} messages not handled{}",
+                left.len(),
+                if durable {
+                    "; they are handed back and delivered again"
+                } else {
+                    " (core mode: they are lost)"
+                }
             );
-            held.into_iter()
+            left.into_iter()
                 .filter_map(|delivery| delivery.ack)
                 .for_each(|ack| ack.nak());
         }
@@ -348,10 +450,19 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
     }
 }
 
+/// Until when a batch may run before its handler is asked to hand the rest back.
+#[derive(Clone, Copy)]
+enum Deadline {
+    /// While running: until a stop or reload is waiting.
+    None,
+    /// While stopping.
+    At(Instant),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::{ControlSender, control_channel, message_channel};
+    use crate::channels::{ControlSender, MESSAGE_CAPACITY, control_channel, message_channel};
     use crate::counters::Mode;
     use crate::daemon::timers::SETTLE_AFTER;
     use crate::envelope::Envelope;
@@ -424,6 +535,11 @@ mod tests {
         /// While set, every batch fails (a store that cannot be written).
         failing: Arc<AtomicBool>,
         attempts: Arc<AtomicUsize>,
+        /// When not zero, the most messages a batch does before handing the rest back (as a
+        /// batch that reached its tag limit does).
+        take_at_most: Arc<AtomicUsize>,
+        /// Time each message takes; the recorder hands the rest back when interrupted.
+        per_message: Duration,
     }
 
     impl Handler for Recorder {
@@ -431,14 +547,27 @@ mod tests {
             &mut self,
             batch: &[Inbound],
             _outbox: &dyn Outbox,
-        ) -> Result<(), BatchFailed> {
+            interrupt: &Interrupt,
+        ) -> Result<usize, BatchFailed> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
                 return Err(BatchFailed::Transient("disk full".into()));
             }
-            let subjects = batch.iter().map(|m| m.subject.clone()).collect();
+            let limit = match self.take_at_most.load(Ordering::SeqCst) {
+                0 => batch.len(),
+                n => n.min(batch.len()),
+            };
+            let mut subjects = Vec::new();
+            for message in &batch[..limit] {
+                if interrupt.requested() {
+                    break;
+                }
+                thread::sleep(self.per_message);
+                subjects.push(message.subject.clone());
+            }
+            let done = subjects.len();
             self.batches.lock().unwrap().push(subjects);
-            Ok(())
+            Ok(done)
         }
         fn reload(&mut self) {
             self.reloads += 1;
@@ -530,6 +659,7 @@ mod tests {
             Inbound {
                 subject: subject.into(),
                 envelope: Envelope::new("t", Default::default()),
+                bytes: 1000,
             }
         }
 
@@ -923,5 +1053,76 @@ mod tests {
         drop(h.control);
         let stopped = running.join().unwrap();
         assert_eq!(stopped.cause, ShutdownCause::Orphaned);
+    }
+
+    /// A handler that stops early (its batch reached the tag limit) has done only those
+    /// messages: only they are acknowledged, and the rest come next, in order.
+    #[test]
+    fn messages_handed_back_come_first_in_the_next_batch_and_are_acked_after_it() {
+        let mut h = Harness::new(true, Some(1));
+        let take = h.main_loop.as_ref().unwrap().handler.take_at_most.clone();
+        take.store(3, Ordering::SeqCst);
+        for i in 0..8 {
+            h.durable_message(&format!("m{i}"));
+        }
+        let running = h.start();
+        eventually("all eight done", || {
+            Counters::get(&h.counters.processed) == 8
+        });
+        assert_eq!(h.acked(), 8);
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
+        running.join().unwrap();
+        let batches = h.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches.concat(),
+            (0..8).map(|i| format!("m{i}")).collect::<Vec<_>>()
+        );
+        assert!(batches.iter().all(|b| b.len() <= 3), "{batches:?}");
+    }
+
+    /// However large its messages, a burst holds at most MAX_BATCH_BYTES (and at least one).
+    #[test]
+    fn a_burst_is_bounded_by_bytes() {
+        let mut h = Harness::new(true, Some(1));
+        let big = MAX_BATCH_BYTES / 3 + 1;
+        for _ in 0..7 {
+            let mut message = Harness::inbound("attacker.observed");
+            message.bytes = big;
+            h.messages.send(Delivery::unacked(message)).unwrap();
+        }
+        let mut huge = Harness::inbound("email.received");
+        huge.bytes = 2 * MAX_BATCH_BYTES;
+        h.messages.send(Delivery::unacked(huge)).unwrap();
+        let running = h.start();
+        eventually("all done", || Counters::get(&h.counters.processed) == 8);
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
+        running.join().unwrap();
+        let sizes: Vec<usize> = h.batches.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 2, 2, 1, 1]);
+    }
+
+    /// With more queued than can be handled in the drain time, the stop still ends within it:
+    /// the batch in hand is cut short, and everything not done is handed back.
+    #[test]
+    fn a_stop_with_heavy_work_queued_ends_within_the_drain_time_and_hands_the_rest_back() {
+        let mut h = Harness::new(true, Some(1));
+        h.main_loop.as_mut().unwrap().handler.per_message = Duration::from_millis(20);
+        for _ in 0..1000 {
+            h.durable_message("attacker.session.ended");
+        }
+        let running = h.start();
+        eventually("work under way", || h.handle_attempts() > 0);
+        let stop_sent = Instant::now();
+        h.control.stop(ShutdownCause::Signal("SIGTERM"));
+        running.join().unwrap();
+        let took = stop_sent.elapsed();
+        assert!(
+            took < STOP_DRAIN + Duration::from_millis(500),
+            "stopped after {took:?}"
+        );
+        let done = Counters::get(&h.counters.processed) as usize;
+        assert!(done < 1000, "everything was done: the test proves nothing");
+        assert_eq!(h.acked(), done);
+        assert_eq!(h.naks.load(Ordering::SeqCst), 1000 - done);
     }
 }

@@ -8,6 +8,7 @@ mod announce;
 mod decnet_pipeline;
 pub mod main_loop;
 mod pipeline;
+mod reports;
 mod signals;
 pub mod timers;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::tick;
 
 pub use decnet_pipeline::DecnetPipeline;
-pub use main_loop::{BatchFailed, Handler, Inbox, MAX_BATCH, MainLoop, Stopped};
+pub use main_loop::{BatchFailed, Handler, Inbox, Interrupt, MAX_BATCH, MainLoop, Stopped};
 pub use pipeline::TaggingPipeline;
 
 use crate::bus::{BusSettings, NatsBus};

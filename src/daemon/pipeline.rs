@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::announce;
-use super::main_loop::{BatchFailed, Handler};
+use super::main_loop::{BatchFailed, Handler, Interrupt, MAX_BATCH_TAGS};
+use super::{announce, reports};
 use crate::channels::Outbox;
 use crate::counters::Counters;
 use crate::envelope::Inbound;
@@ -49,13 +49,23 @@ impl TaggingPipeline {
 }
 
 impl Handler for TaggingPipeline {
-    fn handle_batch(&mut self, batch: &[Inbound], outbox: &dyn Outbox) -> Result<(), BatchFailed> {
+    fn handle_batch(
+        &mut self,
+        batch: &[Inbound],
+        outbox: &dyn Outbox,
+        interrupt: &Interrupt,
+    ) -> Result<usize, BatchFailed> {
         let mut tags_per_message = Vec::with_capacity(batch.len());
         let mut anchors = Vec::new();
         let mut tally = Tally::default();
+        let mut tags_so_far = 0;
         for message in batch {
+            if tags_so_far >= MAX_BATCH_TAGS || interrupt.requested() {
+                break;
+            }
             let tagged = self.tagger.tag_message(message);
             tally.add(&tagged);
+            reports::note_cuts(&message.subject, &message.envelope.id, &tagged);
             for tag in &tagged.out_of_range {
                 log::warn!(
                     "tag {} of rule {} set aside: confidence {} is above 1",
@@ -72,9 +82,15 @@ impl Handler for TaggingPipeline {
                 );
             }
             anchors.extend(revealed_anchor(message));
+            tags_so_far += tagged.tags.len();
             tags_per_message.push(tagged.tags);
         }
         let rows = tags_per_message;
+        let done = rows.len();
+        if done == 0 {
+            return Ok(0);
+        }
+        let batch = &batch[..done];
 
         let outcome = self.store.commit_batch(&rows, &anchors).map_err(|err| {
             Counters::bump(&self.counters.store_errors);
@@ -87,12 +103,7 @@ impl Handler for TaggingPipeline {
             }
         })?;
 
-        Counters::add(&self.counters.events, tally.events);
-        Counters::add(&self.counters.tags, tally.tags);
-        Counters::add(&self.counters.lifter_warnings, tally.lifter_warnings);
-        Counters::add(&self.counters.events_discarded, tally.events_discarded);
-        Counters::add(&self.counters.tags_skipped, tally.out_of_range);
-        Counters::add(&self.counters.untaggable, tally.untaggable);
+        reports::count(&self.counters, &tally);
         Counters::add(
             &self.counters.tags_inserted,
             outcome.inserted_count() as u64,
@@ -118,7 +129,7 @@ impl Handler for TaggingPipeline {
         for (tags, new) in rows.iter().zip(&outcome.inserted) {
             self.announce(tags, new, outbox);
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Rebuilds the engine from the same options; a failure keeps the running one.
@@ -179,6 +190,7 @@ mod tests {
         let message = |payload: Value| Inbound {
             subject: "attacker.intel.enriched".into(),
             envelope: Envelope::new("", payload.as_object().unwrap().clone()),
+            bytes: 0,
         };
         assert_eq!(
             revealed_anchor(&message(

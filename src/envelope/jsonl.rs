@@ -242,6 +242,7 @@ pub fn parse_line(line: &str) -> Result<Inbound, String> {
     Ok(Inbound {
         subject: topic,
         envelope,
+        bytes: line.len(),
     })
 }
 

@@ -170,6 +170,8 @@ pub fn encode_parts(
 pub struct Inbound {
     pub subject: String,
     pub envelope: Envelope,
+    /// Size of the message as it arrived (its body), which batches are bounded by.
+    pub bytes: usize,
 }
 
 /// A new envelope id: a random UUIDv4 written as 32 lowercase hex digits.

@@ -187,13 +187,15 @@ pub fn catchup_event<'a>(
     })
 }
 
-/// Builds the tagger events of one message: base event first, then its commands (docs/tagging.md §3.4, §3.5).
+/// Builds the tagger events of one message: base event first, then its commands (docs/tagging.md §3.4, §3.5),
+/// at most `max_commands` of them.
 /// The payload is copied only when anchor resolution has to set its `attacker_uuid`.
 pub fn build_events<'a>(
     subject: &str,
     envelope_type: &str,
     payload: &'a Map<String, Value>,
     resolver: &AnchorResolver,
+    max_commands: usize,
 ) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
     let anchoring = anchor(subject, envelope_type, payload, resolver)?;
     let mut resolved_payload: Cow<'a, Map<String, Value>> = Cow::Borrowed(payload);
@@ -212,6 +214,7 @@ pub fn build_events<'a>(
         },
         resolved_payload,
         payload,
+        max_commands,
     ))
 }
 
@@ -222,6 +225,7 @@ pub fn build_events_in_place<'a>(
     envelope_type: &str,
     payload: &'a mut Map<String, Value>,
     resolver: &AnchorResolver,
+    max_commands: usize,
 ) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
     let Anchoring {
         source_kind,
@@ -249,6 +253,7 @@ pub fn build_events_in_place<'a>(
         },
         Cow::Borrowed(payload),
         payload,
+        max_commands,
     ))
 }
 
@@ -264,12 +269,14 @@ struct Anchored<'a> {
 /// The events of an anchored message. `payload` is the (possibly resolved) payload the base
 /// event carries; `fields` the message as received (or resolved in place), which the event's
 /// members and the commands are read from: it differs from `payload` at most by the resolved
-/// `attacker_uuid`, which `anchored` then carries.
+/// `attacker_uuid`, which `anchored` then carries. Only the first `max_commands` commands of a
+/// session become events (the work budget, `budget.rs`).
 fn build_anchored<'a>(
     subject: &str,
     anchored: Anchored<'a>,
     payload: Cow<'a, Map<String, Value>>,
     fields: &'a Map<String, Value>,
+    max_commands: usize,
 ) -> Vec<TaggerEvent<'a>> {
     let Anchored {
         source_kind,
@@ -295,9 +302,9 @@ fn build_anchored<'a>(
     if base.source_kind == "session"
         && let Some(Value::Array(commands)) = fields.field("commands")
     {
-        events.reserve(commands.len() + 1);
+        events.reserve(commands.len().min(max_commands) + 1);
         events.push(base);
-        for (idx, element) in commands.iter().enumerate() {
+        for (idx, element) in commands.iter().enumerate().take(max_commands) {
             if let Some(ev) = command_event(&events[0], ip_anchor.as_ref(), idx, element) {
                 events.push(ev);
             }
@@ -455,6 +462,7 @@ mod tests {
             "session.ended",
             &payload,
             &AnchorResolver::default(),
+            usize::MAX,
         )
         .unwrap_or_default();
         let ids: Vec<&str> = events.iter().map(|e| e.source_id.as_ref()).collect();
@@ -477,21 +485,50 @@ mod tests {
         assert!(events[1..].iter().all(|e| e.source_kind == "command" && e.session_id.as_deref() == Some("sess-9f2c")));
     }
 
+    /// The work budget: only the first commands become events, however many the session has.
+    #[test]
+    fn a_session_fans_out_at_most_max_commands() {
+        let commands: Vec<Value> = (0..50).map(|i| json!(format!("cmd {i}"))).collect();
+        let payload = obj(json!({"session_id": "s", "attacker_uuid": "A", "commands": commands}));
+        let events = build_events(
+            "attacker.session.ended",
+            "",
+            &payload,
+            &AnchorResolver::default(),
+            7,
+        )
+        .unwrap_or_default();
+        assert_eq!(events.len(), 8);
+        assert_eq!(events[7].payload.get("command_text"), Some(&json!("cmd 6")));
+    }
+
     #[test]
     fn a_learned_anchor_names_the_attacker_but_keeps_the_ip_source_id() {
         let mut resolver = AnchorResolver::default();
         resolver.insert_learned("1.2.3.4", "U1");
         let payload = obj(json!({"attacker_ip": "1.2.3.4"}));
-        let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
-            .unwrap_or_default()[0];
+        let ev = &build_events(
+            "attacker.observed",
+            "observed",
+            &payload,
+            &resolver,
+            usize::MAX,
+        )
+        .unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("1.2.3.4", Some("U1"))
         );
         // The seed (DECNET's view) wins and anchors as DECNET would.
         resolver.insert("1.2.3.4", "U0");
-        let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
-            .unwrap_or_default()[0];
+        let ev = &build_events(
+            "attacker.observed",
+            "observed",
+            &payload,
+            &resolver,
+            usize::MAX,
+        )
+        .unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("U0", Some("U0"))
@@ -525,9 +562,10 @@ mod tests {
         ];
         for (payload, source_id, attacker_uuid) in cases {
             let payload = obj(payload);
-            let copied = build_events("attacker.observed", "", &payload, &resolver);
+            let copied = build_events("attacker.observed", "", &payload, &resolver, usize::MAX);
             let mut owned = payload.clone();
-            let in_place = build_events_in_place("attacker.observed", "", &mut owned, &resolver);
+            let in_place =
+                build_events_in_place("attacker.observed", "", &mut owned, &resolver, usize::MAX);
             for events in [copied, in_place] {
                 let ev = &events.unwrap_or_default()[0];
                 assert_eq!(
@@ -544,22 +582,35 @@ mod tests {
         let mut resolver = AnchorResolver::default();
         resolver.insert("1.2.3.4", "U1");
         let payload = obj(json!({"attacker_ip": "1.2.3.4", "decky": "x"}));
-        let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
-            .unwrap_or_default()[0];
+        let ev = &build_events(
+            "attacker.observed",
+            "observed",
+            &payload,
+            &resolver,
+            usize::MAX,
+        )
+        .unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("U1", Some("U1"))
         );
         let payload = obj(json!({"attacker_ip": "5.6.7.8", "uuid": "zzz"}));
-        let ev = &build_events("attacker.observed", "observed", &payload, &resolver)
-            .unwrap_or_default()[0];
+        let ev = &build_events(
+            "attacker.observed",
+            "observed",
+            &payload,
+            &resolver,
+            usize::MAX,
+        )
+        .unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("5.6.7.8", None)
         );
         assert_eq!(ev.attacker_ip.as_deref(), Some("5.6.7.8"));
         let canary = obj(json!({"token_id": "T", "src_ip": "9.9.9.9"}));
-        let ev = &build_events("canary.T.triggered", "", &canary, &resolver).unwrap_or_default()[0];
+        let ev = &build_events("canary.T.triggered", "", &canary, &resolver, usize::MAX)
+            .unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_ip.as_deref()),
             ("T@9.9.9.9", Some("9.9.9.9"))
@@ -570,7 +621,13 @@ mod tests {
             json!({"attacker_ip": ""}),
         ] {
             assert_eq!(
-                build_events("identity.merged", "merged", &obj(unanchored), &resolver),
+                build_events(
+                    "identity.merged",
+                    "merged",
+                    &obj(unanchored),
+                    &resolver,
+                    usize::MAX
+                ),
                 Err(Unbuildable::NoAnchor)
             );
         }
@@ -585,8 +642,14 @@ mod tests {
         resolver.insert_learned("192.0.2.7", "L");
         let source = |payload: Value| {
             let payload = obj(payload);
-            let ev = &build_events("canary.tok-1.triggered", "", &payload, &resolver)
-                .unwrap_or_default()[0];
+            let ev = &build_events(
+                "canary.tok-1.triggered",
+                "",
+                &payload,
+                &resolver,
+                usize::MAX,
+            )
+            .unwrap_or_default()[0];
             (
                 ev.source_id.to_string(),
                 ev.attacker_uuid.as_deref().map(str::to_owned),
@@ -623,7 +686,7 @@ mod tests {
         let payload = obj(json!({"session_id": "s1", "attacker_ip": "198.51.100.1",
             "commands": [{"id": "c7", "command_text": "id"}, "whoami"]}));
         let ids = |resolver: &AnchorResolver| -> Vec<String> {
-            build_events("attacker.session.ended", "", &payload, resolver)
+            build_events("attacker.session.ended", "", &payload, resolver, usize::MAX)
                 .unwrap_or_default()
                 .iter()
                 .map(|e| e.source_id.to_string())

@@ -8,6 +8,7 @@
 //! and its callers count those with a [`Tally`].
 
 pub mod anchors;
+pub mod budget;
 mod builtin;
 pub mod event;
 pub mod lifters;
@@ -30,6 +31,7 @@ use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 pub use anchors::AnchorResolver;
+pub use budget::{Budget, Cuts};
 pub use event::{TaggerEvent, Unbuildable};
 pub use report::{MessageTags, TagWarning, Tally};
 pub use rules::{Owner, Rule, RuleProblem};
@@ -53,6 +55,8 @@ pub struct EngineOptions {
     pub intel_maps_dir: Option<PathBuf>,
     /// `{"<ip>": "<attacker_uuid>"}` seed for IP anchor resolution.
     pub anchors_file: Option<PathBuf>,
+    /// How much work one message may cause.
+    pub budget: Budget,
 }
 
 /// What stops an engine from being built at all (a reload failing this way keeps the old one).
@@ -270,7 +274,9 @@ impl Tagger {
         payload: &Map<String, Value>,
     ) -> MessageTags {
         self.anchors.learn(payload);
-        let events = event::build_events(subject, envelope_type, payload, &self.anchors);
+        let max_commands = self.options.budget.commands;
+        let events =
+            event::build_events(subject, envelope_type, payload, &self.anchors, max_commands);
         self.tag_events(events)
     }
 
@@ -284,7 +290,14 @@ impl Tagger {
         payload: &mut Map<String, Value>,
     ) -> MessageTags {
         self.anchors.learn(payload);
-        let events = event::build_events_in_place(subject, envelope_type, payload, &self.anchors);
+        let max_commands = self.options.budget.commands;
+        let events = event::build_events_in_place(
+            subject,
+            envelope_type,
+            payload,
+            &self.anchors,
+            max_commands,
+        );
         self.tag_events(events)
     }
 
@@ -300,8 +313,9 @@ impl Tagger {
         resolver: &AnchorResolver,
         intel_row: Option<&Map<String, Value>>,
     ) -> MessageTags {
-        let events =
-            event::build_events(subject, envelope_type, payload, resolver).map(|mut events| {
+        let max_commands = self.options.budget.commands;
+        let events = event::build_events(subject, envelope_type, payload, resolver, max_commands)
+            .map(|mut events| {
                 if subject.contains("session.ended")
                     && let Some(row) = intel_row
                     && let Some(catchup) = events
@@ -315,6 +329,8 @@ impl Tagger {
         self.tag_events(events)
     }
 
+    /// Tags the events in order until the message's budget is spent (`budget.rs`): the text
+    /// an event puts before the rules is counted before it is tagged, its tags after.
     fn tag_events(&mut self, events: Result<Vec<TaggerEvent<'_>>, Unbuildable>) -> MessageTags {
         let mut out = MessageTags::default();
         let events = match events {
@@ -325,12 +341,31 @@ impl Tagger {
             }
         };
         out.events = events.len();
+        out.cut.commands = commands_past_budget(&events, self.options.budget.commands);
+        let budget = self.options.budget;
+        let mut text_left = budget.text_bytes;
         let now = self.clock.unwrap_or_else(state::now_epoch);
-        for ev in &events {
+        for (index, ev) in events.iter().enumerate() {
+            let text = budget::text_bytes(&ev.payload);
+            if text > text_left {
+                out.cut.events_over_text = events.len() - index;
+                break;
+            }
+            text_left -= text;
+            let room = budget.tags.saturating_sub(out.tag_count());
+            if room == 0 {
+                out.cut.events_over_tags = events.len() - index;
+                break;
+            }
             if ev.attacker_uuid.is_none() && ev.identity_uuid.is_none() {
                 out.ip_anchored_events += 1;
             }
-            for tag in self.tag_event(ev, now, &mut out) {
+            let mut tags = self.tag_event(ev, now, &mut out);
+            if tags.len() > room {
+                out.cut.tags = tags.len() - room;
+                tags.truncate(room);
+            }
+            for tag in tags {
                 out.add(tag);
             }
         }
@@ -413,6 +448,17 @@ impl Tagger {
             if known { " (known, no rules)" } else { "" }
         );
     }
+}
+
+/// A session's commands that the budget kept from becoming events: the fan-out stopped at
+/// `max_commands`, and the base event (first) still holds them all.
+fn commands_past_budget(events: &[TaggerEvent<'_>], max_commands: usize) -> usize {
+    events
+        .first()
+        .filter(|base| base.source_kind == "session")
+        .and_then(|base| base.payload.get("commands"))
+        .and_then(Value::as_array)
+        .map_or(0, |commands| commands.len().saturating_sub(max_commands))
 }
 
 /// Distinct unhandled source kinds remembered (and named in the log) per rule load.

@@ -3,6 +3,7 @@
 //! (the daemon adds a batch's tally to its live counters once the batch is stored; the `tag`
 //! command prints its summary from one).
 
+use super::budget::Cuts;
 use super::event::{TaggerEvent, Unbuildable};
 use super::lifters::LiftError;
 use super::rules::Owner;
@@ -30,9 +31,16 @@ pub struct MessageTags {
     pub warnings: Vec<TagWarning>,
     /// Regex evaluations the backtracking engine gave up on (each counted as no match).
     pub regex_errors: usize,
+    /// What the message's work budget left untagged.
+    pub cut: Cuts,
 }
 
 impl MessageTags {
+    /// Every tag produced so far, kept or set aside: what the tag budget counts.
+    pub fn tag_count(&self) -> usize {
+        self.tags.len() + self.below_floor.len() + self.out_of_range.len()
+    }
+
     /// Files a tag by its confidence: kept, below the floor, or out of range.
     pub(super) fn add(&mut self, tag: Tag) {
         if tag.confidence < CONFIDENCE_FLOOR {
@@ -130,6 +138,10 @@ pub struct Tally {
     /// schema (§9.3).
     pub events_discarded: u64,
     pub regex_errors: u64,
+    /// What the work budget left untagged, summed.
+    pub cuts: Cuts,
+    /// Messages the budget cut anything from.
+    pub messages_cut: u64,
 }
 
 impl Tally {
@@ -151,5 +163,7 @@ impl Tally {
                 .count(),
         );
         self.regex_errors += count(report.regex_errors);
+        self.cuts.add(&report.cut);
+        self.messages_cut += u64::from(report.cut.any());
     }
 }

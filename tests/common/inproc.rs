@@ -13,7 +13,7 @@ use ttp_worker::bus::BusSettings;
 use ttp_worker::bus::StreamConfig;
 use ttp_worker::channels::{ControlSender, Outbox, ShutdownCause};
 use ttp_worker::counters::{Counters, Mode};
-use ttp_worker::daemon::{self, BatchFailed, Handler, Wired};
+use ttp_worker::daemon::{self, BatchFailed, Handler, Interrupt, Wired};
 use ttp_worker::envelope::Inbound;
 
 /// Passes every message of a successful batch on to the test.
@@ -23,7 +23,12 @@ pub struct Relay {
 }
 
 impl Handler for Relay {
-    fn handle_batch(&mut self, batch: &[Inbound], _outbox: &dyn Outbox) -> Result<(), BatchFailed> {
+    fn handle_batch(
+        &mut self,
+        batch: &[Inbound],
+        _outbox: &dyn Outbox,
+        _interrupt: &Interrupt,
+    ) -> Result<usize, BatchFailed> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(BatchFailed::Transient(
                 "the test says this batch fails".into(),
@@ -32,7 +37,7 @@ impl Handler for Relay {
         for message in batch {
             self.seen.send(message.clone()).unwrap();
         }
-        Ok(())
+        Ok(batch.len())
     }
     fn reload(&mut self) {}
 }
