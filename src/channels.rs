@@ -157,6 +157,10 @@ impl ControlReceiver {
 pub trait Outbox {
     /// Publishes exact bytes on `subject`; `false` when it could not (counted, never fatal).
     fn publish(&self, subject: &str, bytes: Vec<u8>) -> bool;
+    /// The largest message the bus takes: what announcements are split to fit.
+    fn max_payload(&self) -> usize {
+        crate::envelope::MAX_MESSAGE_BYTES
+    }
 }
 
 /// The bus as the main loop needs it.

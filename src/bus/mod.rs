@@ -28,6 +28,7 @@ pub use publish::Publisher;
 
 use crate::channels::{Bus, ControlSender, Delivery, Outbox};
 use crate::counters::Counters;
+use crate::envelope::MAX_MESSAGE_BYTES;
 use crate::redact::redact_url;
 use crate::topics::{CONTROL, TOPICS};
 
@@ -75,6 +76,15 @@ impl Outbox for NatsBus {
                 false
             }
         }
+    }
+
+    /// The server's `max_payload` from its INFO, but never more than an envelope may be
+    /// (DECNET's frame limit, which the bridge relays into).
+    fn max_payload(&self) -> usize {
+        let server = self.session.as_ref().map_or(MAX_MESSAGE_BYTES, |session| {
+            session.connection.max_payload()
+        });
+        server.min(MAX_MESSAGE_BYTES)
     }
 }
 

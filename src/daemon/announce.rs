@@ -69,8 +69,14 @@ struct Fired<'a> {
 }
 
 /// Builds the announcements for `new_tags` (the inserted rows of one message, in the tagger's
-/// order). Empty input, empty output.
-pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError>) {
+/// order), each at most `limit` bytes (the server's `max_payload`). Empty input, empty output.
+///
+/// A message with more new tags than fit in one `ttp.tagged` (tens of thousands, from one
+/// long session) gets several, each a complete envelope of the same shape over a run of the
+/// tags in order, so that every new row is announced; the same goes for a `ttp.rule.fired`
+/// with more UUIDs than fit. Only a single tag whose record alone is over the limit is
+/// announced without its record.
+pub fn announcements(new_tags: &[&Tag], limit: usize) -> (Vec<Announcement>, Vec<AnnounceError>) {
     let Some(first) = new_tags.first() else {
         return (Vec::new(), Vec::new());
     };
@@ -83,34 +89,9 @@ pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError
     }
     let mut out = Vec::with_capacity(1 + by_technique.len());
     let mut errors = Vec::new();
+    let anchors = Anchors::of(first);
 
-    // Anchors of the first tag speak for the message, as in DECNET.
-    let mut tagged = Tagged {
-        attacker_uuid: &first.attacker_uuid,
-        identity_uuid: &first.identity_uuid,
-        session_id: &first.session_id,
-        tag_uuids: new_tags.iter().map(|t| t.uuid.as_str()).collect(),
-        techniques_added: by_technique.keys().copied().collect(),
-        tags: Some(new_tags),
-    };
-    let encoded = match encode(TAGGED, "tagged", &tagged) {
-        Err(EncodeError::TooLarge { size, .. }) => {
-            log::warn!(
-                "ttp.tagged with {size} bytes of tag records is over the bus limit; sending it without the records"
-            );
-            tagged.tags = None;
-            encode(TAGGED, "tagged", &tagged)
-        }
-        other => other,
-    };
-    match encoded {
-        Ok(bytes) => out.push(Announcement {
-            kind: Kind::Tagged,
-            subject: TAGGED.to_owned(),
-            bytes,
-        }),
-        Err(err) => errors.push(err.into()),
-    }
+    split_tagged(new_tags, &anchors, limit, &mut out, &mut errors);
 
     for (technique, uuids) in &by_technique {
         let subject = match topics::rule_fired(technique) {
@@ -123,32 +104,133 @@ pub fn announcements(new_tags: &[&Tag]) -> (Vec<Announcement>, Vec<AnnounceError
                 continue;
             }
         };
-        let fired = Fired {
-            technique_id: technique,
-            tag_uuids: uuids,
-            attacker_uuid: &first.attacker_uuid,
-            identity_uuid: &first.identity_uuid,
-            session_id: &first.session_id,
-        };
-        match encode(&subject, "rule.fired", &fired) {
-            Ok(bytes) => out.push(Announcement {
-                kind: Kind::RuleFired,
-                subject,
-                bytes,
-            }),
-            Err(err) => errors.push(err.into()),
-        }
+        split_fired(
+            &subject,
+            technique,
+            uuids,
+            &anchors,
+            limit,
+            &mut out,
+            &mut errors,
+        );
     }
     (out, errors)
 }
 
-fn encode(subject: &str, kind: &str, payload: &impl Serialize) -> Result<Vec<u8>, EncodeError> {
-    encode_parts(subject, &fresh_id(), kind, now_epoch_secs(), payload)
+/// The anchors of the message's first tag, which speak for the whole message (as in DECNET).
+struct Anchors<'a> {
+    attacker_uuid: &'a Option<String>,
+    identity_uuid: &'a Option<String>,
+    session_id: &'a Option<String>,
+}
+
+impl<'a> Anchors<'a> {
+    fn of(tag: &'a Tag) -> Anchors<'a> {
+        Anchors {
+            attacker_uuid: &tag.attacker_uuid,
+            identity_uuid: &tag.identity_uuid,
+            session_id: &tag.session_id,
+        }
+    }
+}
+
+/// One `ttp.tagged` for `tags` if it fits, else one for each half, and so on down.
+fn split_tagged(
+    tags: &[&Tag],
+    anchors: &Anchors,
+    limit: usize,
+    out: &mut Vec<Announcement>,
+    errors: &mut Vec<AnnounceError>,
+) {
+    let mut techniques: Vec<&str> = tags.iter().map(|t| t.technique_id.as_str()).collect();
+    techniques.sort_unstable();
+    techniques.dedup();
+    let mut tagged = Tagged {
+        attacker_uuid: anchors.attacker_uuid,
+        identity_uuid: anchors.identity_uuid,
+        session_id: anchors.session_id,
+        tag_uuids: tags.iter().map(|t| t.uuid.as_str()).collect(),
+        techniques_added: techniques,
+        tags: Some(tags),
+    };
+    let mut encoded = encode(TAGGED, "tagged", &tagged, limit);
+    if let Err(EncodeError::TooLarge { size, .. }) = encoded {
+        if tags.len() > 1 {
+            let (front, back) = tags.split_at(tags.len() / 2);
+            split_tagged(front, anchors, limit, out, errors);
+            split_tagged(back, anchors, limit, out, errors);
+            return;
+        }
+        log::warn!(
+            "the record of tag {} makes a ttp.tagged of {size} bytes, over the bus limit of {limit}; sending it without the record",
+            tags[0].uuid
+        );
+        tagged.tags = None;
+        encoded = encode(TAGGED, "tagged", &tagged, limit);
+    }
+    match encoded {
+        Ok(bytes) => out.push(Announcement {
+            kind: Kind::Tagged,
+            subject: TAGGED.to_owned(),
+            bytes,
+        }),
+        Err(err) => errors.push(err.into()),
+    }
+}
+
+/// One `ttp.rule.fired.<T>` for `uuids` if it fits, else one for each half, and so on down.
+fn split_fired(
+    subject: &str,
+    technique: &str,
+    uuids: &[&str],
+    anchors: &Anchors,
+    limit: usize,
+    out: &mut Vec<Announcement>,
+    errors: &mut Vec<AnnounceError>,
+) {
+    let fired = Fired {
+        technique_id: technique,
+        tag_uuids: uuids,
+        attacker_uuid: anchors.attacker_uuid,
+        identity_uuid: anchors.identity_uuid,
+        session_id: anchors.session_id,
+    };
+    match encode(subject, "rule.fired", &fired, limit) {
+        Ok(bytes) => out.push(Announcement {
+            kind: Kind::RuleFired,
+            subject: subject.to_owned(),
+            bytes,
+        }),
+        Err(EncodeError::TooLarge { .. }) if uuids.len() > 1 => {
+            let (front, back) = uuids.split_at(uuids.len() / 2);
+            split_fired(subject, technique, front, anchors, limit, out, errors);
+            split_fired(subject, technique, back, anchors, limit, out, errors);
+        }
+        Err(err) => errors.push(err.into()),
+    }
+}
+
+/// The envelope, refused when over `limit` (as well as over the envelope's own limit).
+fn encode(
+    subject: &str,
+    kind: &str,
+    payload: &impl Serialize,
+    limit: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    let bytes = encode_parts(subject, &fresh_id(), kind, now_epoch_secs(), payload)?;
+    if bytes.len() > limit {
+        return Err(EncodeError::TooLarge {
+            subject: subject.to_owned(),
+            size: bytes.len(),
+        });
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::MAX_MESSAGE_BYTES;
     use serde_json::{Value, json};
 
     fn tag(uuid: &str, technique: &str, sub: Option<&str>) -> Tag {
@@ -186,7 +268,10 @@ mod tests {
 
     #[test]
     fn nothing_new_announces_nothing() {
-        assert_eq!(announcements(&[]), (Vec::new(), Vec::new()));
+        assert_eq!(
+            announcements(&[], MAX_MESSAGE_BYTES),
+            (Vec::new(), Vec::new())
+        );
     }
 
     #[test]
@@ -198,7 +283,7 @@ mod tests {
             "T1105",
             Some("T1105.001"),
         );
-        let (out, errors) = announcements(&[&a, &b, &c]);
+        let (out, errors) = announcements(&[&a, &b, &c], MAX_MESSAGE_BYTES);
         assert!(errors.is_empty());
         let subjects: Vec<&str> = out.iter().map(|a| a.subject.as_str()).collect();
         assert_eq!(
@@ -249,7 +334,7 @@ mod tests {
     fn an_unusable_technique_skips_only_its_own_rule_fired() {
         let good = tag("u1", "T1082", None);
         let bad = tag("u2", "T 1", None);
-        let (out, errors) = announcements(&[&good, &bad]);
+        let (out, errors) = announcements(&[&good, &bad], MAX_MESSAGE_BYTES);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].subject, "ttp.rule.fired.T1082");
         assert!(
@@ -262,10 +347,67 @@ mod tests {
         let mut big = tag("u1", "T1082", None);
         big.evidence
             .insert("command_text".into(), json!("x".repeat(1_100_000)));
-        let (out, errors) = announcements(&[&big]);
+        let (out, errors) = announcements(&[&big], MAX_MESSAGE_BYTES);
         assert!(errors.is_empty());
         let tagged = wire(&out[0]);
         assert_eq!(tagged["payload"]["tag_uuids"], json!(["u1"]));
         assert!(tagged["payload"].get("tags").is_none());
+    }
+
+    /// Over the limit, the tags are spread over several complete announcements, in order,
+    /// every UUID in exactly one `ttp.tagged` and one `ttp.rule.fired`, each within the limit.
+    #[test]
+    fn announcements_over_the_limit_are_split_and_every_tag_is_announced() {
+        let tags: Vec<Tag> = (0..3_000)
+            .map(|i| {
+                let technique = if i % 3 == 0 { "T1082" } else { "T1105" };
+                tag(&format!("uuid-{i:05}"), technique, None)
+            })
+            .collect();
+        let refs: Vec<&Tag> = tags.iter().collect();
+        let limit = 64 * 1024;
+        let (out, errors) = announcements(&refs, limit);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(out.iter().all(|a| a.bytes.len() <= limit));
+        let tagged: Vec<Value> = out
+            .iter()
+            .filter(|a| a.kind == Kind::Tagged)
+            .map(wire)
+            .collect();
+        assert!(tagged.len() > 1);
+        let mut uuids = Vec::new();
+        for message in &tagged {
+            let payload = &message["payload"];
+            assert_eq!(
+                payload["tags"].as_array().unwrap().len(),
+                payload["tag_uuids"].as_array().unwrap().len()
+            );
+            uuids.extend(
+                payload["tag_uuids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|u| u.as_str().unwrap().to_owned()),
+            );
+        }
+        let expected: Vec<String> = tags.iter().map(|t| t.uuid.clone()).collect();
+        assert_eq!(uuids, expected, "every tag once, in order");
+        let mut fired: Vec<String> = out
+            .iter()
+            .filter(|a| a.kind == Kind::RuleFired)
+            .flat_map(|a| {
+                let value = wire(a);
+                value["payload"]["tag_uuids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|u| u.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        fired.sort();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(fired, expected);
     }
 }

@@ -226,7 +226,7 @@ impl DecnetPipeline {
         );
         for (tags, new) in messages.iter().zip(&written.inserted) {
             let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
-            let (announcements, errors) = announce::announcements(&new_tags);
+            let (announcements, errors) = announce::announcements(&new_tags, outbox.max_payload());
             for error in errors {
                 Counters::bump(&self.counters.publish_errors);
                 log::warn!("{error}");

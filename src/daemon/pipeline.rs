@@ -34,7 +34,7 @@ impl TaggingPipeline {
 
     fn announce(&self, tags: &[Tag], new: &[usize], outbox: &dyn Outbox) {
         let new_tags: Vec<&Tag> = new.iter().filter_map(|&i| tags.get(i)).collect();
-        let (announcements, errors) = announce::announcements(&new_tags);
+        let (announcements, errors) = announce::announcements(&new_tags, outbox.max_payload());
         for error in errors {
             Counters::bump(&self.counters.publish_errors);
             log::warn!("{error}");
