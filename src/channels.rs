@@ -8,9 +8,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 
 use crate::envelope::Inbound;
 
@@ -22,16 +23,66 @@ pub const MESSAGE_CAPACITY: usize = 1024;
 /// reload: see [`ControlSender`] for why a full channel always holds a stop.
 const CONTROL_CAPACITY: usize = 8;
 
+/// The most message weight ([`Inbound::bytes`]) waiting on the message channel at once. The
+/// channel's capacity bounds the count; this bounds the memory, whatever the messages hold.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+/// The weight of the messages now waiting on the message channel, over the whole process:
+/// the memory it bounds is the process's.
+static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A message's share of [`MAX_QUEUED_BYTES`], given back when the main loop takes the
+/// message into a batch (which [`MAX_BATCH_BYTES`](crate::daemon::main_loop::MAX_BATCH_BYTES)
+/// bounds in turn).
+#[derive(Debug)]
+pub struct Permit(usize);
+
+impl Permit {
+    /// Waits until the queue has room for `bytes` (a message larger than the whole room gets
+    /// it once the queue is empty), so that a subscription thread holds its message instead of
+    /// queueing it; `None` when `stop` closes first.
+    pub fn wait(bytes: usize, stop: &Receiver<()>) -> Option<Permit> {
+        loop {
+            let queued = QUEUED_BYTES.load(Ordering::SeqCst);
+            if queued == 0 || queued + bytes <= MAX_QUEUED_BYTES {
+                if QUEUED_BYTES
+                    .compare_exchange(queued, queued + bytes, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return Some(Permit(bytes));
+                }
+                continue;
+            }
+            match stop.recv_timeout(Duration::from_millis(5)) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        QUEUED_BYTES.fetch_sub(self.0, Ordering::SeqCst);
+    }
+}
+
 /// A message and, in durable mode, the means to confirm it.
 pub struct Delivery {
     pub message: Inbound,
     pub ack: Option<Box<dyn Ack>>,
+    /// Its room on the message channel, if a subscription thread took some.
+    pub permit: Option<Permit>,
 }
 
 impl Delivery {
     /// A core-NATS message: nothing to confirm.
     pub fn unacked(message: Inbound) -> Delivery {
-        Delivery { message, ack: None }
+        Delivery {
+            message,
+            ack: None,
+            permit: None,
+        }
     }
 }
 

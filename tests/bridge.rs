@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use common::corpus::corpus_lines;
 use common::decnet_bus::{Broker, Subscriber, flood, publish};
-use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter, free_port};
+use common::{HealthWatch, NatsServer, PATIENCE, Worker, counter, free_port, peak_rss_kib};
 
 /// The bridge on `socket` and `bus_url`, beating every 0.2 s.
 fn start_bridge(socket: &Path, bus_url: &str, args: &[&str]) -> Worker {
@@ -344,16 +344,6 @@ fn hostile_frames_are_counted_by_kind_and_the_bridge_connects_again() {
         assert_eq!(logged, 1, "{kind} logged once:\n{}", bridge.log_text());
     }
     assert_eq!(counter(&beat, "decnet_reconnects"), hostile.len() as u64);
-}
-
-/// The bridge's peak resident memory, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[test]

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use common::{
-    HealthWatch, NatsServer, PATIENCE, Worker, counter, envelope_body, free_port, sample_subjects,
+    HealthWatch, NatsServer, PATIENCE, Worker, counter, envelope_body, free_port, peak_rss_kib,
+    sample_subjects,
 };
 
 /// The bound the issue sets on every shutdown.
@@ -464,4 +465,49 @@ fn the_clients_drops_in_a_flood_are_logged_a_few_times_not_once_each() {
         warnings.first()
     );
     drop(lock);
+}
+
+/// Eight sessions of 200,000 one-letter commands each (800 kB apiece) once stalled the worker
+/// for 79 s at 1.9 GiB. Now each is tagged up to its budget: the worker stays small, says
+/// once what it cut, counts it, and still stops promptly with such messages queued.
+#[test]
+fn sessions_far_over_the_work_budget_stay_small_and_do_not_delay_a_stop() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttp.db");
+    let mut worker = start_worker(&server.url(), &[("DECNET_TTP_DB", db.to_str().unwrap())]);
+    health.next_beat();
+    let commands: Vec<&str> = vec!["w"; 200_000];
+    let body = envelope_body(
+        "attacker.session.ended",
+        "session.ended",
+        json!({"session_id": "huge", "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
+               "commands": commands}),
+    );
+    let client = server.client();
+    for _ in 0..8 {
+        client.publish("attacker.session.ended", &body).unwrap();
+    }
+    client.flush().unwrap();
+    let beat = health.beat_where("eight messages processed", |b| counter(b, "processed") == 8);
+    assert_eq!(counter(&beat, "over_budget"), 8);
+    assert_eq!(counter(&beat, "cut_commands"), 8 * 190_000);
+    let peak_mib = peak_rss_kib(worker.pid()) / 1024;
+    assert!(peak_mib < 128, "peak RSS {peak_mib} MiB");
+    let log = worker.log_text();
+    assert_eq!(
+        log.matches("more work than one message may cause").count(),
+        1,
+        "{log}"
+    );
+
+    // The same again, and a stop while they are being tagged.
+    for _ in 0..8 {
+        client.publish("attacker.session.ended", &body).unwrap();
+    }
+    client.flush().unwrap();
+    thread::sleep(Duration::from_millis(50));
+    worker.signal("TERM");
+    assert_clean_exit_within_limit(&mut worker, "SIGTERM with heavy work queued");
 }

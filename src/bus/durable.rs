@@ -20,7 +20,7 @@ use nats::jetstream::{
 
 use super::error::BusError;
 use super::intake::decode;
-use crate::channels::{Ack, Delivery};
+use crate::channels::{Ack, Delivery, Permit};
 use crate::counters::Counters;
 use crate::topics::TOPICS;
 
@@ -238,12 +238,17 @@ fn forward(
         return true;
     };
     message.data = Vec::new(); // decoded already; keep only what the ack needs
+    // Held here while the queue is full: the stream keeps the rest.
+    let Some(permit) = Permit::wait(inbound.bytes, stop) else {
+        return false;
+    };
     let delivery = Delivery {
         message: inbound,
         ack: Some(Box::new(JetStreamAck {
             message,
             counters: counters.clone(),
         })),
+        permit: Some(permit),
     };
     select! {
         send(messages, delivery) -> sent => sent.is_ok(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select, tick};
 
-use crate::channels::Delivery;
+use crate::channels::{Delivery, Permit};
 use crate::counters::Counters;
 use crate::envelope::{Envelope, Inbound};
 
@@ -37,9 +37,11 @@ pub fn spawn_forwarder(
                     recv(subscription.receiver()) -> message => {
                         let Ok(message) = message else { break };
                         let Some(inbound) = decode(&message, &counters) else { continue };
-                        // A full message channel must not keep us from stopping.
+                        // Neither a full queue nor a full channel may keep us from stopping.
+                        let Some(permit) = Permit::wait(inbound.bytes, &stop) else { break };
+                        let delivery = Delivery { permit: Some(permit), ..Delivery::unacked(inbound) };
                         select! {
-                            send(messages, Delivery::unacked(inbound)) -> sent => {
+                            send(messages, delivery) -> sent => {
                                 if sent.is_err() { break }
                             }
                             recv(stop) -> _ => break,
@@ -65,8 +67,8 @@ pub fn decode(message: &nats::Message, counters: &Counters) -> Option<Inbound> {
     match Envelope::decode(&message.data) {
         Ok(envelope) => Some(Inbound {
             subject: message.subject.clone(),
+            bytes: envelope.weight(message.data.len()),
             envelope,
-            bytes: message.data.len(),
         }),
         Err(reason) => {
             Counters::bump(&counters.malformed);

@@ -34,7 +34,7 @@ pub const MAX_BATCH_TAGS: usize = 50_000;
 
 /// How long, after a stop, queued messages are still handled before the rest is handed back
 /// (durable mode) or given up (core mode): the unit allows 15 s for the whole stop.
-pub const STOP_DRAIN: Duration = Duration::from_secs(2);
+pub const STOP_DRAIN: Duration = Duration::from_secs(1);
 
 /// The main loop's inboxes.
 pub struct Inbox {
@@ -351,7 +351,11 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 let mut undone: Vec<Delivery> = messages
                     .into_iter()
                     .zip(acks)
-                    .map(|(message, ack)| Delivery { message, ack })
+                    .map(|(message, ack)| Delivery {
+                        message,
+                        ack,
+                        permit: None,
+                    })
                     .collect();
                 let undone_tail = undone.split_off(done);
                 for delivery in undone {
@@ -381,7 +385,11 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 let held = messages
                     .into_iter()
                     .zip(acks)
-                    .map(|(message, ack)| Delivery { message, ack })
+                    .map(|(message, ack)| Delivery {
+                        message,
+                        ack,
+                        permit: None,
+                    })
                     .collect();
                 self.held = Some(held);
             }
@@ -679,6 +687,7 @@ mod tests {
                 .send(Delivery {
                     message: Harness::inbound(subject),
                     ack: Some(Box::new(ack)),
+                    permit: None,
                 })
                 .unwrap();
         }

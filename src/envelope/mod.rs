@@ -56,6 +56,23 @@ pub enum EncodeError {
 }
 
 impl Envelope {
+    /// What the decoded envelope is reckoned to take in memory: its size on the wire plus a
+    /// decoded value's size for each of its JSON values. A hostile body of tiny values (a
+    /// session of 200,000 one-letter commands) takes about ten times its wire size decoded,
+    /// and it is this weight, not the wire size, that queues and batches are bounded by.
+    pub fn weight(&self, wire_bytes: usize) -> usize {
+        const PER_VALUE: usize = 64;
+        fn values(value: &Value) -> usize {
+            match value {
+                Value::Array(items) => 1 + items.iter().map(values).sum::<usize>(),
+                Value::Object(members) => 1 + members.values().map(values).sum::<usize>(),
+                _ => 1,
+            }
+        }
+        let count: usize = self.payload.values().map(values).sum();
+        wire_bytes + PER_VALUE * count
+    }
+
     /// Builds an outbound envelope with a fresh id and the current time.
     pub fn new(kind: impl Into<String>, payload: Map<String, Value>) -> Envelope {
         Envelope {
@@ -170,7 +187,8 @@ pub fn encode_parts(
 pub struct Inbound {
     pub subject: String,
     pub envelope: Envelope,
-    /// Size of the message as it arrived (its body), which batches are bounded by.
+    /// What the message is reckoned to weigh in memory ([`Envelope::weight`]): what the
+    /// message queue and batches are bounded by.
     pub bytes: usize,
 }
 
