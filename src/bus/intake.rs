@@ -11,10 +11,14 @@ use crossbeam_channel::{Receiver, Sender, select, tick};
 use crate::channels::{Delivery, Permit};
 use crate::counters::Counters;
 use crate::envelope::{Envelope, Inbound};
+use crate::logging::Throttle;
 
 /// How many messages the client may hold for one subscription while we are behind. The
 /// client's queues are otherwise unbounded (docs/nats.md pitfall 6); past this it drops and counts.
 pub const CLIENT_QUEUE_LIMIT: usize = 8192;
+
+/// Malformed messages are logged at most once per period, over every subscription.
+static MALFORMED_WARNINGS: Throttle = Throttle::new(Duration::from_secs(10));
 
 /// How often a forwarder reads the client's drop counter.
 const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -72,11 +76,23 @@ pub fn decode(message: &nats::Message, counters: &Counters) -> Option<Inbound> {
         }),
         Err(reason) => {
             Counters::bump(&counters.malformed);
-            log::warn!(
-                "dropped a malformed message on {} ({} bytes): {reason}",
-                message.subject,
-                message.data.len()
-            );
+            // A flood of garbage must not become a flood of log lines: one per 10 s, saying
+            // how many more there were (all of them are counted).
+            if let Some(held_back) = MALFORMED_WARNINGS.pass() {
+                let more = if held_back > 0 {
+                    format!(
+                        " (and {held_back} more malformed messages in the last {} s)",
+                        MALFORMED_WARNINGS.period().as_secs()
+                    )
+                } else {
+                    String::new()
+                };
+                log::warn!(
+                    "dropped a malformed message on {} ({} bytes): {reason}{more}",
+                    message.subject,
+                    message.data.len()
+                );
+            }
             None
         }
     }
