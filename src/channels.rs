@@ -102,7 +102,8 @@ pub enum Control {
     Reload,
 }
 
-/// Why the worker is stopping. Every cause leads to the same bounded shutdown and exit 0.
+/// Why the worker is stopping. Every cause leads to the same bounded shutdown; all but
+/// [`ShutdownCause::Failed`] exit 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShutdownCause {
     Signal(&'static str),
@@ -111,6 +112,18 @@ pub enum ShutdownCause {
     },
     /// Every sender of the control channel is gone: nothing could ever stop us again.
     Orphaned,
+    /// Going on would be wrong, not merely slow (the store was replaced or is damaged): exit
+    /// non-zero, so that a supervisor restarts the worker and the start-up checks speak.
+    Failed {
+        reason: String,
+    },
+}
+
+impl ShutdownCause {
+    /// Whether the process should exit with a failure status.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, ShutdownCause::Failed { .. })
+    }
 }
 
 impl fmt::Display for ShutdownCause {
@@ -121,6 +134,7 @@ impl fmt::Display for ShutdownCause {
                 write!(f, "stop requested on the control subject by {requested_by}")
             }
             ShutdownCause::Orphaned => f.write_str("control channel closed"),
+            ShutdownCause::Failed { reason } => write!(f, "cannot go on: {reason}"),
         }
     }
 }

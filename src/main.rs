@@ -41,6 +41,7 @@ fn run_daemon(cli: &Cli) -> ExitCode {
         Err(err) => return fail(USAGE_ERROR, err),
     };
     match daemon::run(&config) {
+        Ok(cause) if cause.is_failure() => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
         Err(err) if err.is_usage() => fail(USAGE_ERROR, err),
         Err(err) => fail(1, err),

@@ -513,3 +513,43 @@ fn sessions_far_over_the_work_budget_stay_small_and_do_not_delay_a_stop() {
     worker.signal("TERM");
     assert_clean_exit_within_limit(&mut worker, "SIGTERM with heavy work queued");
 }
+
+/// The store deleted under a running worker: the next batch's commit notices, nothing of it is
+/// acknowledged or announced, and the worker exits non-zero so that systemd restarts it.
+#[test]
+fn a_store_deleted_under_the_worker_stops_it_with_a_failure() {
+    let server = NatsServer::start();
+    let health = HealthWatch::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttp.db");
+    let mut worker = start_worker(&server.url(), &[("DECNET_TTP_DB", db.to_str().unwrap())]);
+    health.next_beat();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let client = server.client();
+    let tagged = client.subscribe("ttp.tagged").unwrap();
+    client
+        .publish(
+            "attacker.session.ended",
+            envelope_body(
+                "attacker.session.ended",
+                "session.ended",
+                json!({"session_id": "s-del", "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
+                       "commands": [{"id": "c", "command_text": "cat /etc/shadow"}]}),
+            ),
+        )
+        .unwrap();
+    client.flush().unwrap();
+    let status = worker.wait_exit(PATIENCE).expect("still running");
+    assert_eq!(status.code(), Some(1), "{}", worker.log_text());
+    assert!(
+        worker
+            .log_text()
+            .contains("no longer the file this worker opened")
+    );
+    assert!(
+        tagged.next_timeout(Duration::from_millis(300)).is_err(),
+        "announced anyway"
+    );
+}

@@ -184,3 +184,73 @@ fn a_reader_without_write_access_to_the_directory_still_reads() {
     }
     assert_eq!(result.unwrap().unwrap(), 1);
 }
+
+/// The lock is on the database file, not only on its name: a hard link or a symbolic link to
+/// an owned database is refused like the database itself.
+#[test]
+fn links_to_an_owned_database_are_refused() {
+    let (dir, path) = temp_db();
+    let _owner = Store::open(&path).unwrap();
+    let hard = dir.path().join("hard.db");
+    fs::hard_link(&path, &hard).unwrap();
+    let soft = dir.path().join("soft.db");
+    std::os::unix::fs::symlink(&path, &soft).unwrap();
+    for link in [hard, soft] {
+        let err = Store::open(&link).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { .. }),
+            "{}: {err}",
+            link.display()
+        );
+    }
+}
+
+/// A database deleted (or replaced) under the writer: the commit that follows fails, fatally,
+/// so its batch is not acknowledged, and says what happened to the file.
+#[test]
+fn a_commit_into_a_deleted_or_replaced_database_fails_fatally() {
+    let (dir, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    store.insert_batch(&[vec![tag("before")]]).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let err = store
+        .insert_batch(&[vec![tag("after-delete")]])
+        .unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    assert!(err.to_string().contains("deleted or moved"), "{err}");
+
+    let (_dir2, other) = temp_db();
+    let mut store = Store::open(&other).unwrap();
+    fs::write(dir.path().join("impostor"), b"").unwrap();
+    fs::rename(dir.path().join("impostor"), &other).unwrap();
+    let err = store
+        .insert_batch(&[vec![tag("after-replace")]])
+        .unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    assert!(err.to_string().contains("another file"), "{err}");
+}
+
+/// Damaged inner pages are found at start, as a fatal error naming the file, rather than
+/// failing every batch for ever.
+#[test]
+fn a_database_with_damaged_pages_is_refused_at_start() {
+    let (_dir, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    let batch: Vec<_> = (0..3000).map(|i| tag(&format!("row-{i}"))).collect();
+    store.insert_batch(&[batch]).unwrap();
+    drop(store);
+    let mut bytes = fs::read(&path).unwrap();
+    assert!(bytes.len() > 64 * 1024, "{} bytes", bytes.len());
+    for byte in &mut bytes[16 * 1024..48 * 1024] {
+        *byte = 0xa5;
+    }
+    fs::write(&path, &bytes).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}

@@ -75,7 +75,9 @@ fn db_failed(err: DbError, counters: &Counters) -> BatchFailed {
 
 fn local_failed(err: StoreError, counters: &Counters) -> BatchFailed {
     Counters::bump(&counters.store_errors);
-    if err.is_transient() {
+    if err.is_fatal() {
+        BatchFailed::Fatal(Box::new(err))
+    } else if err.is_transient() {
         BatchFailed::Transient(Box::new(err))
     } else {
         BatchFailed::Lasting(Box::new(err))

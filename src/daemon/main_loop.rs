@@ -97,9 +97,13 @@ pub enum BatchFailed {
     /// May pass by itself: a full disk, a locked database.
     #[error("{0}")]
     Transient(#[source] BoxedError),
-    /// Needs an operator: a damaged or read-only store, a schema from elsewhere.
+    /// Needs an operator: a read-only store, a schema from elsewhere.
     #[error("{0} (not expected to pass by itself)")]
     Lasting(#[source] BoxedError),
+    /// Going on would be wrong: the store is not the file it was, or is damaged. The batch is
+    /// handed back unacknowledged and the worker stops with a failure status.
+    #[error("{0}")]
+    Fatal(#[source] BoxedError),
 }
 
 /// One thing for the loop to react to.
@@ -136,6 +140,8 @@ pub struct MainLoop<B, H> {
     timers: Timers,
     failed_connects: u64,
     outage: Outage,
+    /// Set by a fatal batch failure: the loop stops with it.
+    fatal: Option<String>,
 }
 
 /// A failure that lasts (a database down for an hour) is said once when it starts, again only
@@ -184,6 +190,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             timers: Timers::default(),
             failed_connects: 0,
             outage: Outage::default(),
+            fatal: None,
         }
     }
 
@@ -207,7 +214,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             }
         };
         log::info!("shutting down: {cause}");
-        self.shut_down();
+        self.shut_down(&cause);
         Stopped {
             cause,
             handler: self.handler,
@@ -279,7 +286,9 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             }
             Event::Retry => self.retry_held(),
         }
-        None
+        self.fatal
+            .take()
+            .map(|reason| ShutdownCause::Failed { reason })
     }
 
     /// What was handed back, then `first`, then whatever else is already queued: up to
@@ -367,6 +376,14 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                     self.carried.push_front(delivery);
                 }
             }
+            Err(BatchFailed::Fatal(error)) => {
+                log::error!(
+                    "stopping: {error}; the batch of {} messages is handed back unacknowledged",
+                    messages.len()
+                );
+                acks.into_iter().flatten().for_each(|ack| ack.nak());
+                self.fatal = Some(error.to_string());
+            }
             Err(failure) => {
                 let wait = self.timers.failed().as_secs_f64();
                 let count = messages.len();
@@ -375,7 +392,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                         BatchFailed::Transient(_) => log::warn!(
                             "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s and backing off (said again only if the reason changes)"
                         ),
-                        BatchFailed::Lasting(_) => log::error!(
+                        BatchFailed::Lasting(_) | BatchFailed::Fatal(_) => log::error!(
                             "could not finish a batch of {count} messages ({failure}); holding it, retrying in {wait} s and backing off (said again only if the reason changes)"
                         ),
                     }
@@ -423,9 +440,14 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
     /// Stop taking messages, handle what is already queued for at most [`STOP_DRAIN`], then
     /// close the bus. What is left (a batch that still fails, messages past the drain time) is
     /// given up unacknowledged: in durable mode it is handed back for redelivery.
-    fn shut_down(&mut self) {
+    fn shut_down(&mut self, cause: &ShutdownCause) {
         self.bus.stop_intake();
-        let deadline = Instant::now() + STOP_DRAIN;
+        // After a fatal failure nothing more is handled: it would fail the same way.
+        let deadline = if cause.is_failure() {
+            Instant::now()
+        } else {
+            Instant::now() + STOP_DRAIN
+        };
         if let Some(batch) = self.held.take() {
             self.handle(batch, Deadline::At(deadline));
         }

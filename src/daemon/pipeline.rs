@@ -94,9 +94,11 @@ impl Handler for TaggingPipeline {
 
         let outcome = self.store.commit_batch(&rows, &anchors).map_err(|err| {
             Counters::bump(&self.counters.store_errors);
-            let transient = err.is_transient();
+            let (transient, fatal) = (err.is_transient(), err.is_fatal());
             let refused = Box::new(StoreRefused(err));
-            if transient {
+            if fatal {
+                BatchFailed::Fatal(refused)
+            } else if transient {
                 BatchFailed::Transient(refused)
             } else {
                 BatchFailed::Lasting(refused)

@@ -23,6 +23,8 @@ pub struct Store {
     _checkpointer: Option<checkpoint::Checkpointer>,
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
+    /// The file the writer opened, which every commit checks the path still names.
+    file_id: Option<lock::FileId>,
     _lock: Option<lock::OwnerLock>,
 }
 
@@ -56,11 +58,17 @@ impl Store {
             });
         }
         configure_writer(&conn).map_err(|e| StoreError::from_sqlite(path, e))?;
+        quick_check(&conn, path)?;
         schema::migrate(&mut conn, path)?;
+        let file_id = lock.file_id().map_err(|source| StoreError::Lock {
+            lock: path.to_path_buf(),
+            source,
+        })?;
         Ok(Store {
             _checkpointer: checkpoint::Checkpointer::start(path),
             conn,
             path: path.to_path_buf(),
+            file_id: Some(file_id),
             _lock: Some(lock),
         })
     }
@@ -99,6 +107,7 @@ impl Store {
             _checkpointer: None,
             conn,
             path: path.to_path_buf(),
+            file_id: None,
             _lock: None,
         })
     }
@@ -135,6 +144,49 @@ impl Store {
 }
 
 /// A read-only connection whose schema has been checked.
+/// SQLite's `quick_check` (pages and structure, not index contents): a damaged file is said
+/// at start, before any batch could be held on it for ever.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut statement = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|e| StoreError::from_sqlite(path, e))?;
+    let report: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| StoreError::from_sqlite(path, e))?;
+    if report == ["ok"] {
+        Ok(())
+    } else {
+        Err(StoreError::FailedCheck {
+            path: path.to_path_buf(),
+            report: report.join("; "),
+        })
+    }
+}
+
+impl Store {
+    /// Fails when the database path no longer names the file this writer opened: deleted,
+    /// replaced by another file or moved away. A commit into such a file is on no disk anyone
+    /// will read again, so it must not be acknowledged. Read-only views have nothing to check.
+    pub fn check_identity(&self) -> Result<(), StoreError> {
+        let Some(opened) = self.file_id else {
+            return Ok(());
+        };
+        let what = match lock::file_id_at(&self.path) {
+            Ok(now) if now == opened => return Ok(()),
+            Ok(_) => "the path now names another file".to_owned(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                "it was deleted or moved".to_owned()
+            }
+            Err(err) => format!("cannot look at the path: {err}"),
+        };
+        Err(StoreError::Replaced {
+            path: self.path.clone(),
+            what,
+        })
+    }
+}
+
 fn open_reader(path: &Path, immutable: bool) -> Result<Connection, StoreError> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = if immutable {

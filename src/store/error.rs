@@ -122,6 +122,20 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    #[error(
+        "the tag database {} failed its integrity check at start ({report}); restore it from a \
+         backup, or move it aside to start afresh",
+        path.display()
+    )]
+    FailedCheck { path: PathBuf, report: String },
+
+    #[error(
+        "the tag database {} is no longer the file this worker opened ({what}); stopping, so \
+         that nothing is acknowledged that is not in it",
+        path.display()
+    )]
+    Replaced { path: PathBuf, what: String },
+
     #[error("database error on {}: {source}", path.display())]
     Sqlite {
         path: PathBuf,
@@ -153,6 +167,17 @@ impl StoreError {
                 | StoreError::Full { .. }
                 | StoreError::ReadOnly { .. }
                 | StoreError::Io { .. }
+        )
+    }
+
+    /// Whether going on would be wrong rather than slow: the file was replaced or is damaged,
+    /// so retrying the batch could only fail again or write where nobody reads.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. }
+                | StoreError::Replaced { .. }
+                | StoreError::FailedCheck { .. }
         )
     }
 

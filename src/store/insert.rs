@@ -175,6 +175,7 @@ impl Store {
         }
         // A failed COMMIT leaves the transaction open; dropping `tx` then rolls it back.
         tx.commit().map_err(sqlite)?;
+        self.check_identity()?;
         Ok(outcome)
     }
 }

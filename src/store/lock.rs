@@ -22,6 +22,26 @@ pub fn lock_path(db: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct OwnerLock {
     _file: File,
+    /// The database file itself, locked too: a hard link or a symbolic link names another
+    /// path, hence another sidecar, but the same file, and this lock is on the file.
+    database: File,
+}
+
+/// A file's identity: the device and inode it lives on, whatever path names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(metadata: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
 }
 
 impl OwnerLock {
@@ -38,13 +58,45 @@ impl OwnerLock {
                 lock: lock.clone(),
                 source,
             })?;
-        match file.try_lock() {
-            Ok(()) => Ok(OwnerLock { _file: file }),
+        let locked = |file: &File, lock: &Path| match file.try_lock() {
+            Ok(()) => Ok(()),
             Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
                 path: db.to_path_buf(),
-                lock,
+                lock: lock.to_path_buf(),
             }),
-            Err(TryLockError::Error(source)) => Err(StoreError::Lock { lock, source }),
-        }
+            Err(TryLockError::Error(source)) => Err(StoreError::Lock {
+                lock: lock.to_path_buf(),
+                source,
+            }),
+        };
+        locked(&file, &lock)?;
+        // An empty file is a new SQLite database; SQLite's own locks are POSIX record locks,
+        // which this one (flock) neither takes nor disturbs, and this descriptor stays open
+        // until the connection has closed.
+        let database = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(db)
+            .map_err(|source| StoreError::Lock {
+                lock: db.to_path_buf(),
+                source,
+            })?;
+        locked(&database, db)?;
+        Ok(OwnerLock {
+            _file: file,
+            database,
+        })
     }
+
+    /// The identity of the database file this lock holds.
+    pub fn file_id(&self) -> std::io::Result<FileId> {
+        self.database.metadata().map(|m| FileId::of(&m))
+    }
+}
+
+/// What `path` names now, if anything.
+pub fn file_id_at(path: &Path) -> std::io::Result<FileId> {
+    std::fs::metadata(path).map(|m| FileId::of(&m))
 }
