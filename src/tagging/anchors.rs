@@ -34,7 +34,13 @@ pub enum AnchorsError {
 pub struct AnchorResolver {
     seeded: HashMap<String, String>,
     learned: HashMap<String, String>,
+    /// Set once the learned map was full and forgot one (said once).
+    overflowed: bool,
 }
+
+/// The most anchors learned from the bus kept in memory: about 30 MiB of pairings. The seed
+/// (an export of DECNET's attackers table, the operator's file) is not bounded.
+pub const MAX_LEARNED: usize = 200_000;
 
 /// An IP's attacker, and whether it came from the seed (DECNET's view) or the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +75,7 @@ impl AnchorResolver {
         Ok(AnchorResolver {
             seeded,
             learned: HashMap::new(),
+            overflowed: false,
         })
     }
 
@@ -77,9 +84,30 @@ impl AnchorResolver {
         self.seeded.insert(ip.into(), attacker_uuid.into());
     }
 
-    /// Adds an anchor learned from the bus (now or in an earlier run).
+    /// Adds an anchor learned from the bus (now or in an earlier run), within
+    /// [`MAX_LEARNED`].
     pub fn insert_learned(&mut self, ip: impl Into<String>, attacker_uuid: impl Into<String>) {
-        self.learned.insert(ip.into(), attacker_uuid.into());
+        let ip = ip.into();
+        if self.learned.len() >= MAX_LEARNED && !self.learned.contains_key(&ip) {
+            self.evict_one();
+        }
+        self.learned.insert(ip, attacker_uuid.into());
+    }
+
+    /// Makes room for one more learned anchor. Which one goes is the map's order, in effect
+    /// arbitrary: an attacker who fills the map with fresh pairings cannot choose whose
+    /// pairing is forgotten. A forgotten pairing is still in the store; only later events
+    /// of that IP stay IP-anchored until it is seen again.
+    fn evict_one(&mut self) {
+        if let Some(ip) = self.learned.keys().next().cloned() {
+            self.learned.remove(&ip);
+        }
+        if !self.overflowed {
+            self.overflowed = true;
+            log::warn!(
+                "more than {MAX_LEARNED} attacker anchors learned; older ones are forgotten to make room (they stay in the store)"
+            );
+        }
     }
 
     /// The attacker UUID of an IP; the seed wins over what the bus taught.
@@ -126,7 +154,7 @@ impl AnchorResolver {
             && uuid::Uuid::try_parse(uuid).is_ok()
             && self.learned.get(ip).is_none_or(|u| u != uuid)
         {
-            self.learned.insert(ip.to_owned(), uuid.to_owned());
+            self.insert_learned(ip, uuid);
         }
     }
 }
@@ -137,7 +165,7 @@ impl AnchorResolver {
     pub fn merge_from(&mut self, other: &AnchorResolver) {
         self.seeded = other.seeded.clone();
         for (ip, uuid) in &other.learned {
-            self.learned.insert(ip.clone(), uuid.clone());
+            self.insert_learned(ip.clone(), uuid.clone());
         }
     }
 }
@@ -152,6 +180,24 @@ mod tests {
             .as_object()
             .cloned()
             .unwrap()
+    }
+
+    #[test]
+    fn learned_anchors_stay_within_their_bound() {
+        let mut resolver = AnchorResolver::default();
+        let uuid = "6f1c2a9e-0000-4000-8000-0000000000aa";
+        for i in 0..(MAX_LEARNED + 500) as u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            resolver.learn(
+                json!({"attacker_ip": ip, "attacker_uuid": uuid})
+                    .as_object()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(resolver.len(), MAX_LEARNED);
+        // The newest is always kept.
+        let last = std::net::Ipv4Addr::from(0x0a00_0000 + (MAX_LEARNED + 499) as u32).to_string();
+        assert_eq!(resolver.resolve(&last), Some(uuid));
     }
 
     #[test]
