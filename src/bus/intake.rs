@@ -79,14 +79,7 @@ pub fn decode(message: &nats::Message, counters: &Counters) -> Option<Inbound> {
             // A flood of garbage must not become a flood of log lines: one per 10 s, saying
             // how many more there were (all of them are counted).
             if let Some(held_back) = MALFORMED_WARNINGS.pass() {
-                let more = if held_back > 0 {
-                    format!(
-                        " (and {held_back} more malformed messages in the last {} s)",
-                        MALFORMED_WARNINGS.period().as_secs()
-                    )
-                } else {
-                    String::new()
-                };
+                let more = MALFORMED_WARNINGS.held_back_note(held_back, "malformed messages");
                 log::warn!(
                     "dropped a malformed message on {} ({} bytes): {reason}{more}",
                     message.subject,

@@ -357,22 +357,12 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                     );
                 }
                 Counters::add(&self.counters.processed, done as u64);
-                let mut undone: Vec<Delivery> = messages
-                    .into_iter()
-                    .zip(acks)
-                    .map(|(message, ack)| Delivery {
-                        message,
-                        ack,
-                        permit: None,
-                    })
-                    .collect();
-                let undone_tail = undone.split_off(done);
-                for delivery in undone {
-                    if let Some(ack) = delivery.ack {
-                        ack.ack();
-                    }
+                let mut finished = rejoin(messages, acks);
+                let handed_back = finished.split_off(done);
+                for ack in finished.into_iter().filter_map(|delivery| delivery.ack) {
+                    ack.ack();
                 }
-                for delivery in undone_tail.into_iter().rev() {
+                for delivery in handed_back.into_iter().rev() {
                     self.carried.push_front(delivery);
                 }
             }
@@ -399,16 +389,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 } else {
                     log::debug!("the held batch failed again ({failure}); retrying in {wait} s");
                 }
-                let held = messages
-                    .into_iter()
-                    .zip(acks)
-                    .map(|(message, ack)| Delivery {
-                        message,
-                        ack,
-                        permit: None,
-                    })
-                    .collect();
-                self.held = Some(held);
+                self.held = Some(rejoin(messages, acks));
             }
         }
     }
@@ -478,6 +459,20 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
         }
         self.bus.close();
     }
+}
+
+/// The deliveries again, from the messages the handler saw and their acks (their room on the
+/// message channel was given back when the batch was taken).
+fn rejoin(messages: Vec<Inbound>, acks: Vec<Option<Box<dyn Ack>>>) -> Vec<Delivery> {
+    messages
+        .into_iter()
+        .zip(acks)
+        .map(|(message, ack)| Delivery {
+            message,
+            ack,
+            permit: None,
+        })
+        .collect()
 }
 
 /// Until when a batch may run before its handler is asked to hand the rest back.

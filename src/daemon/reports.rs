@@ -35,14 +35,7 @@ pub fn note_cuts(subject: &str, envelope_id: &str, report: &MessageTags) {
         return;
     }
     if let Some(held_back) = BUDGET_NOTES.pass() {
-        let more = if held_back > 0 {
-            format!(
-                " (and {held_back} more messages over budget in the last {} s)",
-                BUDGET_NOTES.period().as_secs()
-            )
-        } else {
-            String::new()
-        };
+        let more = BUDGET_NOTES.held_back_note(held_back, "messages over budget");
         log::warn!(
             "{subject} ({envelope_id}) asked for more work than one message may cause; not tagged: {}{more}",
             report.cut

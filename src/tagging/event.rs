@@ -502,33 +502,32 @@ mod tests {
         assert_eq!(events[7].payload.get("command_text"), Some(&json!("cmd 6")));
     }
 
+    fn observed<'a>(
+        payload: &'a Map<String, Value>,
+        resolver: &AnchorResolver,
+    ) -> Result<Vec<TaggerEvent<'a>>, Unbuildable> {
+        build_events(
+            "attacker.observed",
+            "observed",
+            payload,
+            resolver,
+            usize::MAX,
+        )
+    }
+
     #[test]
     fn a_learned_anchor_names_the_attacker_but_keeps_the_ip_source_id() {
         let mut resolver = AnchorResolver::default();
         resolver.insert_learned("1.2.3.4", "U1");
         let payload = obj(json!({"attacker_ip": "1.2.3.4"}));
-        let ev = &build_events(
-            "attacker.observed",
-            "observed",
-            &payload,
-            &resolver,
-            usize::MAX,
-        )
-        .unwrap_or_default()[0];
+        let ev = &observed(&payload, &resolver).unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("1.2.3.4", Some("U1"))
         );
         // The seed (DECNET's view) wins and anchors as DECNET would.
         resolver.insert("1.2.3.4", "U0");
-        let ev = &build_events(
-            "attacker.observed",
-            "observed",
-            &payload,
-            &resolver,
-            usize::MAX,
-        )
-        .unwrap_or_default()[0];
+        let ev = &observed(&payload, &resolver).unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("U0", Some("U0"))
@@ -582,27 +581,13 @@ mod tests {
         let mut resolver = AnchorResolver::default();
         resolver.insert("1.2.3.4", "U1");
         let payload = obj(json!({"attacker_ip": "1.2.3.4", "decky": "x"}));
-        let ev = &build_events(
-            "attacker.observed",
-            "observed",
-            &payload,
-            &resolver,
-            usize::MAX,
-        )
-        .unwrap_or_default()[0];
+        let ev = &observed(&payload, &resolver).unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("U1", Some("U1"))
         );
         let payload = obj(json!({"attacker_ip": "5.6.7.8", "uuid": "zzz"}));
-        let ev = &build_events(
-            "attacker.observed",
-            "observed",
-            &payload,
-            &resolver,
-            usize::MAX,
-        )
-        .unwrap_or_default()[0];
+        let ev = &observed(&payload, &resolver).unwrap_or_default()[0];
         assert_eq!(
             (ev.source_id.as_ref(), ev.attacker_uuid.as_deref()),
             ("5.6.7.8", None)
