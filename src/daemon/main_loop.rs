@@ -24,8 +24,9 @@ use crate::envelope::Inbound;
 /// The most messages handled as one burst; keeps a flood from starving tick and control.
 pub const MAX_BATCH: usize = 256;
 
-/// The most message bytes (as received) taken into one burst: with [`MAX_BATCH_TAGS`], what
-/// bounds the memory one batch can hold, whatever the messages are.
+/// The most message weight ([`Inbound::bytes`], the reckoned decoded size) taken into one
+/// burst: with [`MAX_BATCH_TAGS`], what bounds the memory one batch can hold, whatever the
+/// messages are.
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Once a batch's messages have given this many tags, a handler commits them and hands the
@@ -265,11 +266,11 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             }
             Event::Message(first) => {
                 let batch = self.burst(Some(first));
-                self.handle(batch, Deadline::None);
+                self.handle(batch, Deadline::UntilAsked);
             }
             Event::Carried => {
                 let batch = self.burst(None);
-                self.handle(batch, Deadline::None);
+                self.handle(batch, Deadline::UntilAsked);
             }
             // Stop selecting on a closed channel, so the loop does not spin.
             Event::MessagesClosed => self.inbox.messages = never(),
@@ -327,7 +328,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
     fn retry_held(&mut self) {
         if let Some(batch) = self.held.take() {
             log::debug!("retrying a held batch of {} messages", batch.len());
-            self.handle(batch, Deadline::None);
+            self.handle(batch, Deadline::UntilAsked);
         }
     }
 
@@ -341,7 +342,7 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
             batch.into_iter().map(|d| (d.message, d.ack)).unzip();
         let control = self.inbox.control.receiver();
         let asked = || match deadline {
-            Deadline::None => !control.is_empty(),
+            Deadline::UntilAsked => !control.is_empty(),
             Deadline::At(at) => Instant::now() >= at,
         };
         let interrupt = Interrupt::when(&asked);
@@ -479,7 +480,7 @@ fn rejoin(messages: Vec<Inbound>, acks: Vec<Option<Box<dyn Ack>>>) -> Vec<Delive
 #[derive(Clone, Copy)]
 enum Deadline {
     /// While running: until a stop or reload is waiting.
-    None,
+    UntilAsked,
     /// While stopping.
     At(Instant),
 }
