@@ -252,6 +252,12 @@ pub struct EngineArgs {
     #[arg(long = settings::NO_BUILTIN_RULES.flag)]
     pub no_builtin_rules: bool,
 
+    /// Let every rule, not only the built-in pack's, also match a command's de-obfuscated
+    /// text (quotes, backslashes, $'..', ${IFS} undone); DECNET's pack matches the raw text
+    /// only, as DECNET does, without it
+    #[arg(long = settings::NORMALIZE_COMMANDS.flag)]
+    pub normalize_commands: bool,
+
     /// Directory of intel provider mapping tables (abuseipdb.yaml, greynoise.yaml, feodo.yaml,
     /// threatfox.yaml) overriding the built-in ones
     #[arg(long = settings::INTEL_MAPS.flag, value_name = "DIR")]

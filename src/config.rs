@@ -14,7 +14,7 @@ use crate::cli::settings::{self, Setting};
 use crate::cli::{BridgeArgs, DecnetDbArgs, EngineArgs, RunArgs, SecurityArgs, StoreArgs};
 use crate::decnet_db::DecnetDbSettings;
 use crate::redact::redact_url;
-use crate::tagging::EngineOptions;
+use crate::tagging::{CommandView, EngineOptions};
 use crate::units::{parse_bytes, parse_duration};
 
 /// Not a flag: DECNET's selector between its buses, checked so that a worker pointed at the
@@ -288,6 +288,11 @@ pub fn resolve_engine(
             Some(text) => parse_bool(settings::NO_BUILTIN_RULES.env, &text)?,
             None => false,
         };
+    let normalize_commands = flags.normalize_commands
+        || match env(settings::NORMALIZE_COMMANDS.env) {
+            Some(text) => parse_bool(settings::NORMALIZE_COMMANDS.env, &text)?,
+            None => false,
+        };
     let mut rules_dirs = replacing;
     rules_dirs.extend(local);
     let intel_maps_dir = match pick(&flags.intel_maps, &settings::INTEL_MAPS, env) {
@@ -310,6 +315,11 @@ pub fn resolve_engine(
         intel_maps_dir,
         anchors_file,
         budget: crate::tagging::Budget::default(),
+        command_view: if normalize_commands {
+            CommandView::EveryRule
+        } else {
+            CommandView::BuiltinRules
+        },
     })
 }
 
@@ -999,6 +1009,30 @@ mod tests {
             let err = resolve(RunArgs::default(), &[(name, bad)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn normalize_commands_from_the_flag_or_the_environment() {
+        let view = |flag: bool, env: &[(&str, &str)]| {
+            let flags = RunArgs {
+                engine: EngineArgs {
+                    normalize_commands: flag,
+                    ..EngineArgs::default()
+                },
+                ..RunArgs::default()
+            };
+            resolve(flags, env).map(|config| config.engine.command_view)
+        };
+        let env = settings::NORMALIZE_COMMANDS.env;
+        assert_eq!(view(false, &[]).unwrap(), CommandView::BuiltinRules);
+        assert_eq!(view(true, &[]).unwrap(), CommandView::EveryRule);
+        assert_eq!(view(false, &[(env, "1")]).unwrap(), CommandView::EveryRule);
+        assert_eq!(
+            view(false, &[(env, "0")]).unwrap(),
+            CommandView::BuiltinRules
+        );
+        let err = view(false, &[(env, "sometimes")]).unwrap_err();
+        assert!(err.to_string().contains(env), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! directory is configured. They use DECNET's rule schema and lifter kinds, so an operator can
 //! copy one into a rules directory and edit it.
 
+use super::rules::BUILTIN_ORIGIN;
 use super::ruleset::RuleSet;
 
 /// `(file name, text)` in evaluation order (file-name order, as for a directory).
@@ -70,7 +71,7 @@ pub const RULES: &[(&str, &str)] = &[
 
 pub fn add_rules(set: &mut RuleSet) {
     for (name, text) in RULES {
-        set.add_text(&format!("builtin:{name}"), text);
+        set.add_text(&format!("{BUILTIN_ORIGIN}{name}"), text);
     }
 }
 

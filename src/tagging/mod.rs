@@ -10,6 +10,7 @@
 pub mod anchors;
 pub mod budget;
 mod builtin;
+pub mod deobfuscate;
 pub mod event;
 pub mod lifters;
 pub mod pattern;
@@ -39,6 +40,7 @@ pub use tag::{CONFIDENCE_FLOOR, Tag};
 
 use crate::envelope::Inbound;
 use lifters::{AnchorMode, IntelMaps, LiftContext, LiftError, RegexCache};
+pub use pattern::CommandView;
 use pattern::PatternEngine;
 use problem_log::ProblemLog;
 use ruleset::RuleSet;
@@ -57,6 +59,9 @@ pub struct EngineOptions {
     pub anchors_file: Option<PathBuf>,
     /// How much work one message may cause.
     pub budget: Budget,
+    /// Which rules also match a command's de-obfuscated view (the built-in pack's always;
+    /// every rule's with `--normalize-commands`).
+    pub command_view: CommandView,
 }
 
 /// What stops an engine from being built at all (a reload failing this way keeps the old one).
@@ -179,7 +184,7 @@ impl Tagger {
                 .push(Arc::clone(rule));
         }
         Tagger {
-            pattern: PatternEngine::new(&rules),
+            pattern: PatternEngine::new(&rules, options.command_view),
             regexes: RegexCache::new(&rules),
             rules,
             problems: set.problems,

