@@ -27,6 +27,9 @@ const CONTROL_CAPACITY: usize = 8;
 /// channel's capacity bounds the count; this bounds the memory, whatever the messages hold.
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
+/// How often a thread waiting for room on the message channel looks again.
+pub const ROOM_POLL: Duration = Duration::from_millis(5);
+
 /// The weight of the messages now waiting on the message channel, over the whole process:
 /// the memory it bounds is the process's.
 static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -43,21 +46,32 @@ impl Permit {
     /// queueing it; `None` when `stop` closes first.
     pub fn wait(bytes: usize, stop: &Receiver<()>) -> Option<Permit> {
         loop {
-            let queued = QUEUED_BYTES.load(Ordering::SeqCst);
-            if queued == 0 || queued + bytes <= MAX_QUEUED_BYTES {
-                if QUEUED_BYTES
-                    .compare_exchange(queued, queued + bytes, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-                {
-                    return Some(Permit(bytes));
-                }
-                continue;
+            if let Some(permit) = Permit::try_take(bytes) {
+                return Some(permit);
             }
-            match stop.recv_timeout(Duration::from_millis(5)) {
+            match stop.recv_timeout(ROOM_POLL) {
                 Err(RecvTimeoutError::Timeout) => {}
                 _ => return None,
             }
         }
+    }
+
+    /// Room for `bytes` now, or `None` when the queue is too full for it (a message larger
+    /// than the whole room gets it once the queue is empty).
+    pub fn try_take(bytes: usize) -> Option<Permit> {
+        let mut queued = QUEUED_BYTES.load(Ordering::SeqCst);
+        while queued == 0 || queued + bytes <= MAX_QUEUED_BYTES {
+            match QUEUED_BYTES.compare_exchange(
+                queued,
+                queued + bytes,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Some(Permit(bytes)),
+                Err(now) => queued = now,
+            }
+        }
+        None
     }
 }
 

@@ -67,7 +67,7 @@ pub struct Counters {
     pub reconnects: AtomicU64,
     /// Durable-mode acknowledgements that could not be sent (the message comes back).
     pub ack_errors: AtomicU64,
-    /// Messages that asked for more work than the budget allows (`tagging/budget.rs`).
+    /// Messages over the limits on one message: work or id length (`tagging/budget.rs`).
     pub over_budget: AtomicU64,
     /// Session commands past the budget, not tagged.
     pub cut_commands: AtomicU64,

@@ -5,7 +5,10 @@
 //!
 //! Messages quote what attackers sent (a `requested_by`, an e-mail's id, a payload member), so
 //! every line is written with its control characters escaped: a newline in a payload cannot
-//! start a forged line, and under journald cannot forge a `<0>` (emergency) priority.
+//! start a forged line, and under journald cannot forge a `<0>` (emergency) priority. They are
+//! cut to length as well: a string from the bus is quoted at most [`MAX_QUOTED`] bytes long
+//! ([`clip`]), and a whole record at most [`MAX_RECORD`], so that one message cannot write a
+//! megabyte of log.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -25,7 +28,7 @@ pub fn init() {
                 "<{}>{}: {}",
                 syslog_priority(record.level()),
                 record.target(),
-                escape_controls(&record.args().to_string())
+                escape_controls(&clip_record(record.args().to_string()))
             )
         });
     } else {
@@ -38,7 +41,7 @@ pub fn init() {
                 out.timestamp_seconds(),
                 record.level(),
                 record.target(),
-                escape_controls(&record.args().to_string())
+                escape_controls(&clip_record(record.args().to_string()))
             )
         });
     }
@@ -52,6 +55,46 @@ fn syslog_priority(level: log::Level) -> u8 {
         log::Level::Warn => 4,
         log::Level::Info => 6,
         log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// The longest a string from a message is quoted in a log line or a report, in bytes: enough
+/// to recognise an id, a subject or a requester, not enough to flood the log.
+pub const MAX_QUOTED: usize = 200;
+
+/// The longest a log record is, in bytes: a backstop for text no call site clipped.
+pub const MAX_RECORD: usize = 4096;
+
+/// `text` cut to at most `max` bytes (on a character boundary), with `… (N bytes)` saying how
+/// long it was; text that fits is returned as it is.
+pub fn clip_to(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+/// `text` (a string from the bus) cut to [`MAX_QUOTED`] bytes for a log line or a report.
+pub fn clip(text: &str) -> Cow<'_, str> {
+    clip_to(text, MAX_QUOTED)
+}
+
+/// [`clip`] for a string that is kept: cut in place, so what is kept is bounded too.
+pub fn clip_owned(text: String) -> String {
+    match clip(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(cut) => cut,
+    }
+}
+
+fn clip_record(record: String) -> String {
+    match clip_to(&record, MAX_RECORD) {
+        Cow::Borrowed(_) => record,
+        Cow::Owned(cut) => cut,
     }
 }
 
@@ -147,6 +190,25 @@ mod tests {
         }
         assert_eq!(throttle.pass_at(start + Duration::from_secs(11)), Some(500));
         assert_eq!(throttle.pass_at(start + Duration::from_secs(12)), None);
+    }
+
+    #[test]
+    fn long_text_is_clipped_on_a_character_boundary_and_says_how_long_it_was() {
+        assert!(matches!(clip("short"), Cow::Borrowed("short")));
+        let at_limit = "x".repeat(MAX_QUOTED);
+        assert!(matches!(clip(&at_limit), Cow::Borrowed(_)));
+        let long = "é".repeat(MAX_QUOTED);
+        let cut = clip(&long);
+        let (kept, note) = cut.split_once('…').unwrap();
+        assert_eq!(kept, "é".repeat(MAX_QUOTED / 2));
+        assert_eq!(note, format!(" ({} bytes)", long.len()));
+        // A boundary inside a character moves back to its start.
+        assert_eq!(clip_to("aé", 2), "a… (3 bytes)");
+        assert_eq!(
+            clip_owned("x".repeat(1 << 20)).len(),
+            MAX_QUOTED + "… (1048576 bytes)".len()
+        );
+        assert!(clip_record("y".repeat(1 << 20)).len() < MAX_RECORD + 32);
     }
 
     #[test]

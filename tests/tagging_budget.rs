@@ -82,3 +82,35 @@ fn the_text_budget_stops_before_the_event_that_would_pass_it() {
     assert!(report.tags.iter().any(|t| t.source_id == "c7"));
     assert!(report.tags.iter().all(|t| t.source_id != "c8"));
 }
+
+/// DECNET's MySQL columns hold 255 characters: an event with a longer id is not tagged on any
+/// store, the message's other events are.
+#[test]
+fn an_event_with_an_id_too_long_to_store_is_passed_over_alone() {
+    let mut tagger = tagger(Budget::default());
+    let mut payload = session(3, FIRING);
+    let commands = payload["commands"].as_array_mut().unwrap();
+    commands[1]["id"] = json!("c".repeat(256));
+    // Characters, not bytes: 255 two-byte characters fit.
+    commands[2]["id"] = json!("é".repeat(255));
+    let report = tagger.tag_payload(SUBJECT, "", &payload);
+    assert_eq!(report.cut.events_long_ids, 1);
+    assert!(report.tags.iter().any(|t| t.source_id == "c0"));
+    assert!(report.tags.iter().any(|t| t.source_id == "é".repeat(255)));
+    assert!(report.tags.iter().all(|t| t.source_id.len() <= 510));
+
+    // A session id too long: it is in every event's rows, so nothing is tagged.
+    let mut payload = session(3, FIRING);
+    payload.insert("session_id".into(), json!("s".repeat(300)));
+    let report = tagger.tag_payload(SUBJECT, "", &payload);
+    assert_eq!(report.cut.events_long_ids, 4);
+    assert_eq!(report.tag_count(), 0);
+    assert_eq!(report.cut.to_string(), "4 events (an id too long to store)");
+
+    // Nor may the sender's own kind (an envelope type on an unmapped subject) be longer.
+    let mut payload = session(0, FIRING);
+    payload.remove("commands");
+    let kind = "k".repeat(256);
+    let report = tagger.tag_payload("decky.something", &kind, &payload);
+    assert_eq!((report.events, report.cut.events_long_ids), (1, 1));
+}

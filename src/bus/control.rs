@@ -34,14 +34,16 @@ pub fn interpret(body: &[u8]) -> ControlRequest {
     match envelope.payload.get("action") {
         Some(Value::String(action)) if action == "stop" => ControlRequest::Stop {
             requested_by: match envelope.payload.get("requested_by") {
-                Some(Value::String(who)) => who.clone(),
+                Some(Value::String(who)) => crate::logging::clip(who).into_owned(),
                 _ => "<unknown>".to_owned(),
             },
         },
         Some(Value::String(action)) if action == "start" => {
             ControlRequest::Ignore("\"start\" is systemd's job, not ours".to_owned())
         }
-        Some(Value::String(action)) => ControlRequest::Ignore(format!("unknown action {action:?}")),
+        Some(Value::String(action)) => {
+            ControlRequest::Ignore(format!("unknown action {:?}", crate::logging::clip(action)))
+        }
         Some(other) => ControlRequest::Ignore(format!("action is not a string: {other}")),
         None => ControlRequest::Ignore("no action".to_owned()),
     }
@@ -103,6 +105,19 @@ mod tests {
             interpret(br#"{"payload":{"action":"stop","requested_by":5}}"#),
             stop("<unknown>")
         );
+    }
+
+    #[test]
+    fn a_long_requester_is_kept_clipped() {
+        let body = format!(
+            r#"{{"payload":{{"action":"stop","requested_by":"{}"}}}}"#,
+            "o".repeat(100_000)
+        );
+        let ControlRequest::Stop { requested_by } = interpret(body.as_bytes()) else {
+            panic!("not a stop");
+        };
+        assert!(requested_by.ends_with("… (100000 bytes)"), "{requested_by}");
+        assert!(requested_by.len() < 250);
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Ack for JetStreamAck {
             Counters::bump(&self.counters.ack_errors);
             log::warn!(
                 "acknowledging a message on {} failed: {err}",
-                self.message.subject
+                crate::logging::clip(&self.message.subject)
             );
         }
     }

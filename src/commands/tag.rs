@@ -316,7 +316,7 @@ fn tag_stream(
     if tally.messages_cut > 0 {
         writeln!(
             err,
-            "tag: {} events asked for more work than one message may cause; not tagged: {}",
+            "tag: {} events were over the limits on one message; not tagged: {}",
             tally.messages_cut, tally.cuts
         )
         .map_err(Error::Write)?;

@@ -115,7 +115,7 @@ impl Handler for TaggingPipeline {
             log::warn!(
                 "tag {} of {} not stored: {}",
                 skipped.uuid,
-                batch[skipped.message].subject,
+                crate::logging::clip(&batch[skipped.message].subject),
                 skipped.reason
             );
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::counters::Counters;
-use crate::logging::Throttle;
+use crate::logging::{Throttle, clip};
 use crate::tagging::{MessageTags, Tally};
 
 /// A flood of over-budget messages is the attacker's to send; one line per message would be
@@ -21,15 +21,12 @@ pub fn count(counters: &Counters, tally: &Tally) {
     Counters::add(&counters.untaggable, tally.untaggable);
     Counters::add(&counters.over_budget, tally.messages_cut);
     Counters::add(&counters.cut_commands, tally.cuts.commands as u64);
-    Counters::add(
-        &counters.cut_events,
-        (tally.cuts.events_over_text + tally.cuts.events_over_tags) as u64,
-    );
+    Counters::add(&counters.cut_events, tally.cuts.events() as u64);
     Counters::add(&counters.cut_tags, tally.cuts.tags as u64);
 }
 
-/// Says what the budget left untagged in one message (the subject and envelope id are escaped
-/// by the logger like every other string).
+/// Says what the budget left untagged in one message (the subject and envelope id are the
+/// sender's: clipped here, escaped by the logger like every other string).
 pub fn note_cuts(subject: &str, envelope_id: &str, report: &MessageTags) {
     if !report.cut.any() {
         return;
@@ -37,7 +34,9 @@ pub fn note_cuts(subject: &str, envelope_id: &str, report: &MessageTags) {
     if let Some(held_back) = BUDGET_NOTES.pass() {
         let more = BUDGET_NOTES.held_back_note(held_back, "messages over budget");
         log::warn!(
-            "{subject} ({envelope_id}) asked for more work than one message may cause; not tagged: {}{more}",
+            "{} ({}) is over the limits on one message; not tagged: {}{more}",
+            clip(subject),
+            clip(envelope_id),
             report.cut
         );
     }

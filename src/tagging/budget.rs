@@ -19,6 +19,11 @@ pub struct Budget {
     /// Tags one message may produce; the event that reaches the limit keeps the tags that fit,
     /// later events are not tagged.
     pub tags: usize,
+    /// Characters of each string an event puts into its tags' rows (its kind, source id,
+    /// anchors, session and decky ids). An event with a longer one is not tagged; the others
+    /// of the message are. 255 is what DECNET's MySQL columns hold (`VARCHAR(255)`), so every
+    /// store keeps the same tags.
+    pub id_chars: usize,
 }
 
 impl Default for Budget {
@@ -27,6 +32,7 @@ impl Default for Budget {
             commands: 10_000,
             text_bytes: 4 << 20,
             tags: 50_000,
+            id_chars: 255,
         }
     }
 }
@@ -42,6 +48,8 @@ pub struct Cuts {
     pub events_over_tags: usize,
     /// Tags dropped from the event that reached the tag budget.
     pub tags: usize,
+    /// Events not tagged because a string they would store is over [`Budget::id_chars`].
+    pub events_long_ids: usize,
 }
 
 impl Cuts {
@@ -54,6 +62,12 @@ impl Cuts {
         self.events_over_text += other.events_over_text;
         self.events_over_tags += other.events_over_tags;
         self.tags += other.tags;
+        self.events_long_ids += other.events_long_ids;
+    }
+
+    /// Events not tagged, for whatever reason.
+    pub fn events(&self) -> usize {
+        self.events_over_text + self.events_over_tags + self.events_long_ids
     }
 }
 
@@ -65,6 +79,7 @@ impl std::fmt::Display for Cuts {
             (self.events_over_text, "events (text budget)"),
             (self.events_over_tags, "events (tag budget)"),
             (self.tags, "tags"),
+            (self.events_long_ids, "events (an id too long to store)"),
         ];
         let mut first = true;
         for (count, what) in parts.into_iter().filter(|(count, _)| *count > 0) {
@@ -103,6 +118,21 @@ mod tests {
         assert_eq!(cuts.to_string(), "12 commands, 3 events (tag budget)");
         assert!(cuts.any());
         assert!(!Cuts::default().any());
+    }
+
+    #[test]
+    fn every_kind_of_cut_is_named() {
+        let cuts = Cuts {
+            events_over_text: 1,
+            tags: 2,
+            events_long_ids: 4,
+            ..Cuts::default()
+        };
+        assert_eq!(
+            cuts.to_string(),
+            "1 events (text budget), 2 tags, 4 events (an id too long to store)"
+        );
+        assert_eq!(cuts.events(), 5);
     }
 
     #[test]

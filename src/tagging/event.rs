@@ -23,6 +23,24 @@ pub struct TaggerEvent<'a> {
     pub payload: Cow<'a, Map<String, Value>>,
 }
 
+impl TaggerEvent<'_> {
+    /// Whether every string the event puts into its tags' rows is at most `max_chars`
+    /// characters long (the bytes are checked first: most ids are short ASCII).
+    pub fn ids_fit(&self, max_chars: usize) -> bool {
+        let fits = |text: &str| text.len() <= max_chars || text.chars().count() <= max_chars;
+        let optional = [
+            &self.attacker_uuid,
+            &self.identity_uuid,
+            &self.attacker_ip,
+            &self.session_id,
+            &self.decky_id,
+        ];
+        fits(&self.source_kind)
+            && fits(&self.source_id)
+            && optional.into_iter().flatten().all(|id| fits(id))
+    }
+}
+
 /// Why a message produced no tagger events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unbuildable {

@@ -335,7 +335,8 @@ impl Tagger {
     }
 
     /// Tags the events in order until the message's budget is spent (`budget.rs`): the text
-    /// an event puts before the rules is counted before it is tagged, its tags after.
+    /// an event puts before the rules is counted before it is tagged, its tags after. An event
+    /// with an id too long to store is passed over.
     fn tag_events(&mut self, events: Result<Vec<TaggerEvent<'_>>, Unbuildable>) -> MessageTags {
         let mut out = MessageTags::default();
         let events = match events {
@@ -351,6 +352,11 @@ impl Tagger {
         let mut text_left = budget.text_bytes;
         let now = self.clock.unwrap_or_else(state::now_epoch);
         for (index, ev) in events.iter().enumerate() {
+            // Not a limit on work: what the rows could not hold is not tagged at all.
+            if !ev.ids_fit(budget.id_chars) {
+                out.cut.events_long_ids += 1;
+                continue;
+            }
             let text = budget::text_bytes(&ev.payload);
             if text > text_left {
                 out.cut.events_over_text = events.len() - index;
@@ -426,9 +432,11 @@ impl Tagger {
 
     /// Says once per kind that nothing tags its events. The kind is the attacker's to choose
     /// (an `attacker.fingerprinted` `type`), so only [`MAX_UNHANDLED_KINDS`] are remembered,
-    /// and each is shown cut to [`KIND_SHOWN`] characters.
+    /// each clipped as it is shown (two long kinds alike in their first 200 bytes and their
+    /// length count as one: this is only what is logged).
     fn log_unhandled(&mut self, kind: &str) {
-        if self.unhandled_kinds_logged.contains(kind) {
+        let shown = crate::logging::clip(kind);
+        if self.unhandled_kinds_logged.contains(shown.as_ref()) {
             return;
         }
         if self.unhandled_kinds_logged.len() >= MAX_UNHANDLED_KINDS {
@@ -440,16 +448,11 @@ impl Tagger {
             }
             return;
         }
-        self.unhandled_kinds_logged.insert(kind.to_owned());
+        self.unhandled_kinds_logged
+            .insert(shown.clone().into_owned());
         let known = KNOWN_KINDS.contains(&kind);
-        let shown: String = kind.chars().take(KIND_SHOWN).collect();
-        let cut = if shown.len() < kind.len() {
-            format!("… ({} bytes)", kind.len())
-        } else {
-            String::new()
-        };
         log::info!(
-            "no tagger handles source kind {shown:?}{cut}{}; its events yield no tags",
+            "no tagger handles source kind {shown:?}{}; its events yield no tags",
             if known { " (known, no rules)" } else { "" }
         );
     }
@@ -468,8 +471,6 @@ fn commands_past_budget(events: &[TaggerEvent<'_>], max_commands: usize) -> usiz
 
 /// Distinct unhandled source kinds remembered (and named in the log) per rule load.
 const MAX_UNHANDLED_KINDS: usize = 64;
-/// Characters of an unhandled kind the log shows.
-const KIND_SHOWN: usize = 64;
 
 /// The pattern engine's part of the composite: its fired rules' tags, in rule order.
 fn run_engine(

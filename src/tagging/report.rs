@@ -8,6 +8,7 @@ use super::event::{TaggerEvent, Unbuildable};
 use super::lifters::LiftError;
 use super::rules::Owner;
 use super::tag::{CONFIDENCE_FLOOR, Tag};
+use crate::logging::{clip, clip_owned};
 
 /// The report of one bus message: its tags, sorted by where they go, and what happened on the
 /// way.
@@ -75,21 +76,23 @@ pub enum TagWarning {
 
 impl TagWarning {
     /// The warning for `owner` failing on `ev`: evidence outside the schema discards the event,
-    /// any other failure only that tagger's tags.
+    /// any other failure only that tagger's tags. What it quotes of the event (its kind, its
+    /// id, a payload value in the failure) is the sender's, so it is kept clipped
+    /// ([`clip_owned`]): warnings are kept, logged and printed.
     pub fn new(owner: Owner, ev: &TaggerEvent, error: LiftError) -> TagWarning {
-        let source_kind = ev.source_kind.to_string();
-        let source_id = ev.source_id.to_string();
+        let source_kind = clip(&ev.source_kind).into_owned();
+        let source_id = clip(&ev.source_id).into_owned();
         match error {
             LiftError::Schema { .. } => TagWarning::EventDiscarded {
                 source_kind,
                 source_id,
                 error,
             },
-            LiftError::Failed(_) => TagWarning::TaggerFailed {
+            LiftError::Failed(why) => TagWarning::TaggerFailed {
                 owner,
                 source_kind,
                 source_id,
-                error,
+                error: LiftError::Failed(clip_owned(why)),
             },
         }
     }
