@@ -14,7 +14,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NATS_HOST ?= 127.0.0.1
 NATS_PORT ?= 4222
-# Where `make run` keeps the local nats-server's JetStream store, log and pid file.
+# Where `make run` keeps its tag store and the local nats-server's JetStream store, log and pid
+# file: inside the checkout, so that each clone starts afresh and `make clean` clears it.
 RUN_DIR ?= $(CURDIR)/target/run
 
 .PHONY: all build run test lint bench bench-tag bench-pipeline bench-e2e bench-decnet bench-bridge nats-server-installed test-tools-installed \
@@ -26,7 +27,10 @@ build:
 	$(CARGO) build --release --locked
 
 run: build local-nats
-	DECNET_BUS_URL=$${DECNET_BUS_URL:-nats://$(NATS_HOST):$(NATS_PORT)} ./target/release/ttp-worker
+	@echo "tag store: $${DECNET_TTP_DB:-$(RUN_DIR)/ttp.db}; NATS log: $(RUN_DIR)/nats-server.log"
+	@echo "Ctrl-C stops the worker; the NATS server keeps running until 'make stop-local-nats'"
+	DECNET_BUS_URL=$${DECNET_BUS_URL:-nats://$(NATS_HOST):$(NATS_PORT)} \
+		DECNET_TTP_DB=$${DECNET_TTP_DB:-$(RUN_DIR)/ttp.db} ./target/release/ttp-worker
 
 # Every test: lint, unit and integration tests, then the package tests (lintian, the unit's
 # sandbox, install/upgrade/purge in a throw-away root). The package tests need root and
@@ -81,7 +85,9 @@ test-tools-installed:
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need
 
-# Starts a nats-server (with JetStream) on $(NATS_HOST):$(NATS_PORT) unless one answers already.
+# Starts a nats-server (with JetStream) on $(NATS_HOST):$(NATS_PORT) unless one answers already,
+# in a session of its own: a terminal's Ctrl-C goes to its foreground process group, and the
+# server is not in it.
 local-nats:
 	@if (exec 3<>/dev/tcp/$(NATS_HOST)/$(NATS_PORT)) 2>/dev/null; then \
 		echo "NATS answers on $(NATS_HOST):$(NATS_PORT)"; exit 0; fi; \
@@ -89,14 +95,25 @@ local-nats:
 	mkdir -p $(RUN_DIR); \
 	server=$$(command -v nats-server || echo /usr/sbin/nats-server); \
 	echo "starting $$server on $(NATS_HOST):$(NATS_PORT) (log: $(RUN_DIR)/nats-server.log)"; \
-	nohup $$server -a $(NATS_HOST) -p $(NATS_PORT) -js -sd $(RUN_DIR)/jetstream \
-		-P $(RUN_DIR)/nats-server.pid >$(RUN_DIR)/nats-server.log 2>&1 & \
+	setsid $$server -a $(NATS_HOST) -p $(NATS_PORT) -js -sd $(RUN_DIR)/jetstream \
+		-P $(RUN_DIR)/nats-server.pid >$(RUN_DIR)/nats-server.log 2>&1 </dev/null & \
 	for _ in $$(seq 50); do \
 		if (exec 3<>/dev/tcp/$(NATS_HOST)/$(NATS_PORT)) 2>/dev/null; then exit 0; fi; sleep 0.1; done; \
 	echo "nats-server did not come up; see $(RUN_DIR)/nats-server.log" >&2; exit 1
 
+# Stops the server `make local-nats` started; says what it did, and succeeds when there is
+# nothing to stop. A zombie counts as stopped (where PID 1 is slow to reap, kill -0 still
+# succeeds on one).
 stop-local-nats:
-	@if [ -f $(RUN_DIR)/nats-server.pid ]; then kill $$(cat $(RUN_DIR)/nats-server.pid) && rm -f $(RUN_DIR)/nats-server.pid; fi
+	@pidfile=$(RUN_DIR)/nats-server.pid; \
+	if [ ! -f $$pidfile ]; then echo "no local nats-server to stop (no $$pidfile)"; exit 0; fi; \
+	pid=$$(cat $$pidfile); \
+	alive() { [ -r /proc/$$1/stat ] && [ "$$(cut -d' ' -f3 /proc/$$1/stat)" != Z ]; }; \
+	if alive $$pid && kill $$pid 2>/dev/null; then \
+		for _ in $$(seq 50); do alive $$pid || break; sleep 0.1; done; \
+		echo "stopped the local nats-server (pid $$pid)"; \
+	else echo "the local nats-server (pid $$pid) had already stopped; removed its pid file"; fi; \
+	rm -f $$pidfile
 
 clean:
 	$(CARGO) clean
