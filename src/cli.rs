@@ -258,6 +258,11 @@ pub struct EngineArgs {
     #[arg(long = settings::NORMALIZE_COMMANDS.flag)]
     pub normalize_commands: bool,
 
+    /// Accept a rule pack without a single rule (otherwise the worker refuses to start and
+    /// check-rules fails: an empty pack is almost always a wrong directory)
+    #[arg(long = settings::ALLOW_EMPTY.flag)]
+    pub allow_empty: bool,
+
     /// Directory of intel provider mapping tables (abuseipdb.yaml, greynoise.yaml, feodo.yaml,
     /// threatfox.yaml) overriding the built-in ones
     #[arg(long = settings::INTEL_MAPS.flag, value_name = "DIR")]

@@ -293,6 +293,11 @@ pub fn resolve_engine(
             Some(text) => parse_bool(settings::NORMALIZE_COMMANDS.env, &text)?,
             None => false,
         };
+    let allow_empty = flags.allow_empty
+        || match env(settings::ALLOW_EMPTY.env) {
+            Some(text) => parse_bool(settings::ALLOW_EMPTY.env, &text)?,
+            None => false,
+        };
     let mut rules_dirs = replacing;
     rules_dirs.extend(local);
     let intel_maps_dir = match pick(&flags.intel_maps, &settings::INTEL_MAPS, env) {
@@ -320,6 +325,7 @@ pub fn resolve_engine(
         } else {
             CommandView::BuiltinRules
         },
+        allow_empty,
     })
 }
 

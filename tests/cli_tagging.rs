@@ -183,6 +183,59 @@ fn check_rules_passes_the_reference_pack_and_names_a_broken_rule() {
     );
 }
 
+/// An empty pack tags nothing, which is almost always a wrong directory: check-rules fails
+/// and the daemon does not start, each naming where it looked, unless `--allow-empty`.
+#[test]
+fn no_rules_at_all_is_refused_unless_allowed() {
+    let empty = tempfile("empty-rules");
+    std::fs::create_dir_all(&empty).unwrap();
+    // A file that does not load leaves the pack just as empty.
+    std::fs::write(
+        empty.join("R9999.yaml"),
+        "rule_id: R9999\nname: [unclosed\n",
+    )
+    .unwrap();
+    let shown = empty.display().to_string();
+    let check = ttp_worker()
+        .args(["check-rules", "--rules"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let stderr = String::from_utf8(check.stderr).unwrap();
+    assert!(stderr.contains("R9999.yaml"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no rules loaded from {shown}")),
+        "{stderr}"
+    );
+
+    let daemon = ttp_worker()
+        .args(["--rules"])
+        .arg(&empty)
+        .env("DECNET_BUS_ENABLED", "false")
+        .env("DECNET_TTP_DB", empty.join("ttp.db"))
+        .output()
+        .unwrap();
+    assert_eq!(daemon.status.code(), Some(2), "{daemon:?}");
+    let stderr = String::from_utf8(daemon.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("no rules loaded from {shown}")),
+        "{stderr}"
+    );
+
+    let allowed = ttp_worker()
+        .args(["check-rules", "--no-builtin-rules", "--allow-empty"])
+        .output()
+        .unwrap();
+    assert_eq!(allowed.status.code(), Some(0), "{allowed:?}");
+    let allowed = ttp_worker()
+        .args(["check-rules", "--no-builtin-rules"])
+        .env("DECNET_TTP_ALLOW_EMPTY_RULES", "1")
+        .output()
+        .unwrap();
+    assert_eq!(allowed.status.code(), Some(0), "{allowed:?}");
+}
+
 #[test]
 fn a_missing_rules_directory_is_a_usage_error() {
     for args in [

@@ -102,6 +102,7 @@ pub const NO_BUILTIN_RULES: Setting =
     Setting::new("no-builtin-rules", "DECNET_TTP_NO_BUILTIN_RULES");
 pub const NORMALIZE_COMMANDS: Setting =
     Setting::new("normalize-commands", "DECNET_TTP_NORMALIZE_COMMANDS");
+pub const ALLOW_EMPTY: Setting = Setting::new("allow-empty", "DECNET_TTP_ALLOW_EMPTY_RULES");
 pub const INTEL_MAPS: Setting = Setting::new("intel-maps", "DECNET_TTP_INTEL_MAPS");
 pub const ANCHORS: Setting = Setting::new("anchors", "DECNET_TTP_ANCHORS");
 

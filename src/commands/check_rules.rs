@@ -53,7 +53,11 @@ pub fn run(
         }
     };
     report(options, &tagger, &mut out, &mut err).map_err(Error::Write)?;
-    let (problems, warnings) = (tagger.problems().len(), tagger.warnings().len());
+    let (mut problems, warnings) = (tagger.problems().len(), tagger.warnings().len());
+    if let Err(empty) = tagger.require_rules() {
+        writeln!(err, "{empty}").map_err(Error::Write)?;
+        problems += 1;
+    }
     Ok(if problems == 0 {
         Verdict::Loaded { warnings }
     } else {
@@ -68,12 +72,7 @@ fn report(
     err: &mut impl Write,
 ) -> io::Result<()> {
     let (by_kind, by_owner) = tagger.summary();
-    let mut sources: Vec<String> = Vec::new();
-    if !options.no_builtin_rules {
-        sources.push("built-in pack".to_owned());
-    }
-    sources.extend(options.rules_dirs.iter().map(|d| d.display().to_string()));
-    let source = sources.join(", ");
+    let source = options.rule_sources().join(", ");
     let join = |m: Vec<String>| {
         if m.is_empty() {
             "-".to_owned()

@@ -111,6 +111,7 @@ pub fn run(config: &Config) -> Result<ShutdownCause, DaemonError> {
     for problem in tagger.problems().iter().chain(tagger.warnings()) {
         log::warn!("{problem}");
     }
+    tagger.require_rules()?;
     let store = Store::open(&config.db)?;
     let learned = store.load_anchors()?;
     log::debug!("{} attacker anchors learned earlier", learned.len());

@@ -62,6 +62,20 @@ pub struct EngineOptions {
     /// Which rules also match a command's de-obfuscated view (the built-in pack's always;
     /// every rule's with `--normalize-commands`).
     pub command_view: CommandView,
+    /// Accept a pack without a single rule ([`Tagger::require_rules`]): a worker that tags
+    /// nothing is almost always a wrong directory, so it is refused unless asked for.
+    pub allow_empty: bool,
+}
+
+impl EngineOptions {
+    /// Where rules come from, in load order: `built-in pack`, then each directory.
+    pub fn rule_sources(&self) -> Vec<String> {
+        let builtin = (!self.no_builtin_rules).then(|| "built-in pack".to_owned());
+        builtin
+            .into_iter()
+            .chain(self.rules_dirs.iter().map(|d| d.display().to_string()))
+            .collect()
+    }
 }
 
 /// What stops an engine from being built at all (a reload failing this way keeps the old one).
@@ -78,6 +92,13 @@ pub enum EngineError {
     IntelDir {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "no rules loaded from {searched}: the worker would tag nothing (--allow-empty accepts that)"
+    )]
+    NoRules {
+        /// The places searched, as a user would name them.
+        searched: String,
     },
 }
 
@@ -200,10 +221,23 @@ impl Tagger {
         }
     }
 
+    /// An error when no rule loaded and the options do not allow that, naming where rules
+    /// were looked for (every file there may have failed: the problems say why).
+    pub fn require_rules(&self) -> Result<(), EngineError> {
+        if !self.rules.is_empty() || self.options.allow_empty {
+            return Ok(());
+        }
+        Err(EngineError::NoRules {
+            searched: self.options.rule_sources().join(", "),
+        })
+    }
+
     /// A fresh engine from the same options (SIGHUP). Anchors learned from the bus are kept;
-    /// on error the caller keeps using `self`.
+    /// on error the caller keeps using `self`, so a reload never leaves the worker without
+    /// rules it was not allowed to be without.
     pub fn reload(&self) -> Result<Tagger, EngineError> {
         let mut fresh = Tagger::new(&self.options)?;
+        fresh.require_rules()?;
         let mut merged = self.anchors.clone();
         merged.merge_from(&fresh.anchors);
         fresh.anchors = merged;

@@ -45,8 +45,7 @@ pub fn reference_options() -> EngineOptions {
         no_builtin_rules: true,
         intel_maps_dir: Some(compat("decnet-intel")),
         anchors_file: Some(compat("corpus/dev-1k.anchors.json")),
-        budget: Default::default(),
-        command_view: Default::default(),
+        ..EngineOptions::default()
     }
 }
 
