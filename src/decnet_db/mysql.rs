@@ -25,8 +25,13 @@ use crate::bus::security::Secret;
 use crate::store::{ATTACK_RELEASE, format_sql_utc, mitre_url};
 use crate::tagging::Tag;
 
-/// Lookups go in chunks of this many `?` (far under the protocol's 65535).
-const CHUNK: usize = 500;
+/// Lookups go in chunks of at most this many `?` (far under the protocol's 65535); a power of
+/// two, see [`statement_size`].
+const CHUNK: usize = 512;
+
+/// Prepared statements the client keeps per connection (the crate's default is 32): every
+/// statement the worker runs, in every size [`statement_size`] allows, fits.
+const STATEMENT_CACHE: usize = 128;
 /// One connection attempt; a dead host must not hold the main loop for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reading or writing one packet; longer than InnoDB's default lock wait (50 s) would be
@@ -130,7 +135,8 @@ impl MysqlDb {
             .prefer_socket(false)
             .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
             .read_timeout(Some(IO_TIMEOUT))
-            .write_timeout(Some(IO_TIMEOUT));
+            .write_timeout(Some(IO_TIMEOUT))
+            .stmt_cache_size(Some(STATEMENT_CACHE));
         if let Some(tls) = tls {
             let mut ssl =
                 SslOpts::default().with_danger_skip_domain_validation(tls.skip_host_check);
@@ -276,11 +282,39 @@ fn select_in<K: AsRef<str>>(
 ) -> mysql::Result<Vec<Row>> {
     let mut out = Vec::new();
     for chunk in keys.chunks(CHUNK) {
-        let marks = vec!["?"; chunk.len()].join(", ");
-        let params = Params::Positional(chunk.iter().map(|k| SqlValue::from(k.as_ref())).collect());
-        out.extend(on.exec::<Row, _, _>(sql.replace("{}", &marks), params)?);
+        // Padded with the last key again: a key twice in `IN` finds its rows once.
+        let size = statement_size(chunk.len());
+        let marks = vec!["?"; size].join(", ");
+        let mut params: Vec<SqlValue> = chunk.iter().map(|k| SqlValue::from(k.as_ref())).collect();
+        params.resize(size, params[params.len() - 1].clone());
+        out.extend(on.exec::<Row, _, _>(sql.replace("{}", &marks), Params::Positional(params))?);
     }
     Ok(out)
+}
+
+/// The number of `?` a statement for `n` values gets: `n` rounded up to a power of two. The
+/// client prepares a statement per distinct text and keeps a few ([`STATEMENT_CACHE`]); with
+/// the batch's own sizes (1 to 512 of them) nearly every statement would be prepared anew on
+/// the server, parsed and planned for a single run, and another closed to make room.
+fn statement_size(n: usize) -> usize {
+    n.next_power_of_two()
+}
+
+/// `items` cut into runs whose lengths are powers of two, the longest (at most `max`, itself
+/// one) first: rows cannot be padded as lookup keys are, so a batch of 143 new rows goes in
+/// statements of 128, 8, 4, 2 and 1 rows, each prepared once per connection.
+fn power_of_two_runs<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(max.is_power_of_two());
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = max.min(1 << rest.len().ilog2());
+        let (run, after) = rest.split_at(len);
+        rest = after;
+        Some(run)
+    })
 }
 
 /// A text value as the server sends it (bytes), or a number written out.
@@ -485,7 +519,7 @@ fn write_in_bulk(
             }
         }
     }
-    for chunk in fresh.chunks(INSERT_ROWS) {
+    for chunk in power_of_two_runs(&fresh, INSERT_ROWS) {
         let mut params = Vec::with_capacity(chunk.len() * TAG_PARAMS);
         for &(m, t) in chunk {
             tag_params(&messages[m][t], &created_at, &mut params);
@@ -591,4 +625,34 @@ fn record_leak(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CHUNK, INSERT_ROWS, power_of_two_runs, statement_size};
+
+    #[test]
+    fn rows_go_in_power_of_two_runs_in_order_and_none_is_lost() {
+        let rows: Vec<usize> = (0..700).collect();
+        let runs: Vec<&[usize]> = power_of_two_runs(&rows, INSERT_ROWS).collect();
+        let lengths: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+        assert_eq!(lengths, [256, 256, 128, 32, 16, 8, 4]);
+        assert_eq!(runs.concat(), rows);
+        assert_eq!(power_of_two_runs(&rows[..1], INSERT_ROWS).count(), 1);
+        assert_eq!(power_of_two_runs(&rows[..0], INSERT_ROWS).count(), 0);
+        // Whatever the batch, few distinct statement sizes.
+        let sizes: std::collections::BTreeSet<usize> = (1..=600)
+            .flat_map(|n| power_of_two_runs(&rows[..n], INSERT_ROWS).map(<[usize]>::len))
+            .collect();
+        assert_eq!(sizes.len(), 9);
+    }
+
+    #[test]
+    fn lookups_are_rounded_up_to_a_power_of_two_within_a_chunk() {
+        assert_eq!(statement_size(1), 1);
+        assert_eq!(statement_size(3), 4);
+        assert_eq!(statement_size(257), 512);
+        assert_eq!(statement_size(CHUNK), CHUNK);
+        assert!(CHUNK.is_power_of_two());
+    }
 }
