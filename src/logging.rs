@@ -1,4 +1,4 @@
-//! Log set-up: `RUST_LOG` decides, `info` by default, always to stderr.
+//! Log set-up: `RUST_LOG` decides, else the caller's default level, always to stderr.
 //!
 //! Under systemd (`JOURNAL_STREAM` set) lines carry a `<N>` syslog priority prefix and no
 //! timestamp, so journald files them at the right level and does not stamp them twice.
@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use env_logger::{Builder, Env, WriteStyle};
 
-pub fn init() {
-    let mut builder = Builder::from_env(Env::default().default_filter_or("info"));
+pub fn init(default: log::LevelFilter) {
+    let default = default.as_str().to_ascii_lowercase();
+    let mut builder = Builder::from_env(Env::default().default_filter_or(default));
     builder.write_style(WriteStyle::Auto);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.format(|out, record| {

@@ -20,7 +20,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
-    logging::init();
+    // A daemon's log is its account of itself; a command's output is its answer, and its log
+    // only the problems met on the way.
+    logging::init(match cli.command {
+        None | Some(Command::Bridge(_)) => log::LevelFilter::Info,
+        Some(_) => log::LevelFilter::Warn,
+    });
     match cli.command {
         None => run_daemon(&cli),
         Some(Command::Tag(args)) => tag(&args),

@@ -236,6 +236,34 @@ fn no_rules_at_all_is_refused_unless_allowed() {
     assert_eq!(allowed.status.code(), Some(0), "{allowed:?}");
 }
 
+/// What `tag` writes on stderr for DECNET's pack on the dev corpus: its real problems and the
+/// summary, no informational lines (they are for `RUST_LOG=info`).
+#[test]
+fn tag_says_only_problems_and_the_summary_on_stderr() {
+    let output = ttp_worker()
+        .args(["tag", "--no-builtin-rules", "--rules"])
+        .arg(compat("decnet-rules"))
+        .arg("--intel-maps")
+        .arg(compat("decnet-intel"))
+        .arg(compat("corpus/dev-1k.jsonl"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].contains("R0030.yaml: rule R0030: warning:"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("WARN") && lines[1].contains("rule R0033"),
+        "{stderr}"
+    );
+    assert!(lines[2].starts_with("tag: 1000 events"), "{stderr}");
+}
+
 #[test]
 fn a_missing_rules_directory_is_a_usage_error() {
     for args in [
