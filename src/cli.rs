@@ -19,12 +19,22 @@ poll tick.
 
 Flags win over environment variables, which win over the defaults.";
 
+/// The exit statuses, the same for every command; shown by --help and the man page.
+const EXIT_STATUS: &str = "\
+Exit status, for every command:
+  0  done (the worker: stopped cleanly)
+  1  it ran and found problems or failed: check-rules with a rule that did not load (or
+     none at all), the worker on a store or database that failed under it
+  2  bad usage: a bad flag, value or setting, a missing or unreadable input or directory,
+     a worker without any rule; one line names it";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ttp-worker",
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
+    after_long_help = EXIT_STATUS,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -60,7 +70,7 @@ pub struct BridgeArgs {
 
     /// Messages each direction holds while the other side is slow or away; beyond it the
     /// oldest are dropped and counted
-    #[arg(long = settings::QUEUE.flag, value_name = "N")]
+    #[arg(long = settings::QUEUE.flag, value_name = "N", allow_negative_numbers = true)]
     pub queue: Option<String>,
 
     /// NATS server URL(s), comma-separated; nats:// or tls://
@@ -68,7 +78,7 @@ pub struct BridgeArgs {
     pub bus_url: Option<String>,
 
     /// Seconds between the bridge's heartbeats on system.ttp-bridge.health
-    #[arg(long = settings::HEARTBEAT_INTERVAL.flag, value_name = "SECS")]
+    #[arg(long = settings::HEARTBEAT_INTERVAL.flag, value_name = "SECS", allow_negative_numbers = true)]
     pub heartbeat_interval: Option<String>,
 
     /// Publish DECNET's events into the JetStream stream the worker's durable mode reads,
@@ -81,11 +91,11 @@ pub struct BridgeArgs {
     pub stream: Option<String>,
 
     /// Maximum age of events in a stream the bridge creates, e.g. 7d or 36h
-    #[arg(long = settings::STREAM_MAX_AGE.flag, value_name = "DURATION")]
+    #[arg(long = settings::STREAM_MAX_AGE.flag, value_name = "DURATION", allow_negative_numbers = true)]
     pub stream_max_age: Option<String>,
 
     /// Maximum size of a stream the bridge creates, e.g. 1G or 512M
-    #[arg(long = settings::STREAM_MAX_BYTES.flag, value_name = "BYTES")]
+    #[arg(long = settings::STREAM_MAX_BYTES.flag, value_name = "BYTES", allow_negative_numbers = true)]
     pub stream_max_bytes: Option<String>,
 
     #[command(flatten)]
@@ -102,12 +112,12 @@ pub struct RunArgs {
 
     /// Seconds between idle ticks; while NATS is unreachable, a connection is retried on
     /// every tick
-    #[arg(short = 'i', long = settings::POLL_INTERVAL.flag, value_name = "SECS")]
+    #[arg(short = 'i', long = settings::POLL_INTERVAL.flag, value_name = "SECS", allow_negative_numbers = true)]
     pub poll_interval: Option<String>,
 
     /// Seconds between heartbeats on system.ttp.health; keep it at 30 or less for DECNET's
     /// dashboard
-    #[arg(long = settings::HEARTBEAT_INTERVAL.flag, value_name = "SECS")]
+    #[arg(long = settings::HEARTBEAT_INTERVAL.flag, value_name = "SECS", allow_negative_numbers = true)]
     pub heartbeat_interval: Option<String>,
 
     /// Do not connect to NATS at all (poll-only)
@@ -123,18 +133,18 @@ pub struct RunArgs {
     pub stream: Option<String>,
 
     /// Maximum age of events in a stream this worker creates, e.g. 7d or 36h
-    #[arg(long = settings::STREAM_MAX_AGE.flag, value_name = "DURATION")]
+    #[arg(long = settings::STREAM_MAX_AGE.flag, value_name = "DURATION", allow_negative_numbers = true)]
     pub stream_max_age: Option<String>,
 
     /// Maximum size of a stream this worker creates, e.g. 1G or 512M; the oldest events go
     /// first
-    #[arg(long = settings::STREAM_MAX_BYTES.flag, value_name = "BYTES")]
+    #[arg(long = settings::STREAM_MAX_BYTES.flag, value_name = "BYTES", allow_negative_numbers = true)]
     pub stream_max_bytes: Option<String>,
 
     /// How long JetStream waits for an acknowledgement before delivering a message again (and
     /// so how soon a crashed worker's in-hand messages come back), for consumers this worker
     /// creates
-    #[arg(long = settings::ACK_WAIT.flag, value_name = "DURATION")]
+    #[arg(long = settings::ACK_WAIT.flag, value_name = "DURATION", allow_negative_numbers = true)]
     pub ack_wait: Option<String>,
 
     /// SQLite tag store, owned by this worker alone; with a DECNET database it holds what
@@ -325,20 +335,25 @@ pub struct TagsArgs {
     pub session: Option<String>,
 
     /// Only these techniques; T1110 includes its sub-techniques, T1110.003 is exact
-    #[arg(long, value_name = "T", num_args = 1..)]
+    #[arg(long, value_name = "T", num_args = 1.., value_parser = parse_technique_arg)]
     pub technique: Vec<String>,
 
     /// Only tags written within this long, e.g. 30m, 24h, 7d
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, allow_negative_numbers = true)]
     pub since: Option<std::time::Duration>,
 
     /// At most this many rows [default: 100]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub limit: Option<usize>,
 
     /// json: one object per line; table: columns for a terminal
     #[arg(long, value_name = "FORMAT", default_value = "table")]
     pub format: crate::store::Format,
+}
+
+/// A technique filter is checked here, so that a typo exits 2 like any other bad value.
+fn parse_technique_arg(text: &str) -> Result<String, crate::store::NotATechnique> {
+    crate::store::parse_technique(text).map(|_| text.to_owned())
 }
 
 /// Durations read the same everywhere (`30s`, `15m`, `24h`, `7d`; see `units.rs`).

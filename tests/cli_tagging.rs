@@ -366,3 +366,68 @@ fn attacker_chosen_kinds_are_named_a_bounded_number_of_times_and_cut_short() {
         "the overflow is said once"
     );
 }
+
+/// The exit statuses `--help` promises, command by command: 2 and one line naming what was
+/// wrong for bad usage (a bad value, an input that cannot be read), 1 for a run that found
+/// problems.
+#[test]
+fn exit_statuses_are_the_same_for_every_command() {
+    let dir = tempfile("exit-statuses");
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("ttp.db");
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("R9999.yaml"),
+        "rule_id: R9999\nname: [unclosed\n",
+    )
+    .unwrap();
+    let dir_text = dir.display().to_string();
+    let store_text = store.display().to_string();
+    let broken_text = broken.display().to_string();
+    // No store is made: a bad value is refused before one is looked for.
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["-i", "-5"], 2, "--poll-interval"),
+        (
+            vec!["--heartbeat-interval", "-1"],
+            2,
+            "--heartbeat-interval",
+        ),
+        (vec!["tag", &dir_text], 2, &dir_text),
+        (vec!["tag", "/no/such/file"], 2, "/no/such/file"),
+        (
+            vec!["tags", "--db", &store_text, "--technique", "X1"],
+            2,
+            "ATT&CK id",
+        ),
+        (
+            vec!["tags", "--db", &store_text, "--since", "3x"],
+            2,
+            "--since",
+        ),
+        (
+            vec!["tags", "--db", &store_text, "--limit", "-3"],
+            2,
+            "--limit",
+        ),
+        (
+            vec!["check-rules", "--rules", "/no/such/dir"],
+            2,
+            "/no/such/dir",
+        ),
+        (
+            vec!["check-rules", "--rules", &broken_text],
+            1,
+            "R9999.yaml",
+        ),
+    ];
+    for (args, code, named) in cases {
+        let output = ttp_worker().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        if code == 2 {
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        }
+    }
+}

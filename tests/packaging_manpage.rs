@@ -54,8 +54,18 @@ old ones stay.
 .BR SIGTERM ", " SIGINT
 Finishes the batch in hand and stops, exit status 0; a second one exits at once with status 1.
 .SH EXIT STATUS
-0 after a stop (signal or a stop request on system.ttp.control), 1 on a failure while running,
-2 for a setting that cannot be used.
+The same for every command.
+.TP
+.B 0
+Done; the worker: stopped (a signal or a stop request on system.ttp.control).
+.TP
+.B 1
+It ran and found problems or failed: \fBcheck\-rules\fR with a rule that did not load (or
+none at all), the worker on a store or database that failed under it.
+.TP
+.B 2
+Bad usage, in one line that names it: a bad flag, value or setting, a missing or unreadable
+input or directory, a worker without any rule.
 .SH FILES
 .TP
 .I /etc/default/ttp\-worker
@@ -78,7 +88,8 @@ Every setting can be given as an environment variable; its name is shown as [env
 each option above. A flag wins over its variable. Also read:
 .TP
 .B RUST_LOG
-Log level, in env_logger syntax (default \fBinfo\fR).
+Log level, in env_logger syntax (default \fBinfo\fR for the worker and the bridge,
+\fBwarn\fR for the other commands).
 .TP
 .B STATE_DIRECTORY
 Set by systemd; the default tag store is \fI$STATE_DIRECTORY/ttp.db\fR.

@@ -24,11 +24,11 @@ pub enum Error {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("I/O error: {0}")]
+    #[error("cannot read the input: {0}")]
     Read(#[source] io::Error),
-    #[error("I/O error: {0}")]
+    #[error("cannot write the output: {0}")]
     Write(#[source] io::Error),
-    #[error("I/O error: {0}")]
+    #[error("cannot start the tagging thread: {0}")]
     Spawn(#[source] io::Error),
 }
 
@@ -43,7 +43,15 @@ pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>, Error> {
     match path {
         None => Ok(Box::new(io::stdin().lock())),
         Some(path) if path == Path::new("-") => Ok(Box::new(io::stdin().lock())),
-        Some(path) => match File::open(path) {
+        // A directory opens, and fails only at the first read, far from its name.
+        Some(path) => match File::open(path).and_then(|file| match file.metadata() {
+            Ok(meta) if meta.is_dir() => Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "a directory, not a file of JSON lines",
+            )),
+            Ok(_) => Ok(file),
+            Err(e) => Err(e),
+        }) {
             Ok(file) => Ok(Box::new(BufReader::new(file))),
             Err(source) => Err(Error::Open {
                 path: path.to_owned(),

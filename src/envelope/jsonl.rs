@@ -33,7 +33,7 @@ pub fn decode_line(line: &[u8]) -> Result<Option<LineMessage>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let raw: RawLine = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let raw: RawLine = serde_json::from_str(text).map_err(|e| json_problem(&e))?;
     let subject = raw
         .topic
         .filter(|t| !t.is_empty())
@@ -223,6 +223,50 @@ impl<'de> Deserialize<'de> for RawLine {
     }
 }
 
+/// What is wrong with a line that is not a JSON object, in plain words. The report names the
+/// line; serde's own message would name line 1 of the one-line text (or line 2 for a line cut
+/// short) and speak its grammar ("expected ident", "sequence").
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let column = e.column();
+    let message = e.to_string();
+    let what = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(what, _)| what);
+    match e.classify() {
+        Category::Eof => "the line ends before its JSON object does".to_owned(),
+        Category::Syntax if what == "trailing characters" => {
+            format!("text after the JSON object (column {column})")
+        }
+        Category::Syntax => format!("not valid JSON (column {column})"),
+        Category::Data => match what.strip_prefix("invalid type: ") {
+            Some(found) => {
+                let found = found
+                    .split_once(", expected")
+                    .map_or(found, |(found, _)| found);
+                format!("a JSON object was expected, not {}", plain_json_kind(found))
+            }
+            None => format!("not an envelope: {what}"),
+        },
+        Category::Io => format!("cannot read the line: {what}"),
+    }
+}
+
+/// serde's name for a kind of JSON value, as a user would say it.
+fn plain_json_kind(serde_name: &str) -> String {
+    match serde_name {
+        "sequence" => "an array".to_owned(),
+        "map" => "an object".to_owned(),
+        "unit" | "null" => "null".to_owned(),
+        other => match other.split_once(' ') {
+            Some(("integer" | "floating", _)) => "a number".to_owned(),
+            Some(("string", _)) => "a string".to_owned(),
+            Some(("boolean", _)) => "true or false".to_owned(),
+            _ => other.to_owned(),
+        },
+    }
+}
+
 /// Only the subject: the rest of the line is read by the envelope decoder.
 #[derive(serde::Deserialize)]
 struct TopicOnly<'a> {
@@ -233,7 +277,7 @@ struct TopicOnly<'a> {
 /// One JSON line → the message the daemon would have received.
 pub fn parse_line(line: &str) -> Result<Inbound, String> {
     let topic = serde_json::from_str::<TopicOnly<'_>>(line)
-        .map_err(|e| format!("not a JSON object: {e}"))?
+        .map_err(|e| json_problem(&e))?
         .topic
         .filter(|t| !t.is_empty())
         .ok_or("no string `topic` member")?
@@ -318,9 +362,18 @@ mod tests {
     #[test]
     fn bad_lines_say_why() {
         let err = |line: &[u8]| decode_line(line).err().unwrap_or_default();
-        assert!(err(b"not json").starts_with("not a JSON object"));
-        assert!(err(b"[1]").starts_with("not a JSON object"));
-        assert!(err(b"{\"topic\":\"t\"} x").starts_with("not a JSON object"));
+        assert_eq!(err(b"not json"), "not valid JSON (column 2)");
+        assert_eq!(err(b"[1]"), "a JSON object was expected, not an array");
+        assert_eq!(err(b"\"x\""), "a JSON object was expected, not a string");
+        assert_eq!(err(b"5"), "a JSON object was expected, not a number");
+        assert_eq!(
+            err(b"{\"topic\":\"t\""),
+            "the line ends before its JSON object does"
+        );
+        assert_eq!(
+            err(b"{\"topic\":\"t\"} x"),
+            "text after the JSON object (column 15)"
+        );
         assert_eq!(err(b"{\"payload\":{}}"), "no string `topic` member");
         assert_eq!(err(b"{\"topic\":5}"), "no string `topic` member");
         assert_eq!(err(b"{\"topic\":\"\"}"), "no string `topic` member");

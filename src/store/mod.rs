@@ -37,8 +37,8 @@ pub use location::{DB_FILE_NAME, NoDefaultLocation, default_db_path};
 pub use lock::lock_path;
 pub use pending::{Held, HeldMessage, PendingEntry, Wait, message_key};
 pub use query::{
-    DEFAULT_LIMIT, Format, QueryFailed, StoredTag, TableShape, TagsQuery, TagsSelect,
-    parse_evidence, query_tags_in,
+    DEFAULT_LIMIT, Format, NotATechnique, QueryFailed, StoredTag, TableShape, TagsQuery,
+    TagsSelect, parse_evidence, parse_technique, query_tags_in,
 };
 pub use schema::SCHEMA_VERSION;
 pub use stats::{Size, Stats, StatsFailed, StatsSql, stats_in};

@@ -242,6 +242,20 @@ fn where_clauses(
 /// `T1110` → match `technique_id` (a parent covers its sub-techniques, which keep the parent
 /// in `technique_id`); `T1110.003` → match `sub_technique_id`. Case-insensitive input.
 fn technique_filter(text: &str) -> Result<(&'static str, String), StoreError> {
+    parse_technique(text).map_err(|NotATechnique| {
+        StoreError::Query(format!("--technique {NotATechnique}, not {text:?}"))
+    })
+}
+
+/// A technique filter that is not an ATT&CK technique id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expects an ATT&CK id like T1110 or T1110.003")]
+pub struct NotATechnique;
+
+/// A technique filter as given (`t1110`, `T1110.003`): the column it matches and the id in
+/// capitals. The command line checks with it too, so that a typo is a usage error before any
+/// store is opened.
+pub fn parse_technique(text: &str) -> Result<(&'static str, String), NotATechnique> {
     let id = text.trim().to_ascii_uppercase();
     let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
     let parsed = id
@@ -251,12 +265,7 @@ fn technique_filter(text: &str) -> Result<(&'static str, String), StoreError> {
             Some((parent, sub)) if digits(parent, 4) && digits(sub, 3) => Some("sub_technique_id"),
             _ => None,
         });
-    match parsed {
-        Some(column) => Ok((column, id)),
-        None => Err(StoreError::Query(format!(
-            "--technique expects an ATT&CK id like T1110 or T1110.003, not {text:?}"
-        ))),
-    }
+    parsed.map(|column| (column, id)).ok_or(NotATechnique)
 }
 
 /// `2026-05-01T12:34:56.789012Z` as DECNET writes it: `2026-05-01 12:34:56.789012`.
