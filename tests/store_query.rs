@@ -211,12 +211,13 @@ fn the_table_is_aligned_and_says_when_nothing_matches() {
     assert_eq!(lines.len(), 7, "{text}");
     let header = lines[0];
     for column in [
+        "TAG",
         "TIME (UTC)",
         "TECHNIQUE",
         "RULE",
         "CONF",
         "ANCHOR",
-        "SESSION/SOURCE",
+        "SOURCE",
     ] {
         assert!(header.contains(column), "{header}");
     }
@@ -235,8 +236,24 @@ fn the_table_is_aligned_and_says_when_nothing_matches() {
     assert!(text.contains(&format!("identity {IDENTITY}")), "{text}");
     assert!(text.contains("command:cmd-ip-only"), "{text}");
     assert!(
-        lines[6].starts_with(char::is_numeric) && lines[6].contains("0.90"),
+        lines[6]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .starts_with(char::is_numeric)
+            && lines[6].contains("0.90"),
         "{text}"
+    );
+    // No two rows look alike: each starts with its own tag's short uuid.
+    let short: std::collections::BTreeSet<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(short.len(), 6, "{text}");
+    assert!(
+        short
+            .iter()
+            .all(|s| s.len() == 8 && s.chars().all(|c| c.is_ascii_hexdigit()))
     );
 
     let mut out = Vec::new();

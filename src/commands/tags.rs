@@ -82,16 +82,23 @@ fn to_json(row: &StoredTag) -> Value {
     Value::Object(map)
 }
 
-const HEADERS: [&str; 6] = [
+/// The columns of the table. TAG (the uuid's first eight digits, enough to tell rows apart on
+/// screen) and SOURCE (the event the tag came from) are what keep two rows of one technique,
+/// rule and session from looking the same: two commands of one session, say.
+const HEADERS: [&str; 7] = [
+    "TAG",
     "TIME (UTC)",
     "TECHNIQUE",
     "RULE",
     "CONF",
     "ANCHOR",
-    "SESSION/SOURCE",
+    "SOURCE",
 ];
 
-fn table_cells(row: &StoredTag) -> [String; 6] {
+/// The column right-aligned: a number.
+const CONF_COLUMN: usize = 4;
+
+fn table_cells(row: &StoredTag) -> [String; 7] {
     let tag = &row.tag;
     // `2026-05-01T12:34:56.789012Z` → `2026-05-01 12:34:56`: seconds are enough on screen.
     let time = row
@@ -109,17 +116,15 @@ fn table_cells(row: &StoredTag) -> [String; 6] {
         (None, None, Some(ip)) => format!("ip {ip}"),
         (None, None, None) => "-".to_string(),
     };
-    let origin = match &tag.session_id {
-        Some(session) => session.clone(),
-        None => format!("{}:{}", tag.source_kind, tag.source_id),
-    };
+    let short_uuid: String = tag.uuid.chars().take(8).collect();
     [
+        short_uuid,
         time,
         technique,
         format!("{} v{}", tag.rule_id, tag.rule_version),
         format!("{:.2}", tag.confidence),
         anchor,
-        origin,
+        format!("{}:{}", tag.source_kind, tag.source_id),
     ]
     .map(|cell| printable(&cell))
 }
@@ -142,7 +147,7 @@ fn write_table(rows: &[StoredTag], out: &mut impl Write) -> std::io::Result<()> 
     if rows.is_empty() {
         return writeln!(out, "no matching tags");
     }
-    let cells: Vec<[String; 6]> = rows.iter().map(table_cells).collect();
+    let cells: Vec<[String; 7]> = rows.iter().map(table_cells).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -156,9 +161,8 @@ fn write_table(rows: &[StoredTag], out: &mut impl Write) -> std::io::Result<()> 
             if i + 1 == row.len() {
                 line.push_str(cell);
             } else {
-                // CONF is a number: right-align it.
                 let pad = width - cell.chars().count();
-                if i == 3 {
+                if i == CONF_COLUMN {
                     line.push_str(&" ".repeat(pad));
                     line.push_str(cell);
                 } else {
