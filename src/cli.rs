@@ -59,6 +59,9 @@ pub enum Command {
     /// Relay between DECNET's UNIX-socket bus and NATS: DECNET's events to NATS for the
     /// worker, the worker's announcements back to DECNET's bus
     Bridge(BridgeArgs),
+    /// Publish envelopes read as JSON lines (from INPUT or stdin, as `tag` reads them) onto
+    /// the bus, each on its topic: a way to feed a running worker
+    Publish(PublishArgs),
 }
 
 /// Options of `ttp-worker bridge`.
@@ -97,6 +100,27 @@ pub struct BridgeArgs {
     /// Maximum size of a stream the bridge creates, e.g. 1G or 512M
     #[arg(long = settings::STREAM_MAX_BYTES.flag, value_name = "BYTES", allow_negative_numbers = true)]
     pub stream_max_bytes: Option<String>,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// What `publish` sends and where.
+#[derive(Debug, Default, Args)]
+pub struct PublishArgs {
+    /// JSON-lines file of envelopes ({"topic": SUBJECT, "type": ..., "payload": {...}}; `v`,
+    /// `id` and `ts` are filled in when missing); stdin when absent or '-'
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+
+    /// At most this many envelopes a second, e.g. 100 or 100/s [default: as fast as the
+    /// server takes them]
+    #[arg(long, value_name = "N/s", allow_negative_numbers = true)]
+    pub rate: Option<String>,
+
+    /// NATS server URL(s), comma-separated; nats:// or tls://
+    #[arg(long = settings::BUS_URL.flag, value_name = "URL")]
+    pub bus_url: Option<String>,
 
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -364,7 +388,7 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
 /// The command line as `--help` and the man page show it: the derived definition, with each
 /// setting's environment variable and default from [`settings`].
 pub fn command() -> clap::Command {
-    use settings::{BRIDGE, DAEMON, ENGINE, STORE};
+    use settings::{BRIDGE, DAEMON, ENGINE, PUBLISH, STORE};
     Cli::command()
         .mut_args(|arg| settings::render(arg, &[DAEMON, ENGINE]))
         .mut_subcommand("tag", |cmd| {
@@ -381,6 +405,9 @@ pub fn command() -> clap::Command {
         })
         .mut_subcommand("bridge", |cmd| {
             cmd.mut_args(|arg| settings::render(arg, &[BRIDGE]))
+        })
+        .mut_subcommand("publish", |cmd| {
+            cmd.mut_args(|arg| settings::render(arg, &[PUBLISH]))
         })
 }
 

@@ -197,6 +197,48 @@ pub fn resolve_bridge(
     })
 }
 
+/// What `ttp-worker publish` needs: where the bus is, how to log in, and how fast to go.
+#[derive(Debug)]
+pub struct PublishConfig {
+    pub urls: Vec<String>,
+    pub security: BusSecurity,
+    pub connect_timeout: Duration,
+    /// Envelopes a second at most; `None`: as fast as the server takes them.
+    pub rate: Option<f64>,
+}
+
+/// `publish`'s settings, read as the daemon reads the same ones.
+pub fn resolve_publish(
+    flags: &crate::cli::PublishArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<PublishConfig, ConfigError> {
+    let (setting, text) = value(&flags.bus_url, &settings::BUS_URL, &env);
+    let urls = parse_bus_urls(&setting, &text)?;
+    let security = resolve_security(&flags.security, &urls, &env)?;
+    let rate = match &flags.rate {
+        None => None,
+        Some(text) => {
+            let number = text.trim().trim_end_matches("/s");
+            match number.parse::<f64>() {
+                Ok(rate) if rate.is_finite() && rate > 0.0 => Some(rate),
+                _ => {
+                    return Err(invalid(
+                        "--rate",
+                        text,
+                        "expected envelopes a second above 0, e.g. 100 or 100/s",
+                    ));
+                }
+            }
+        }
+    };
+    Ok(PublishConfig {
+        urls,
+        security,
+        connect_timeout: CONNECT_TIMEOUT,
+        rate,
+    })
+}
+
 /// `--durable`, else `DECNET_BUS_DURABLE`: the worker and the bridge read it alike.
 fn resolve_durable(flag: bool, env: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
     if flag {

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 
-use ttp_worker::cli::{BridgeArgs, Cli, Command, EngineArgs, StoreArgs, TagArgs, TagsArgs};
+use ttp_worker::cli::{
+    BridgeArgs, Cli, Command, EngineArgs, PublishArgs, StoreArgs, TagArgs, TagsArgs,
+};
 use ttp_worker::commands::{self, Failure};
 use ttp_worker::config::{self, Config, ReadSource};
 use ttp_worker::tagging::EngineOptions;
@@ -33,7 +35,20 @@ fn main() -> ExitCode {
         Some(Command::Tags(args)) => tags(&args),
         Some(Command::Stats(args)) => stats(&args),
         Some(Command::Bridge(args)) => bridge(&args),
+        Some(Command::Publish(args)) => publish(&args),
     }
+}
+
+fn publish(args: &PublishArgs) -> ExitCode {
+    let config = match config::resolve_publish(args, env) {
+        Ok(config) => config,
+        Err(err) => return fail(USAGE_ERROR, err),
+    };
+    let input = match commands::tag::open_input(args.input.as_deref()) {
+        Ok(input) => input,
+        Err(err) => return fail(USAGE_ERROR, err),
+    };
+    finish(commands::publish::run(&config, input, io::stderr()))
 }
 
 fn env(name: &str) -> Option<String> {

@@ -85,13 +85,30 @@ pub fn open_with(
     hooks: &Hooks,
     closing: &Arc<AtomicBool>,
 ) -> Result<nats::Connection, BusError> {
-    let urls = settings.urls.join(",");
+    dial(
+        &settings.urls,
+        &settings.security,
+        settings.connect_timeout,
+        hooks,
+        closing,
+    )
+}
+
+/// [`open_with`] for a client that needs no more than where to connect and how: the
+/// `publish` command.
+pub fn dial(
+    urls: &[String],
+    security: &BusSecurity,
+    connect_timeout: Duration,
+    hooks: &Hooks,
+    closing: &Arc<AtomicBool>,
+) -> Result<nats::Connection, BusError> {
+    let urls = urls.join(",");
     let shown = redact_url(&urls);
-    let options =
-        options(&settings.security, hooks, closing).map_err(|source| BusError::Connect {
-            urls: shown.clone(),
-            source,
-        })?;
+    let options = options(security, hooks, closing).map_err(|source| BusError::Connect {
+        urls: shown.clone(),
+        source,
+    })?;
     let (result_tx, result_rx) = bounded(1);
     let attempt_urls = urls.clone();
     thread::Builder::new()
@@ -101,7 +118,7 @@ pub fn open_with(
             let _ = result_tx.send(options.connect(attempt_urls.as_str()));
         })
         .map_err(BusError::Spawn)?;
-    match result_rx.recv_timeout(settings.connect_timeout) {
+    match result_rx.recv_timeout(connect_timeout) {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(source)) => Err(BusError::Connect {
             urls: shown,
@@ -109,7 +126,7 @@ pub fn open_with(
         }),
         Err(_) => Err(BusError::ConnectTimedOut {
             urls: shown,
-            timeout: settings.connect_timeout,
+            timeout: connect_timeout,
         }),
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub use connect::{BusSettings, Hooks, StreamConfig, open_with};
+pub use connect::{BusSettings, Hooks, StreamConfig, dial, open_with};
 pub use durable::ensure_stream;
 pub use error::BusError;
 pub use publish::Publisher;

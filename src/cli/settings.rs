@@ -125,7 +125,15 @@ pub const QUEUE: Setting = Setting::new("queue", "DECNET_TTP_BRIDGE_QUEUE").defa
 
 /// Where the rules, intel tables and known attackers come from: the daemon, `tag` and
 /// `check-rules` take these.
-pub const ENGINE: &[Setting] = &[RULES, LOCAL_RULES, NO_BUILTIN_RULES, INTEL_MAPS, ANCHORS];
+pub const ENGINE: &[Setting] = &[
+    RULES,
+    LOCAL_RULES,
+    NO_BUILTIN_RULES,
+    NORMALIZE_COMMANDS,
+    ALLOW_EMPTY,
+    INTEL_MAPS,
+    ANCHORS,
+];
 
 /// The daemon's own settings.
 pub const DAEMON: &[Setting] = &[
@@ -161,6 +169,19 @@ pub const BRIDGE: &[Setting] = &[
     STREAM,
     STREAM_MAX_AGE,
     STREAM_MAX_BYTES,
+    BUS_USER,
+    BUS_PASSWORD_FILE,
+    BUS_TOKEN_FILE,
+    BUS_CREDS,
+    BUS_NKEY_SEED_FILE,
+    TLS_CA,
+    TLS_CERT,
+    TLS_KEY,
+];
+
+/// `publish`'s settings: where the bus is and how to log in, as for the daemon.
+pub const PUBLISH: &[Setting] = &[
+    BUS_URL,
     BUS_USER,
     BUS_PASSWORD_FILE,
     BUS_TOKEN_FILE,

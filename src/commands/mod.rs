@@ -1,9 +1,10 @@
-//! The subcommands, one module each: `tag`, `check-rules`, `tags`, `stats` (a new subcommand
-//! gets its own module here). Each `run` takes its inputs and its writers and returns a typed
+//! The subcommands, one module each: `tag`, `check-rules`, `tags`, `stats`, `publish` (a new
+//! subcommand gets its own module here). Each `run` takes its inputs and its writers and returns a typed
 //! result; `main.rs` only turns that into an exit status, so tests drive exactly what users
 //! run. These are the only modules that print: `tagging` and `store` return values.
 
 pub mod check_rules;
+pub mod publish;
 pub mod stats;
 pub mod tag;
 pub mod tags;
