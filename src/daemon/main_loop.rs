@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, never, select};
 
+use super::activity::Activity;
 use super::timers::Timers;
 use crate::channels::{Ack, Bus, Control, ControlReceiver, Delivery, Outbox, ShutdownCause};
 use crate::counters::Counters;
@@ -143,6 +144,8 @@ pub struct MainLoop<B, H> {
     outage: Outage,
     /// Set by a fatal batch failure: the loop stops with it.
     fatal: Option<String>,
+    /// The minute's info line while messages come.
+    activity: Activity,
 }
 
 /// A failure that lasts (a database down for an hour) is said once when it starts, again only
@@ -181,11 +184,13 @@ impl Outage {
 
 impl<B: Bus, H: Handler> MainLoop<B, H> {
     pub fn new(inbox: Inbox, bus: B, handler: H, counters: Arc<Counters>) -> MainLoop<B, H> {
+        let activity = Activity::new(&counters, Instant::now());
         MainLoop {
             inbox,
             bus,
             handler,
             counters,
+            activity,
             held: None,
             carried: VecDeque::new(),
             timers: Timers::default(),
@@ -286,6 +291,9 @@ impl<B: Bus, H: Handler> MainLoop<B, H> {
                 self.handler.settle();
             }
             Event::Retry => self.retry_held(),
+        }
+        if let Some(line) = self.activity.due(&self.counters, Instant::now()) {
+            log::info!("{line}");
         }
         self.fatal
             .take()

@@ -4,6 +4,7 @@
 //! [`wire`] is the one place the channels, the bus and the loop are put together; [`run`]
 //! and the in-process test harness both call it, so tests drive exactly the daemon's wiring.
 
+mod activity;
 mod announce;
 mod decnet_pipeline;
 pub mod main_loop;
