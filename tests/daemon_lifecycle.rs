@@ -559,6 +559,28 @@ fn long_strings_from_the_bus_are_logged_clipped_and_not_stored() {
     assert_eq!(stored, 0);
 }
 
+/// A session with one command the built-in pack tags (credential files).
+fn firing_session(session_id: &str) -> Vec<u8> {
+    envelope_body(
+        "attacker.session.ended",
+        "session.ended",
+        json!({"session_id": session_id, "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
+               "commands": [{"id": "c", "command_text": "cat /etc/shadow"}]}),
+    )
+}
+
+/// A session of 200,000 one-letter commands: 800 kB on the wire, twenty times the work
+/// budget's commands.
+fn one_letter_session(session_id: &str) -> Vec<u8> {
+    let commands: Vec<&str> = vec!["w"; 200_000];
+    envelope_body(
+        "attacker.session.ended",
+        "session.ended",
+        json!({"session_id": session_id, "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
+               "commands": commands}),
+    )
+}
+
 /// Eight sessions of 200,000 one-letter commands each (800 kB apiece) once stalled the worker
 /// for 79 s at 1.9 GiB. Now each is tagged up to its budget: the worker stays small, says
 /// once what it cut, counts it, and still stops promptly with such messages queued.
@@ -570,13 +592,7 @@ fn sessions_far_over_the_work_budget_stay_small_and_do_not_delay_a_stop() {
     let db = dir.path().join("ttp.db");
     let mut worker = start_worker(&server.url(), &[("DECNET_TTP_DB", db.to_str().unwrap())]);
     health.next_beat();
-    let commands: Vec<&str> = vec!["w"; 200_000];
-    let body = envelope_body(
-        "attacker.session.ended",
-        "session.ended",
-        json!({"session_id": "huge", "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
-               "commands": commands}),
-    );
+    let body = one_letter_session("huge");
     let client = server.client();
     for _ in 0..8 {
         client.publish("attacker.session.ended", &body).unwrap();
@@ -617,14 +633,8 @@ fn a_flood_of_large_messages_is_held_within_its_bytes_and_the_rest_counted() {
     let db = dir.path().join("ttp.db");
     let mut worker = start_worker(&server.url(), &[("DECNET_TTP_DB", db.to_str().unwrap())]);
     health.next_beat();
-    // 800 kB on the wire, slow to decode and to fan out: the worker falls far behind.
-    let commands: Vec<&str> = vec!["w"; 200_000];
-    let body = envelope_body(
-        "attacker.session.ended",
-        "session.ended",
-        json!({"session_id": "flood", "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
-               "commands": commands}),
-    );
+    // Slow to decode and to fan out: the worker falls far behind.
+    let body = one_letter_session("flood");
     let client = server.client();
     for _ in 0..FLOOD {
         client.publish("attacker.session.ended", &body).unwrap();
@@ -644,15 +654,7 @@ fn a_flood_of_large_messages_is_held_within_its_bytes_and_the_rest_counted() {
     // Still tagging: an ordinary session after the flood is stored.
     let tagged = client.subscribe("ttp.tagged").unwrap();
     client
-        .publish(
-            "attacker.session.ended",
-            envelope_body(
-                "attacker.session.ended",
-                "session.ended",
-                json!({"session_id": "after", "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
-                       "commands": [{"id": "c", "command_text": "cat /etc/shadow"}]}),
-            ),
-        )
+        .publish("attacker.session.ended", firing_session("after"))
         .unwrap();
     client.flush().unwrap();
     tagged
@@ -678,15 +680,7 @@ fn a_store_deleted_under_the_worker_stops_it_with_a_failure() {
     let client = server.client();
     let tagged = client.subscribe("ttp.tagged").unwrap();
     client
-        .publish(
-            "attacker.session.ended",
-            envelope_body(
-                "attacker.session.ended",
-                "session.ended",
-                json!({"session_id": "s-del", "attacker_uuid": "6f1c2a9e-0000-4000-8000-0000000000aa",
-                       "commands": [{"id": "c", "command_text": "cat /etc/shadow"}]}),
-            ),
-        )
+        .publish("attacker.session.ended", firing_session("s-del"))
         .unwrap();
     client.flush().unwrap();
     let status = worker.wait_exit(PATIENCE).expect("still running");
