@@ -24,7 +24,8 @@ const EXIT_STATUS: &str = "\
 Exit status, for every command:
   0  done (the worker: stopped cleanly)
   1  it ran and found problems or failed: check-rules with a rule that did not load (or
-     none at all), the worker on a store or database that failed under it
+     none at all), tag or publish with an input line that is not an envelope (the others
+     are done), the worker on a store or database that failed under it
   2  bad usage: a bad flag, value or setting, a missing or unreadable input or directory,
      a worker without any rule; one line names it";
 

@@ -48,7 +48,8 @@ fn publish(args: &PublishArgs) -> ExitCode {
         Ok(input) => input,
         Err(err) => return fail(USAGE_ERROR, err),
     };
-    finish(commands::publish::run(&config, input, io::stderr()))
+    let result = commands::publish::run(&config, input, io::stderr());
+    finish_with_malformed(result.map(|summary| summary.malformed))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -98,13 +99,8 @@ fn tag(args: &TagArgs) -> ExitCode {
     } else {
         commands::tag::Listing::FirstPerUuid
     };
-    finish(commands::tag::run(
-        &options,
-        listing,
-        input,
-        out,
-        io::stderr(),
-    ))
+    let result = commands::tag::run(&options, listing, input, out, io::stderr());
+    finish_with_malformed(result.map(|summary| summary.malformed))
 }
 
 fn check_rules(args: &EngineArgs) -> ExitCode {
@@ -170,6 +166,17 @@ fn finish<T>(result: Result<T, impl Failure>) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) if err.closed_pipe() => ExitCode::SUCCESS,
         Err(err) => fail(1, err),
+    }
+}
+
+/// [`finish`] for a command that read lines: one that was not an envelope (reported on its line,
+/// and in the summary) is a problem found, so the status is 1 although every other line went
+/// through.
+fn finish_with_malformed(result: Result<u64, impl Failure>) -> ExitCode {
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(err) => finish(Err::<(), _>(err)),
     }
 }
 

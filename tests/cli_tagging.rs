@@ -143,8 +143,13 @@ fn tag_reports_malformed_lines_with_their_numbers_and_goes_on() {
     )
     .unwrap();
     let output = ttp_worker().arg("tag").arg(&input).output().unwrap();
-    assert!(output.status.success());
+    // The good line is tagged; the bad ones are a problem found.
+    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.lines().last().unwrap().starts_with("tag: 1 events"),
+        "{stderr}"
+    );
     assert!(stderr.contains("line 1"), "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
     assert!(

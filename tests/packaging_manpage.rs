@@ -61,7 +61,8 @@ Done; the worker: stopped (a signal or a stop request on system.ttp.control).
 .TP
 .B 1
 It ran and found problems or failed: \fBcheck\-rules\fR with a rule that did not load (or
-none at all), the worker on a store or database that failed under it.
+none at all), \fBtag\fR or \fBpublish\fR with an input line that is not an envelope (the
+others are done), the worker on a store or database that failed under it.
 .TP
 .B 2
 Bad usage, in one line that names it: a bad flag, value or setting, a missing or unreadable

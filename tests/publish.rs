@@ -99,7 +99,8 @@ fn a_paced_run_reports_bad_lines_and_still_sends_the_rest() {
         &[],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    // The rest is sent; the bad line is a problem found.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("line 2: a JSON object was expected, not an array"),
         "{stderr}"
