@@ -165,6 +165,7 @@ fn finish<T>(result: Result<T, impl Failure>) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) if err.closed_pipe() => ExitCode::SUCCESS,
+        Err(err) if err.unreadable_input() => fail(USAGE_ERROR, err),
         Err(err) => fail(1, err),
     }
 }

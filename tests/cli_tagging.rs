@@ -400,6 +400,8 @@ fn exit_statuses_are_the_same_for_every_command() {
         ),
         (vec!["tag", &dir_text], 2, &dir_text),
         (vec!["tag", "/no/such/file"], 2, "/no/such/file"),
+        // It opens, and its first read fails: the path is still named.
+        (vec!["tag", "/proc/self/mem"], 2, "/proc/self/mem"),
         (
             vec!["tags", "--db", &store_text, "--technique", "X1"],
             2,

@@ -18,6 +18,12 @@ pub trait Failure: std::error::Error {
     /// The output's reader went away (`ttp-worker tags | head -1`): the rest of the output
     /// is no longer wanted, so the command ends quietly and successfully, as ripgrep does.
     fn closed_pipe(&self) -> bool;
+
+    /// The user's input could not be read: bad usage (exit 2), like an input that cannot be
+    /// opened, rather than the command failing (exit 1).
+    fn unreadable_input(&self) -> bool {
+        false
+    }
 }
 
 fn is_closed_pipe(err: &io::Error) -> bool {

@@ -47,6 +47,10 @@ impl Failure for Error {
     fn closed_pipe(&self) -> bool {
         matches!(self, Error::Write(e) if super::is_closed_pipe(e))
     }
+
+    fn unreadable_input(&self) -> bool {
+        matches!(self, Error::Read(_))
+    }
 }
 
 /// What a run did, as its summary line says.

@@ -36,6 +36,10 @@ impl Failure for Error {
     fn closed_pipe(&self) -> bool {
         matches!(self, Error::Write(e) if super::is_closed_pipe(e))
     }
+
+    fn unreadable_input(&self) -> bool {
+        matches!(self, Error::Read(_))
+    }
 }
 
 /// The input named by `--input`: stdin when absent or `-`.
@@ -52,12 +56,30 @@ pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>, Error> {
             Ok(_) => Ok(file),
             Err(e) => Err(e),
         }) {
-            Ok(file) => Ok(Box::new(BufReader::new(file))),
+            Ok(file) => Ok(Box::new(BufReader::new(NamedFile {
+                file,
+                path: path.to_owned(),
+            }))),
             Err(source) => Err(Error::Open {
                 path: path.to_owned(),
                 source,
             }),
         },
+    }
+}
+
+/// An input file whose read errors name it: a disk error in the middle of a long file says
+/// which file, as the error at opening it does.
+struct NamedFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl io::Read for NamedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 }
 
