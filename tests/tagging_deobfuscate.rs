@@ -1,4 +1,4 @@
-//! The de-obfuscated view of commands (`src/tagging/deobfuscate.rs`, docs/tagging.md §7.6):
+//! The de-obfuscated view of commands (`src/tagging/deobfuscate.rs`, docs/tagging.md §7.7):
 //! the built-in pack sees through quoting, escapes and `${IFS}`; DECNET's pack matches the raw
 //! text as DECNET does unless `--normalize-commands` is given; the view is what bash itself
 //! runs; and the evidence keeps the raw text.
