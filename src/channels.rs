@@ -32,7 +32,52 @@ pub const ROOM_POLL: Duration = Duration::from_millis(5);
 
 /// The weight of the messages now waiting on the message channel, over the whole process:
 /// the memory it bounds is the process's.
-static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
+static QUEUED: ByteBound = ByteBound::new(MAX_QUEUED_BYTES);
+
+/// A process-wide count of bytes held somewhere, and the most it may reach. Threads take
+/// their share before they hold a message and give it back when they let go, so what they
+/// hold together stays under the bound whatever each holds.
+#[derive(Debug)]
+pub struct ByteBound {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBound {
+    pub const fn new(max: usize) -> ByteBound {
+        ByteBound {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes room for `bytes` if there is some: `false` when it would pass the bound. Room
+    /// larger than the whole bound is given when nothing is held, so no message is refused
+    /// for ever for its size alone.
+    pub fn try_take(&self, bytes: usize) -> bool {
+        let mut used = self.used.load(Ordering::SeqCst);
+        while used == 0 || used + bytes <= self.max {
+            match self
+                .used
+                .compare_exchange(used, used + bytes, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+        false
+    }
+
+    /// Gives back room taken with [`ByteBound::try_take`].
+    pub fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    /// The bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+}
 
 /// A message's share of [`MAX_QUEUED_BYTES`], given back when the main loop takes the
 /// message into a batch (which [`MAX_BATCH_BYTES`](crate::daemon::main_loop::MAX_BATCH_BYTES)
@@ -59,25 +104,14 @@ impl Permit {
     /// Room for `bytes` now, or `None` when the queue is too full for it (a message larger
     /// than the whole room gets it once the queue is empty).
     pub fn try_take(bytes: usize) -> Option<Permit> {
-        let mut queued = QUEUED_BYTES.load(Ordering::SeqCst);
-        while queued == 0 || queued + bytes <= MAX_QUEUED_BYTES {
-            match QUEUED_BYTES.compare_exchange(
-                queued,
-                queued + bytes,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => return Some(Permit(bytes)),
-                Err(now) => queued = now,
-            }
-        }
-        None
+        // Lazily: a permit made and dropped here would give back room it never took.
+        QUEUED.try_take(bytes).then(|| Permit(bytes))
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        QUEUED_BYTES.fetch_sub(self.0, Ordering::SeqCst);
+        QUEUED.give_back(self.0);
     }
 }
 
@@ -262,6 +296,20 @@ pub trait Bus: Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_bound_gives_room_up_to_its_bound_and_a_refusal_takes_none() {
+        let bound = ByteBound::new(100);
+        // More than the whole bound fits when nothing is held.
+        assert!(bound.try_take(150));
+        assert!(!bound.try_take(1));
+        assert_eq!(bound.used(), 150);
+        bound.give_back(150);
+        assert!(bound.try_take(60));
+        assert!(bound.try_take(40));
+        assert!(!bound.try_take(1));
+        assert_eq!(bound.used(), 100);
+    }
 
     #[test]
     fn reloads_are_coalesced_until_one_is_taken() {

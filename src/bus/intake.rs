@@ -11,13 +11,12 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, after, never, select, tick};
 
-use crate::channels::{Delivery, Permit, ROOM_POLL};
+use crate::channels::{ByteBound, Delivery, Permit, ROOM_POLL};
 use crate::counters::Counters;
 use crate::envelope::{Envelope, Inbound};
 use crate::logging::{Throttle, clip};
@@ -32,7 +31,7 @@ pub const CLIENT_QUEUE_LIMIT: usize = 8192;
 pub const MAX_HELD_BYTES: usize = 32 << 20;
 
 /// The bytes now held by every subscription thread.
-static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
+static HELD: ByteBound = ByteBound::new(MAX_HELD_BYTES);
 
 /// Malformed messages are logged at most once per period, over every subscription.
 static MALFORMED_WARNINGS: Throttle = Throttle::new(Duration::from_secs(10));
@@ -119,15 +118,18 @@ impl Forwarder {
             while let Ok(message) = subscription.receiver().try_recv() {
                 self.held.push(message, &self.counters);
             }
-            if self.next.is_none() {
-                let Some(message) = self.held.pop() else {
-                    return true;
-                };
-                self.next = decode(&message, &self.counters);
-                continue;
-            }
-            let Some(inbound) = self.next.take() else {
-                continue;
+            let inbound = match self.next.take() {
+                Some(inbound) => inbound,
+                None => {
+                    let Some(message) = self.held.pop() else {
+                        return true;
+                    };
+                    // A malformed one is counted and gone; on to the next.
+                    let Some(inbound) = decode(&message, &self.counters) else {
+                        continue;
+                    };
+                    inbound
+                }
             };
             let Some(permit) = Permit::try_take(inbound.bytes) else {
                 self.next = Some(inbound);
@@ -188,7 +190,7 @@ impl Forwarder {
 }
 
 /// Raw messages a subscription thread took from the client and the main loop has no room
-/// for yet, their bytes counted in [`HELD_BYTES`].
+/// for yet, their bytes counted in [`HELD`].
 #[derive(Default)]
 struct Hold {
     messages: VecDeque<nats::Message>,
@@ -204,28 +206,24 @@ impl Hold {
     /// Keeps `message` if the process holds room for it (one message always fits when nothing
     /// is held), else drops and counts it.
     fn push(&mut self, message: nats::Message, counters: &Counters) {
-        let bytes = message.data.len();
-        let before = HELD_BYTES.fetch_add(bytes, Ordering::SeqCst);
-        if before > 0 && before + bytes > MAX_HELD_BYTES {
-            HELD_BYTES.fetch_sub(bytes, Ordering::SeqCst);
+        if HELD.try_take(message.data.len()) {
+            self.messages.push_back(message);
+        } else {
             Counters::bump(&counters.client_dropped);
             self.dropped += 1;
-            return;
         }
-        self.messages.push_back(message);
     }
 
     fn pop(&mut self) -> Option<nats::Message> {
         let message = self.messages.pop_front()?;
-        HELD_BYTES.fetch_sub(message.data.len(), Ordering::SeqCst);
+        HELD.give_back(message.data.len());
         Some(message)
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let bytes: usize = self.messages.iter().map(|m| m.data.len()).sum();
-        HELD_BYTES.fetch_sub(bytes, Ordering::SeqCst);
+        HELD.give_back(self.messages.iter().map(|m| m.data.len()).sum());
     }
 }
 
@@ -260,7 +258,7 @@ pub fn decode(message: &nats::Message, counters: &Counters) -> Option<Inbound> {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::{HELD_BYTES, Hold, MAX_HELD_BYTES};
+    use super::{HELD, Hold, MAX_HELD_BYTES};
     use crate::counters::{Counters, Mode};
 
     fn message(bytes: usize) -> nats::Message {
@@ -274,11 +272,11 @@ mod tests {
         let mut hold = Hold::default();
         // The first message fits even when it alone is over the bound: nothing else is held.
         hold.push(message(MAX_HELD_BYTES + 1), &counters);
-        assert_eq!(HELD_BYTES.load(Ordering::SeqCst), MAX_HELD_BYTES + 1);
+        assert_eq!(HELD.used(), MAX_HELD_BYTES + 1);
         hold.push(message(1), &counters);
         assert_eq!((hold.messages.len(), hold.dropped), (1, 1));
         assert!(hold.pop().is_some());
-        assert_eq!(HELD_BYTES.load(Ordering::SeqCst), 0);
+        assert_eq!(HELD.used(), 0);
 
         let mib = 1 << 20;
         for _ in 0..40 {
@@ -291,6 +289,6 @@ mod tests {
             hold.dropped as u64
         );
         drop(hold);
-        assert_eq!(HELD_BYTES.load(Ordering::SeqCst), 0);
+        assert_eq!(HELD.used(), 0);
     }
 }
