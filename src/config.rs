@@ -241,11 +241,21 @@ pub fn resolve_publish(
 
 /// `--durable`, else `DECNET_BUS_DURABLE`: the worker and the bridge read it alike.
 fn resolve_durable(flag: bool, env: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
+    switch(flag, &settings::DURABLE, env)
+}
+
+/// A setting that is off unless its flag is given or its variable says yes; the variable is
+/// not read when the flag is given.
+fn switch(
+    flag: bool,
+    setting: &Setting,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<bool, ConfigError> {
     if flag {
         return Ok(true);
     }
-    match env(settings::DURABLE.env) {
-        Some(text) => parse_bool(settings::DURABLE.env, &text),
+    match env(setting.env) {
+        Some(text) => parse_bool(setting.env, &text),
         None => Ok(false),
     }
 }
@@ -324,22 +334,10 @@ pub fn resolve_engine(
             local.push(path);
         }
     }
-    let no_builtin_rules = !replacing.is_empty()
-        || flags.no_builtin_rules
-        || match env(settings::NO_BUILTIN_RULES.env) {
-            Some(text) => parse_bool(settings::NO_BUILTIN_RULES.env, &text)?,
-            None => false,
-        };
-    let normalize_commands = flags.normalize_commands
-        || match env(settings::NORMALIZE_COMMANDS.env) {
-            Some(text) => parse_bool(settings::NORMALIZE_COMMANDS.env, &text)?,
-            None => false,
-        };
-    let allow_empty = flags.allow_empty
-        || match env(settings::ALLOW_EMPTY.env) {
-            Some(text) => parse_bool(settings::ALLOW_EMPTY.env, &text)?,
-            None => false,
-        };
+    let no_builtin_rules =
+        !replacing.is_empty() || switch(flags.no_builtin_rules, &settings::NO_BUILTIN_RULES, env)?;
+    let normalize_commands = switch(flags.normalize_commands, &settings::NORMALIZE_COMMANDS, env)?;
+    let allow_empty = switch(flags.allow_empty, &settings::ALLOW_EMPTY, env)?;
     let mut rules_dirs = replacing;
     rules_dirs.extend(local);
     let intel_maps_dir = match pick(&flags.intel_maps, &settings::INTEL_MAPS, env) {

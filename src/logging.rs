@@ -86,15 +86,17 @@ pub fn clip(text: &str) -> Cow<'_, str> {
 
 /// [`clip`] for a string that is kept: cut in place, so what is kept is bounded too.
 pub fn clip_owned(text: String) -> String {
-    match clip(&text) {
-        Cow::Borrowed(_) => text,
-        Cow::Owned(cut) => cut,
-    }
+    clip_owned_to(text, MAX_QUOTED)
 }
 
 fn clip_record(record: String) -> String {
-    match clip_to(&record, MAX_RECORD) {
-        Cow::Borrowed(_) => record,
+    clip_owned_to(record, MAX_RECORD)
+}
+
+/// [`clip_to`] without a copy of text that fits.
+fn clip_owned_to(text: String, max: usize) -> String {
+    match clip_to(&text, max) {
+        Cow::Borrowed(_) => text,
         Cow::Owned(cut) => cut,
     }
 }

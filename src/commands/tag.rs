@@ -48,13 +48,14 @@ pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>, Error> {
         None => Ok(Box::new(io::stdin().lock())),
         Some(path) if path == Path::new("-") => Ok(Box::new(io::stdin().lock())),
         // A directory opens, and fails only at the first read, far from its name.
-        Some(path) => match File::open(path).and_then(|file| match file.metadata() {
-            Ok(meta) if meta.is_dir() => Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "a directory, not a file of JSON lines",
-            )),
-            Ok(_) => Ok(file),
-            Err(e) => Err(e),
+        Some(path) => match File::open(path).and_then(|file| {
+            if file.metadata()?.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "a directory, not a file of JSON lines",
+                ));
+            }
+            Ok(file)
         }) {
             Ok(file) => Ok(Box::new(BufReader::new(NamedFile {
                 file,
